@@ -1,0 +1,84 @@
+"""The contracts of the workload stage: what sources emit and what aggregation returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Execution:
+    """One execution of one statement, as a source saw it.
+
+    Sources fill what they know; everything but ``sql`` may be missing.
+    ``timestamp`` is kept as the log's own text: lexical order is time order
+    within one server's log, and parsing every timestamp would cost more than
+    the rest of the line.
+    """
+
+    sql: str
+    duration_ms: float | None = None
+    timestamp: str | None = None
+    session: str | None = None  # %c session id, else the pid
+    pid: int | None = None
+    user: str | None = None
+    database: str | None = None
+    application: str | None = None
+    vxid: str | None = None  # virtual transaction id, "3/1234"
+    query_id: int | None = None  # equals pg_stat_statements.queryid
+    parameters: str | None = None  # the logged "$1 = '…', …" text
+    plan: str | None = None  # auto_explain output attached to this statement
+    file: str | None = None
+    line: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """A line no format could read; kept so the user can find it."""
+
+    file: str
+    line: int
+    reason: str
+    text: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """One fingerprint's aggregate over the whole workload."""
+
+    fingerprint: str
+    normalized: str
+    parsed: bool  # False: sqlglot could not read it; fingerprinted from tokens
+    calls: int
+    total_ms: float
+    mean_ms: float | None
+    min_ms: float | None
+    max_ms: float | None
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    timed_calls: int  # calls that came with a duration
+    rows: int | None
+    first_seen: str | None
+    last_seen: str | None
+    users: tuple[str, ...] = ()
+    databases: tuple[str, ...] = ()
+    applications: tuple[str, ...] = ()
+    query_ids: tuple[int, ...] = ()
+    sample: str = ""  # one statement as logged, with literals
+    sample_parameters: str | None = None
+    sources: tuple[str, ...] = ()  # "log", "pg_stat_statements"
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """The first stage's result: every query by fingerprint, plus what was not read."""
+
+    queries: tuple[Query, ...]
+    sources: tuple[str, ...]
+    lines: int
+    statements: int
+    other_events: int
+    skipped_count: int
+    skipped: tuple[Skipped, ...] = ()
+    plans: int = 0  # auto_explain plans attached, not counted as executions
+    notes: tuple[str, ...] = field(default=())
