@@ -48,6 +48,7 @@ class Query:
     fingerprint: str
     normalized: str
     parsed: bool  # False: sqlglot could not read it; fingerprinted from tokens
+    statement_type: str  # select, insert, update, delete, merge, utility, unknown
     calls: int
     total_ms: float
     mean_ms: float | None

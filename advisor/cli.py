@@ -1,0 +1,157 @@
+"""The `advisor` command: parses arguments, calls the pipeline, prints. Nothing else lives here."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+
+from advisor import __version__
+from advisor.errors import AdvisorError
+from advisor.report.jsondoc import workload_document
+from advisor.report.text import workload_summary
+from advisor.workload.ingest import build_workload, scan_logs
+from advisor.workload.logs.prefix import PrefixError
+from advisor.workload.logs.reader import LogInputError
+
+app = typer.Typer(
+    name="advisor",
+    help="PostgreSQL query optimization advisor: reads the workload, examines plans, proposes indexes.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+
+PROGRESS_MIN_BYTES = 16 << 20  # smaller inputs finish before a bar is worth drawing
+
+
+class LogFormatChoice(str, Enum):
+    auto = "auto"
+    stderr = "stderr"
+    csvlog = "csvlog"
+    jsonlog = "jsonlog"
+    syslog = "syslog"
+    logplex = "logplex"
+
+
+class SortKey(str, Enum):
+    total = "total"
+    mean = "mean"
+    calls = "calls"
+    p95 = "p95"
+
+
+class OutputFormat(str, Enum):
+    text = "text"
+    json = "json"
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"advisor {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = None,
+) -> None:
+    pass
+
+
+@app.command()
+def parse(
+    logs: Annotated[list[str], typer.Argument(help="Log files or globs; '-' reads stdin. .gz, .bz2, .xz are read transparently.")],
+    log_format: Annotated[LogFormatChoice, typer.Option("--log-format", help="Log format; auto detects it per file.")] = LogFormatChoice.auto,
+    log_line_prefix: Annotated[Optional[str], typer.Option("--log-line-prefix", help="The server's log_line_prefix for stderr logs, e.g. '%m [%p] %q%u@%d '. Detected among common ones when omitted.")] = None,
+    top: Annotated[Optional[int], typer.Option("--top", min=1, help="Show this many queries (text default 20; JSON default all).")] = None,
+    sort: Annotated[SortKey, typer.Option("--sort", help="Order queries by total time, mean time, calls or p95.")] = SortKey.total,
+    jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", min=1, help="Parallel workers (default: the number of cores).")] = None,
+    output_format: Annotated[OutputFormat, typer.Option("--format", help="text (a table) or json (versioned, see README).")] = OutputFormat.text,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file instead of stdout.")] = None,
+    show_values: Annotated[bool, typer.Option("--show-values", help="Show literal values in samples (masked by default).")] = False,
+) -> None:
+    """Read slow query logs and print the workload: queries by fingerprint with counts, time and percentiles."""
+    try:
+        with _progress() as progress:
+            scan = scan_logs(logs, log_format.value, log_line_prefix, jobs, progress)
+    except (LogInputError, PrefixError) as e:
+        raise AdvisorError(str(e), "check the path and the options (advisor parse --help)") from e
+    workload = _sorted(build_workload(scan), sort)
+    if output_format is OutputFormat.json:
+        document = workload_document(workload, top=top, show_values=show_values)
+        _emit(json.dumps(document, indent=2, ensure_ascii=False) + "\n", output)
+    else:
+        console = Console(file=open(output, "w") if output else None, width=200 if output else None)
+        console.print(workload_summary(workload, top=top or 20))
+
+
+def _sorted(workload, sort: SortKey):
+    from dataclasses import replace
+
+    keys = {
+        SortKey.total: lambda q: q.total_ms,
+        SortKey.mean: lambda q: q.mean_ms or 0.0,
+        SortKey.calls: lambda q: q.calls,
+        SortKey.p95: lambda q: q.p95_ms or 0.0,
+    }
+    return replace(workload, queries=tuple(sorted(workload.queries, key=keys[sort], reverse=True)))
+
+
+class _progress:
+    """A progress bar on stderr for large inputs; a no-op callback otherwise."""
+
+    def __enter__(self):
+        self.bar: Progress | None = None
+        self.task = None
+        return self.update
+
+    def update(self, done: int, total: int) -> None:
+        if self.bar is None:
+            if total < PROGRESS_MIN_BYTES:
+                return
+            self.bar = Progress(
+                "[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                TransferSpeedColumn(), TimeRemainingColumn(), console=err, transient=True,
+            )  # fmt: skip
+            self.bar.start()
+            self.task = self.bar.add_task("parsing logs", total=total)
+        self.bar.update(self.task, completed=done)
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _emit(text: str, output: Path | None) -> None:
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text)
+
+
+def main() -> None:
+    debug = "--debug" in sys.argv or os.environ.get("ADVISOR_DEBUG")
+    if "--debug" in sys.argv:
+        sys.argv.remove("--debug")
+    try:
+        app()
+    except AdvisorError as e:
+        if debug:
+            raise
+        err.print(f"[red]error:[/red] {e.cause}", highlight=False)
+        if e.fix:
+            err.print(f"[bold]fix:[/bold] {e.fix}", highlight=False)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

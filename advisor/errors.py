@@ -1,0 +1,12 @@
+"""Errors a user can act on: one line of cause, one line of fix."""
+
+from __future__ import annotations
+
+
+class AdvisorError(Exception):
+    """An expected failure: the CLI prints ``cause`` and ``fix`` and exits 2, no traceback."""
+
+    def __init__(self, cause: str, fix: str = "") -> None:
+        super().__init__(cause)
+        self.cause = cause
+        self.fix = fix

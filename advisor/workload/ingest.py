@@ -1,0 +1,139 @@
+"""Logs to a Workload: split into parts, parse the parts in parallel, merge in order."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, replace
+
+from advisor.workload.logs.formats import LogFormat, read_executions, sniff
+from advisor.workload.logs.reader import expand, is_compressed, split_points
+from advisor.workload.logs.records import SKIPPED_KEPT, Tally
+from advisor.workload.model import Workload
+from advisor.workload.stats import WorkloadStats
+
+Progress = Callable[[int, int], None]  # (bytes done, bytes in all)
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """A byte range of one log file that one worker parses."""
+
+    path: str
+    fmt: LogFormat
+    start: int = 0
+    end: int | None = None
+
+    @property
+    def size(self) -> int:
+        if self.end is not None:
+            return self.end - self.start
+        return os.path.getsize(self.path) if self.path != "-" else 0
+
+
+@dataclass(slots=True)
+class LogScan:
+    """What parsing the logs gave: the statistics and, per file, what was read and skipped."""
+
+    stats: WorkloadStats
+    tallies: list[Tally]
+    formats: dict[str, LogFormat]
+
+
+def scan_logs(
+    paths: list[str],
+    log_format: str = "auto",
+    prefix: str | None = None,
+    jobs: int | None = None,
+    progress: Progress | None = None,
+) -> LogScan:
+    files = expand(paths)
+    jobs = jobs or os.cpu_count() or 1
+    formats = {path: sniff(path, log_format, prefix) for path in files}
+    parts = [part for path in files for part in _split(path, formats[path], jobs)]
+    total = sum(p.size for p in parts)
+    results = _run(parts, jobs, progress, total)
+    stats = WorkloadStats()
+    tallies: list[Tally] = []
+    for part, (part_stats, tally) in zip(parts, results):
+        stats.merge(part_stats)
+        _merge_tally(tallies, part, tally)
+    return LogScan(stats, tallies, formats)
+
+
+def _split(path: str, fmt: LogFormat, jobs: int) -> list[Part]:
+    # Compressed streams cannot be entered in the middle: one part each.
+    if jobs == 1 or not fmt.splittable or is_compressed(path):
+        return [Part(path, fmt)]
+    return [Part(path, fmt, start, end) for start, end in split_points(path, jobs, fmt.is_unit_start())]
+
+
+def parse_part(part: Part) -> tuple[WorkloadStats, Tally]:
+    tally = Tally(part.path)
+    stats = WorkloadStats()
+    add = stats.add
+    for execution in read_executions(part.path, part.fmt, tally, part.start, part.end):
+        add(execution)
+    return stats, tally
+
+
+def _run(parts: list[Part], jobs: int, progress: Progress | None, total: int):
+    done = 0
+    if jobs == 1 or len(parts) == 1:
+        for part in parts:
+            result = parse_part(part)
+            done += part.size
+            if progress:
+                progress(done, total)
+            yield result
+        return
+    # fork: workers start at once and inherit the warm fingerprint cache.
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(max_workers=min(jobs, len(parts)), mp_context=context) as pool:
+        for part, result in zip(parts, pool.map(parse_part, parts)):
+            done += part.size
+            if progress:
+                progress(done, total)
+            yield result
+
+
+def _merge_tally(tallies: list[Tally], part: Part, tally: Tally) -> None:
+    """Parts of one file are numbered from 1: shift them by the lines before."""
+    if not tallies or tallies[-1].file != part.path or part.start == 0:
+        tallies.append(tally)
+        return
+    whole = tallies[-1]
+    offset = whole.lines
+    whole.lines += tally.lines
+    whole.other_events += tally.other_events
+    whole.plans += tally.plans
+    whole.skipped_count += tally.skipped_count
+    room = SKIPPED_KEPT - len(whole.skipped)
+    whole.skipped.extend(replace(s, line=s.line + offset) for s in tally.skipped[:room])
+
+
+_NOTES = {
+    "unknown": "format not recognised; every line was skipped (pass --log-format or --log-line-prefix)",
+    "pgbouncer": "a PgBouncer log: it holds no statements; its lines are counted as other events",
+}
+
+
+def build_workload(scan: LogScan) -> Workload:
+    tallies = scan.tallies
+    skipped = tuple(s for t in tallies for s in t.skipped)[:SKIPPED_KEPT]
+    notes = tuple(
+        f"{path}: {_NOTES[fmt.name]}" for path, fmt in scan.formats.items() if fmt.name in _NOTES
+    )
+    return Workload(
+        queries=scan.stats.queries_by_total_time(),
+        sources=tuple(scan.formats),
+        lines=sum(t.lines for t in tallies),
+        statements=scan.stats.statements,
+        other_events=sum(t.other_events for t in tallies),
+        skipped_count=sum(t.skipped_count for t in tallies),
+        skipped=skipped,
+        plans=sum(t.plans for t in tallies),
+        notes=notes,
+    )

@@ -1,0 +1,109 @@
+"""Which format a log is in, and the record stream of one log (or one byte range of it)."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from advisor.workload.logs import csvlog, jsonlog, messages, stderr, syslog
+from advisor.workload.logs.prefix import detect_prefix, prefix_regex
+from advisor.workload.logs.reader import iter_lines, open_log
+from advisor.workload.logs.records import Tally
+from advisor.workload.model import Execution
+
+FORMATS = ("auto", "stderr", "csvlog", "jsonlog", "syslog", "logplex")
+SNIFF_LINES = 500
+
+_CSV_HEAD = re.compile(r'"?\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?(?: [A-Za-z0-9+\-:]+)?"?,"?[^,]*"?,"?[^,]*"?,\d+,')
+
+
+@dataclass(frozen=True, slots=True)
+class LogFormat:
+    name: str  # stderr, csvlog, jsonlog, syslog, logplex, pgbouncer, unknown
+    prefix: str | None = None  # the server's log_line_prefix, for stderr, syslog and logplex
+
+    @property
+    def splittable(self) -> bool:
+        """Whether a file can be cut into byte ranges parsed apart (see reader.split_points)."""
+        return self.name in ("stderr", "csvlog", "jsonlog")
+
+    def is_unit_start(self):
+        if self.name == "stderr":
+            return stderr.unit_start(prefix_regex(self.prefix))
+        return {"csvlog": csvlog.is_unit_start, "jsonlog": jsonlog.is_unit_start}[self.name]
+
+
+def sniff(path: str, requested: str = "auto", prefix: str | None = None) -> LogFormat:
+    """The file's format: as requested, or guessed from its first lines."""
+    if requested == "stderr" or prefix is not None and requested == "auto":
+        return LogFormat("stderr", prefix or _detect(path))
+    with open_log(path) as stream:
+        head = [line for line in itertools.islice(iter_lines(stream), SNIFF_LINES) if line.strip()]
+    if requested in ("syslog", "logplex"):
+        found = syslog.sniff(head)
+        return LogFormat(requested, found[1] if found else None)
+    if requested != "auto":
+        return LogFormat(requested)
+    if not head:
+        return LogFormat("stderr", "%m [%p] ")  # empty: any format reads it as nothing
+    if sum(line.lstrip().startswith("{") for line in head) * 2 > len(head):
+        return LogFormat("jsonlog")
+    if sum(bool(_CSV_HEAD.match(line)) for line in head) * 2 > len(head):
+        return LogFormat("csvlog")
+    found = detect_prefix(head)
+    if found:
+        return LogFormat("stderr", found)
+    carried = syslog.sniff(head)
+    if carried:
+        return LogFormat(*carried)
+    if sum(bool(_PGBOUNCER.match(line)) for line in head) * 2 > len(head):
+        return LogFormat("pgbouncer")
+    return LogFormat("unknown")
+
+
+# PgBouncer writes "LOG C-0x…: …" where the server writes "LOG:  …".
+_PGBOUNCER = re.compile(r"\S+ \S+ \S+ (?:\[\d+\] )?(?:LOG|WARNING|ERROR|NOISE|DEBUG|FATAL) (?!:)")
+
+
+def _detect(path: str) -> str | None:
+    with open_log(path) as stream:
+        return detect_prefix(list(itertools.islice(iter_lines(stream), SNIFF_LINES)))
+
+
+def read_executions(path: str, fmt: LogFormat, tally: Tally, start: int = 0, end: int | None = None) -> Iterator[Execution]:
+    """Every execution logged in ``path`` (between byte offsets ``start`` and ``end``)."""
+    with open_log(path) as stream:
+        lines = iter_lines(stream, start, end)
+        if fmt.name == "stderr" and fmt.prefix is not None:
+            records = stderr.frame(lines, prefix_regex(fmt.prefix), tally)
+        elif fmt.name == "csvlog":
+            records = csvlog.frame(lines, tally)
+        elif fmt.name == "jsonlog":
+            records = jsonlog.frame(lines, tally)
+        elif fmt.name in syslog.CARRIERS and fmt.prefix is not None:
+            records = syslog.frame(lines, fmt.name, fmt.prefix, tally)
+        elif fmt.name == "pgbouncer":
+            _count_all(lines, tally)
+            return
+        else:
+            _skip_all(lines, tally)
+            return
+        yield from messages.executions(records, path, tally)
+
+
+def _count_all(lines, tally: Tally) -> None:
+    """A PgBouncer log holds no statements: its lines are events we do not analyse."""
+    for text in lines:
+        tally.lines += 1
+        tally.other_events += bool(text.strip())
+
+
+def _skip_all(lines, tally: Tally) -> None:
+    reason = "no known log format: pass --log-format, or --log-line-prefix for stderr logs"
+    lineno = 0
+    for lineno, text in enumerate(lines, 1):
+        if text.strip():
+            tally.skip(lineno, reason, text)
+    tally.lines += lineno

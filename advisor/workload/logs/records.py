@@ -1,0 +1,44 @@
+"""What every log format is framed into, and the tally of what could not be read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from advisor.workload.model import Skipped
+
+SKIPPED_KEPT = 100  # skipped lines kept in full; the rest are only counted
+
+
+@dataclass(slots=True)
+class LogRecord:
+    """One log message with its prefix fields, continuation lines joined."""
+
+    line: int
+    severity: str
+    message: str
+    timestamp: str | None = None
+    pid: str | None = None
+    session: str | None = None
+    user: str | None = None
+    database: str | None = None
+    application: str | None = None
+    vxid: str | None = None
+    query_id: str | None = None
+    detail: str | None = None  # csvlog and jsonlog carry DETAIL in the same record
+
+
+@dataclass(slots=True)
+class Tally:
+    """Counts for one file (or one chunk of it), mergeable in file order."""
+
+    file: str
+    lines: int = 0
+    other_events: int = 0
+    plans: int = 0
+    skipped_count: int = 0
+    skipped: list[Skipped] = field(default_factory=list)
+
+    def skip(self, line: int, reason: str, text: str = "") -> None:
+        self.skipped_count += 1
+        if len(self.skipped) < SKIPPED_KEPT:
+            self.skipped.append(Skipped(self.file, line, reason, text[:200]))

@@ -1,0 +1,55 @@
+"""The stderr format: a ``log_line_prefix``, a severity, and TAB-indented continuation lines."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+
+from advisor.workload.logs.records import LogRecord, Tally
+
+
+def frame(lines: Iterable[str], regex: re.Pattern[str], tally: Tally) -> Iterator[LogRecord]:
+    """Group lines into records; a line that is neither a head nor a continuation is skipped."""
+    match = regex.match
+    record: LogRecord | None = None
+    tail: list[str] = []  # continuation lines, joined once: a huge statement stays linear
+    lineno = 0
+    for lineno, text in enumerate(lines, 1):
+        m = match(text)
+        if m is not None:
+            if record is not None:
+                yield _finish(record, tail)
+            record = LogRecord(lineno, **m.groupdict())
+        elif text[:1] in ("\t", " ") and record is not None:
+            # The server indents continuation lines with a TAB; some shippers turn it into spaces.
+            tail.append(text[1:] if text[0] == "\t" else text)
+        elif text.strip():
+            tally.skip(lineno, "does not match the log_line_prefix", text)
+    if record is not None:
+        yield _finish(record, tail)
+    tally.lines += lineno
+
+
+def _finish(record: LogRecord, tail: list[str]) -> LogRecord:
+    if tail:
+        record.message = "\n".join([record.message, *tail])
+        tail.clear()
+    return record
+
+
+def unit_start(regex: re.Pattern[str]):
+    """A predicate for lines where a parallel chunk may begin (see reader.split_points)."""
+
+    def is_unit_start(text: str) -> bool:
+        m = regex.match(text)
+        return m is not None and m.group("severity") == "LOG" and starts_execution(m.group("message"))
+
+    return is_unit_start
+
+
+_STARTS = re.compile(r"(?:duration: [\d.]+ ms  )?(?:statement|execute [^:]*):")
+
+
+def starts_execution(message: str) -> bool:
+    """True for messages that open an execution (not plans, parse/bind or bare durations)."""
+    return _STARTS.match(message) is not None

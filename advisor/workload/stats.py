@@ -1,0 +1,207 @@
+"""Streaming, mergeable aggregation per fingerprint, in bounded memory.
+
+Merging the aggregates of parts gives exactly the aggregate of the whole:
+durations are summed as integer microseconds, quantiles are exact below
+``EXACT_LIMIT`` values and a DDSketch above (its bins are the same whichever
+order values arrive in), and ties keep the earlier part's sample.
+"""
+
+from __future__ import annotations
+
+from ddsketch import LogCollapsingLowestDenseDDSketch
+
+from advisor.workload.fingerprint import Fingerprint, fingerprint
+from advisor.workload.model import Execution, Query
+
+EXACT_LIMIT = 512  # durations kept exactly per query before switching to the sketch
+RELATIVE_ACCURACY = 0.01  # of the sketch's quantiles
+SKETCH_BINS = 2048  # caps the sketch's memory; covers 1 µs to hours at 1 %
+NAMES_KEPT = 16  # distinct users, databases, applications, query ids kept per query
+
+
+class Quantiles:
+    """Exact quantiles for small counts, a DDSketch (1 % relative error) beyond."""
+
+    __slots__ = ("values", "sketch")
+
+    def __init__(self) -> None:
+        self.values: list[float] | None = []
+        self.sketch: LogCollapsingLowestDenseDDSketch | None = None
+
+    def add(self, value: float) -> None:
+        if self.values is not None:
+            self.values.append(value)
+            if len(self.values) > EXACT_LIMIT:
+                self._to_sketch()
+        else:
+            self.sketch.add(value)
+
+    def merge(self, other: Quantiles) -> None:
+        if other.values is not None:
+            for value in other.values:
+                self.add(value)
+            return
+        if self.values is not None:
+            self._to_sketch()
+        self.sketch.merge(other.sketch)
+
+    def quantile(self, q: float) -> float | None:
+        """The value at rank floor(q·(n−1)), the rank rule DDSketch uses too."""
+        if self.values is not None:
+            if not self.values:
+                return None
+            ordered = sorted(self.values)
+            return ordered[int(q * (len(ordered) - 1))]
+        return self.sketch.get_quantile_value(q)
+
+    def _to_sketch(self) -> None:
+        self.sketch = LogCollapsingLowestDenseDDSketch(RELATIVE_ACCURACY, bin_limit=SKETCH_BINS)
+        for value in self.values:
+            self.sketch.add(value)
+        self.values = None
+
+
+class QueryStats:
+    """The running aggregate of one fingerprint."""
+
+    __slots__ = (
+        "fp", "calls", "timed_calls", "total_us", "min_ms", "max_ms", "quantiles", "rows",
+        "first_seen", "last_seen", "users", "databases", "applications", "query_ids",
+        "sample", "sample_parameters", "sample_ms", "sources",
+    )  # fmt: skip
+
+    def __init__(self, fp: Fingerprint) -> None:
+        self.fp = fp
+        self.calls = self.timed_calls = self.total_us = 0
+        self.min_ms: float | None = None
+        self.max_ms: float | None = None
+        self.quantiles = Quantiles()
+        self.rows: int | None = None
+        self.first_seen: str | None = None
+        self.last_seen: str | None = None
+        self.users: dict[str, None] = {}  # dicts as ordered sets
+        self.databases: dict[str, None] = {}
+        self.applications: dict[str, None] = {}
+        self.query_ids: dict[int, None] = {}
+        self.sample = ""
+        self.sample_parameters: str | None = None
+        self.sample_ms = -1.0
+        self.sources: dict[str, None] = {}
+
+    def add(self, e: Execution, source: str = "log") -> None:
+        self.calls += 1
+        if e.duration_ms is not None:
+            self._add_duration(e.duration_ms)
+        if e.timestamp is not None:
+            if self.first_seen is None or e.timestamp < self.first_seen:
+                self.first_seen = e.timestamp
+            if self.last_seen is None or e.timestamp > self.last_seen:
+                self.last_seen = e.timestamp
+        _keep(self.users, e.user)
+        _keep(self.databases, e.database)
+        _keep(self.applications, e.application)
+        _keep(self.query_ids, e.query_id)
+        _keep(self.sources, source)
+        # The slowest execution is the one worth explaining later.
+        duration = -1.0 if e.duration_ms is None else e.duration_ms
+        if duration > self.sample_ms or not self.sample:
+            self.sample, self.sample_parameters, self.sample_ms = e.sql, e.parameters, duration
+
+    def _add_duration(self, ms: float) -> None:
+        self.timed_calls += 1
+        self.total_us += round(ms * 1000)
+        self.min_ms = ms if self.min_ms is None else min(self.min_ms, ms)
+        self.max_ms = ms if self.max_ms is None else max(self.max_ms, ms)
+        self.quantiles.add(ms)
+
+    def merge(self, other: QueryStats) -> None:
+        self.calls += other.calls
+        self.timed_calls += other.timed_calls
+        self.total_us += other.total_us
+        self.min_ms = _pick(min, self.min_ms, other.min_ms)
+        self.max_ms = _pick(max, self.max_ms, other.max_ms)
+        self.quantiles.merge(other.quantiles)
+        self.rows = _pick(int.__add__, self.rows, other.rows)
+        self.first_seen = _pick(min, self.first_seen, other.first_seen)
+        self.last_seen = _pick(max, self.last_seen, other.last_seen)
+        for mine, theirs in (
+            (self.users, other.users), (self.databases, other.databases),
+            (self.applications, other.applications), (self.query_ids, other.query_ids),
+            (self.sources, other.sources),
+        ):  # fmt: skip
+            for name in theirs:
+                _keep(mine, name)
+        if other.sample_ms > self.sample_ms or not self.sample:
+            self.sample, self.sample_parameters, self.sample_ms = other.sample, other.sample_parameters, other.sample_ms
+
+    def query(self) -> Query:
+        total_ms = self.total_us / 1000
+        q = self.quantiles.quantile
+        return Query(
+            fingerprint=self.fp.id,
+            normalized=self.fp.normalized,
+            parsed=self.fp.parsed,
+            statement_type=self.fp.statement_type,
+            calls=self.calls,
+            total_ms=total_ms,
+            mean_ms=total_ms / self.timed_calls if self.timed_calls else None,
+            min_ms=self.min_ms,
+            max_ms=self.max_ms,
+            p50_ms=q(0.50),
+            p95_ms=q(0.95),
+            p99_ms=q(0.99),
+            timed_calls=self.timed_calls,
+            rows=self.rows,
+            first_seen=self.first_seen,
+            last_seen=self.last_seen,
+            users=tuple(self.users),
+            databases=tuple(self.databases),
+            applications=tuple(self.applications),
+            query_ids=tuple(self.query_ids),
+            sample=self.sample,
+            sample_parameters=self.sample_parameters,
+            sources=tuple(self.sources),
+        )
+
+
+class WorkloadStats:
+    """Every fingerprint's QueryStats; fed executions, merged with other parts."""
+
+    def __init__(self) -> None:
+        self.queries: dict[str, QueryStats] = {}
+        self.statements = 0
+
+    def add(self, e: Execution, source: str = "log") -> None:
+        fp = fingerprint(e.sql)
+        stats = self.queries.get(fp.id)
+        if stats is None:
+            stats = self.queries[fp.id] = QueryStats(fp)
+        stats.add(e, source)
+        self.statements += 1
+
+    def merge(self, other: WorkloadStats) -> None:
+        self.statements += other.statements
+        for key, theirs in other.queries.items():
+            mine = self.queries.get(key)
+            if mine is None:
+                self.queries[key] = theirs
+            else:
+                mine.merge(theirs)
+
+    def queries_by_total_time(self) -> tuple[Query, ...]:
+        queries = [s.query() for s in self.queries.values()]
+        queries.sort(key=lambda q: (-q.total_ms, -q.calls, q.fingerprint))
+        return tuple(queries)
+
+
+def _keep(names: dict, name) -> None:
+    if name is not None and len(names) < NAMES_KEPT:
+        names[name] = None
+
+
+def _pick(fn, a, b):
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return fn(a, b)
