@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import multiprocessing
 import os
+import shutil
+import sys
+import tempfile
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
@@ -15,6 +19,7 @@ from advisor.workload.model import Workload
 from advisor.workload.stats import WorkloadStats
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes in all)
+MIN_PART_BYTES = 32 << 20  # below this, starting a worker costs more than it saves
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,11 +53,12 @@ def scan_logs(
     prefix: str | None = None,
     jobs: int | None = None,
     progress: Progress | None = None,
+    min_part_bytes: int = MIN_PART_BYTES,
 ) -> LogScan:
-    files = expand(paths)
+    files = [_spool_stdin() if path == "-" else path for path in expand(paths)]
     jobs = jobs or os.cpu_count() or 1
     formats = {path: sniff(path, log_format, prefix) for path in files}
-    parts = [part for path in files for part in _split(path, formats[path], jobs)]
+    parts = [part for path in files for part in _split(path, formats[path], jobs, min_part_bytes)]
     total = sum(p.size for p in parts)
     results = _run(parts, jobs, progress, total)
     stats = WorkloadStats()
@@ -63,11 +69,21 @@ def scan_logs(
     return LogScan(stats, tallies, formats)
 
 
-def _split(path: str, fmt: LogFormat, jobs: int) -> list[Part]:
+def _spool_stdin() -> str:
+    """Standard input copied to a temporary file: sniffing reads the head, parsing reads it again."""
+    folder = tempfile.mkdtemp(prefix="advisor-stdin-")
+    atexit.register(shutil.rmtree, folder, True)
+    path = os.path.join(folder, "stdin")
+    with open(path, "wb") as out:
+        shutil.copyfileobj(sys.stdin.buffer, out, 1 << 20)
+    return path
+
+
+def _split(path: str, fmt: LogFormat, jobs: int, min_part_bytes: int) -> list[Part]:
     # Compressed streams cannot be entered in the middle: one part each.
     if jobs == 1 or not fmt.splittable or is_compressed(path):
         return [Part(path, fmt)]
-    return [Part(path, fmt, start, end) for start, end in split_points(path, jobs, fmt.is_unit_start())]
+    return [Part(path, fmt, start, end) for start, end in split_points(path, jobs, fmt.is_unit_start(), min_part_bytes)]
 
 
 def parse_part(part: Part) -> tuple[WorkloadStats, Tally]:

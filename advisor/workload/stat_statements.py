@@ -1,0 +1,132 @@
+"""pg_stat_statements as a workload source (PostgreSQL 13 and newer).
+
+One row per (user, database, queryid[, toplevel]) as the extension keeps it;
+aggregation by fingerprint happens later, like for log sources.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import errors, sql
+from advisor.errors import AdvisorError
+
+HIDDEN_TEXT = "<insufficient privilege>"
+
+
+@dataclass(frozen=True, slots=True)
+class StatementRow:
+    query: str
+    queryid: int
+    calls: int
+    total_ms: float
+    mean_ms: float | None
+    min_ms: float | None
+    max_ms: float | None
+    stddev_ms: float | None
+    rows: int
+    user: str | None
+    database: str | None
+
+
+class StatementRows(list):
+    """The readable rows, plus how many the role was not allowed to read.
+
+    Without pg_read_all_stats a role sees other roles' statements as
+    ``<insufficient privilege>`` with no queryid; those are counted, not returned.
+    """
+
+    def __init__(self, rows: list[StatementRow], hidden: int = 0) -> None:
+        super().__init__(rows)
+        self.hidden = hidden
+
+    @property
+    def note(self) -> str | None:
+        if not self.hidden:
+            return None
+        return (f"{self.hidden} pg_stat_statements rows hidden (<insufficient privilege>): "
+                "GRANT pg_read_all_stats TO <this role>; to read them")
+
+
+class StatStatementsError(AdvisorError):
+    """pg_stat_statements cannot be read: one line of cause, one line of fix."""
+
+
+_SELECT = """
+SELECT s.query, s.queryid, s.calls, s.total_exec_time, s.mean_exec_time, s.min_exec_time,
+       s.max_exec_time, s.stddev_exec_time, s.rows, r.rolname, d.datname
+FROM {view} s
+LEFT JOIN pg_roles r ON r.oid = s.userid
+LEFT JOIN pg_database d ON d.oid = s.dbid
+"""
+
+
+def _extension_schema(conn: psycopg.Connection) -> str:
+    row = conn.execute(
+        "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
+        "WHERE e.extname = 'pg_stat_statements'"
+    ).fetchone()
+    if row:
+        return row[0]
+    db = conn.info.dbname
+    available = conn.execute(
+        "SELECT 1 FROM pg_available_extensions WHERE name = 'pg_stat_statements'").fetchone()
+    if not available:
+        raise StatStatementsError(
+            "pg_stat_statements is not available on this server (contrib modules missing)",
+            "install the server's contrib package (e.g. apt-get install postgresql-contrib), "
+            f"then run CREATE EXTENSION pg_stat_statements; in database {db!r}")
+    raise StatStatementsError(
+        f"pg_stat_statements is not installed in database {db!r}",
+        f"run CREATE EXTENSION pg_stat_statements; in database {db!r} (as its owner or a superuser)")
+
+
+def _check_columns(conn: psycopg.Connection, schema: str) -> None:
+    # total_exec_time replaced total_time in PostgreSQL 13 (extension 1.8).
+    columns = {r[0] for r in conn.execute(
+        "SELECT a.attname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relname = 'pg_stat_statements' AND a.attnum > 0", (schema,))}
+    if "total_exec_time" not in columns:
+        version = conn.execute(
+            "SELECT extversion FROM pg_extension WHERE extname = 'pg_stat_statements'").fetchone()[0]
+        raise StatStatementsError(
+            f"pg_stat_statements {version} (PostgreSQL 12 or older: total_time) is not supported",
+            "use PostgreSQL 13 or newer, or ALTER EXTENSION pg_stat_statements UPDATE; after an upgrade")
+
+
+def _to_row(r: tuple) -> StatementRow:
+    query, queryid, calls, total, mean, mn, mx, stddev, rows, user, database = r
+    return StatementRow(query=query, queryid=queryid, calls=calls, total_ms=total, mean_ms=mean,
+                        min_ms=mn, max_ms=mx, stddev_ms=stddev, rows=rows, user=user, database=database)
+
+
+def _read(conn: psycopg.Connection) -> StatementRows:
+    schema = _extension_schema(conn)
+    _check_columns(conn, schema)
+    query = sql.SQL(_SELECT).format(view=sql.Identifier(schema, "pg_stat_statements"))
+    try:
+        raw = conn.execute(query).fetchall()
+    except errors.ObjectNotInPrerequisiteState as err:  # "must be loaded via shared_preload_libraries"
+        raise StatStatementsError(
+            "pg_stat_statements is installed but not loaded by the server",
+            "add shared_preload_libraries = 'pg_stat_statements' to postgresql.conf and restart the server",
+        ) from err
+    hidden = sum(1 for r in raw if r[0] == HIDDEN_TEXT or r[1] is None)
+    return StatementRows([_to_row(r) for r in raw if r[0] != HIDDEN_TEXT and r[1] is not None], hidden)
+
+
+def read_pg_stat_statements(conn: psycopg.Connection) -> StatementRows:
+    """Every statement pg_stat_statements holds that this role may read.
+
+    The result is a list of StatementRow with ``.hidden`` (rows withheld for lack
+    of pg_read_all_stats) and ``.note``. The read leaves the connection as it
+    found it: a transaction it opened is rolled back.
+    """
+    opened = not conn.autocommit and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    try:
+        return _read(conn)
+    finally:
+        if opened:
+            conn.rollback()
