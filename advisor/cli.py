@@ -69,7 +69,8 @@ def _root(
 
 @app.command()
 def parse(
-    logs: Annotated[list[str], typer.Argument(help="Log files or globs; '-' reads stdin. .gz, .bz2, .xz are read transparently.")],
+    logs: Annotated[Optional[list[str]], typer.Argument(help="Log files or globs; '-' reads stdin. .gz, .bz2, .xz are read transparently.")] = None,
+    dsn: Annotated[Optional[str], typer.Option("--dsn", envvar="ADVISOR_DSN", help="Also read pg_stat_statements from this database; its counters give calls and totals.")] = None,
     log_format: Annotated[LogFormatChoice, typer.Option("--log-format", help="Log format; auto detects it per file.")] = LogFormatChoice.auto,
     log_line_prefix: Annotated[Optional[str], typer.Option("--log-line-prefix", help="The server's log_line_prefix for stderr logs, e.g. '%m [%p] %q%u@%d '. Detected among common ones when omitted.")] = None,
     top: Annotated[Optional[int], typer.Option("--top", min=1, help="Show this many queries (text default 20; JSON default all).")] = None,
@@ -79,12 +80,16 @@ def parse(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file instead of stdout.")] = None,
     show_values: Annotated[bool, typer.Option("--show-values", help="Show literal values in samples (masked by default).")] = False,
 ) -> None:
-    """Read slow query logs and print the workload: queries by fingerprint with counts, time and percentiles."""
+    """Read slow query logs (and pg_stat_statements) and print the workload: queries by fingerprint with counts, time and percentiles."""
+    if not logs and not dsn:
+        raise AdvisorError("nothing to read", "give log files, or --dsn to read pg_stat_statements")
     try:
         with _progress() as progress:
-            scan = scan_logs(logs, log_format.value, log_line_prefix, jobs, progress)
+            scan = scan_logs(logs or [], log_format.value, log_line_prefix, jobs, progress)
     except (LogInputError, PrefixError) as e:
         raise AdvisorError(str(e), "check the path and the options (advisor parse --help)") from e
+    if dsn:
+        scan.add_pg_stat_statements(dsn)
     workload = _sorted(build_workload(scan), sort)
     if output_format is OutputFormat.json:
         document = workload_document(workload, top=top, show_values=show_values)
@@ -147,9 +152,9 @@ def main() -> None:
     except AdvisorError as e:
         if debug:
             raise
-        err.print(f"[red]error:[/red] {e.cause}", highlight=False)
+        err.print(f"[red]error:[/red] {e.cause}", highlight=False, soft_wrap=True)
         if e.fix:
-            err.print(f"[bold]fix:[/bold] {e.fix}", highlight=False)
+            err.print(f"[bold]fix:[/bold] {e.fix}", highlight=False, soft_wrap=True)
         sys.exit(2)
 
 

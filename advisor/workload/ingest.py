@@ -10,12 +10,15 @@ import sys
 import tempfile
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+
+from advisor.db.connect import connect, redact_dsn
 
 from advisor.workload.logs.formats import LogFormat, read_executions, sniff
 from advisor.workload.logs.reader import expand, is_compressed, split_points
 from advisor.workload.logs.records import SKIPPED_KEPT, Tally
 from advisor.workload.model import Workload
+from advisor.workload.stat_statements import read_pg_stat_statements
 from advisor.workload.stats import WorkloadStats
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes in all)
@@ -40,11 +43,22 @@ class Part:
 
 @dataclass(slots=True)
 class LogScan:
-    """What parsing the logs gave: the statistics and, per file, what was read and skipped."""
+    """What the sources gave: the statistics and, per log file, what was read and skipped."""
 
     stats: WorkloadStats
     tallies: list[Tally]
     formats: dict[str, LogFormat]
+    server_sources: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def add_pg_stat_statements(self, dsn: str) -> None:
+        """Merge the server's counters (see stats.py for how they combine with logs)."""
+        with connect(dsn) as conn:
+            rows = read_pg_stat_statements(conn)
+        self.stats.add_server_rows(rows)
+        self.server_sources.append(f"pg_stat_statements ({redact_dsn(dsn)})")
+        if rows.note:
+            self.notes.append(rows.note)
 
 
 def scan_logs(
@@ -139,17 +153,15 @@ _NOTES = {
 def build_workload(scan: LogScan) -> Workload:
     tallies = scan.tallies
     skipped = tuple(s for t in tallies for s in t.skipped)[:SKIPPED_KEPT]
-    notes = tuple(
-        f"{path}: {_NOTES[fmt.name]}" for path, fmt in scan.formats.items() if fmt.name in _NOTES
-    )
+    notes = tuple(f"{path}: {_NOTES[fmt.name]}" for path, fmt in scan.formats.items() if fmt.name in _NOTES)
     return Workload(
         queries=scan.stats.queries_by_total_time(),
-        sources=tuple(scan.formats),
+        sources=(*scan.formats, *scan.server_sources),
         lines=sum(t.lines for t in tallies),
         statements=scan.stats.statements,
         other_events=sum(t.other_events for t in tallies),
         skipped_count=sum(t.skipped_count for t in tallies),
         skipped=skipped,
         plans=sum(t.plans for t in tallies),
-        notes=notes,
+        notes=(*notes, *scan.notes),
     )

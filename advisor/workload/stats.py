@@ -1,5 +1,11 @@
 """Streaming, mergeable aggregation per fingerprint, in bounded memory.
 
+Logs and pg_stat_statements describe the same executions, so they are not
+added up: where the server's counters exist they give calls, total, min, max
+and rows (they see every execution, a log only those above its threshold),
+and the log gives what the server does not keep (percentiles, first and last
+seen, the sample with its parameters).
+
 Merging the aggregates of parts gives exactly the aggregate of the whole:
 durations are summed as integer microseconds, quantiles are exact below
 ``EXACT_LIMIT`` values and a DDSketch above (its bins are the same whichever
@@ -12,6 +18,7 @@ from ddsketch import LogCollapsingLowestDenseDDSketch
 
 from advisor.workload.fingerprint import Fingerprint, fingerprint
 from advisor.workload.model import Execution, Query
+from advisor.workload.stat_statements import StatementRow
 
 EXACT_LIMIT = 512  # durations kept exactly per query before switching to the sketch
 RELATIVE_ACCURACY = 0.01  # of the sketch's quantiles
@@ -67,7 +74,7 @@ class QueryStats:
     __slots__ = (
         "fp", "calls", "timed_calls", "total_us", "min_ms", "max_ms", "quantiles", "rows",
         "first_seen", "last_seen", "users", "databases", "applications", "query_ids",
-        "sample", "sample_parameters", "sample_ms", "sources",
+        "sample", "sample_parameters", "sample_ms", "sources", "server",
     )  # fmt: skip
 
     def __init__(self, fp: Fingerprint) -> None:
@@ -87,6 +94,7 @@ class QueryStats:
         self.sample_parameters: str | None = None
         self.sample_ms = -1.0
         self.sources: dict[str, None] = {}
+        self.server: ServerTotals | None = None
 
     def add(self, e: Execution, source: str = "log") -> None:
         self.calls += 1
@@ -133,25 +141,41 @@ class QueryStats:
                 _keep(mine, name)
         if other.sample_ms > self.sample_ms or not self.sample:
             self.sample, self.sample_parameters, self.sample_ms = other.sample, other.sample_parameters, other.sample_ms
+        if other.server is not None:
+            if self.server is None:
+                self.server = ServerTotals()
+            self.server.merge(other.server)
+
+    def add_server_row(self, row: StatementRow) -> None:
+        if self.server is None:
+            self.server = ServerTotals()
+        self.server.add(row)
+        _keep(self.users, row.user)
+        _keep(self.databases, row.database)
+        _keep(self.query_ids, row.queryid)
+        _keep(self.sources, "pg_stat_statements")
+        if not self.sample:
+            self.sample = row.query
 
     def query(self) -> Query:
-        total_ms = self.total_us / 1000
+        totals = self.server or self
+        total_ms = totals.total_us / 1000
         q = self.quantiles.quantile
         return Query(
             fingerprint=self.fp.id,
             normalized=self.fp.normalized,
             parsed=self.fp.parsed,
             statement_type=self.fp.statement_type,
-            calls=self.calls,
+            calls=totals.calls,
             total_ms=total_ms,
-            mean_ms=total_ms / self.timed_calls if self.timed_calls else None,
-            min_ms=self.min_ms,
-            max_ms=self.max_ms,
+            mean_ms=total_ms / totals.timed_calls if totals.timed_calls else None,
+            min_ms=totals.min_ms,
+            max_ms=totals.max_ms,
             p50_ms=q(0.50),
             p95_ms=q(0.95),
             p99_ms=q(0.99),
-            timed_calls=self.timed_calls,
-            rows=self.rows,
+            timed_calls=totals.timed_calls,
+            rows=totals.rows,
             first_seen=self.first_seen,
             last_seen=self.last_seen,
             users=tuple(self.users),
@@ -164,6 +188,33 @@ class QueryStats:
         )
 
 
+class ServerTotals:
+    """pg_stat_statements' counters for one fingerprint, summed over its rows (users, databases)."""
+
+    __slots__ = ("calls", "timed_calls", "total_us", "min_ms", "max_ms", "rows")
+
+    def __init__(self) -> None:
+        self.calls = self.timed_calls = self.total_us = self.rows = 0
+        self.min_ms: float | None = None
+        self.max_ms: float | None = None
+
+    def add(self, row: StatementRow) -> None:
+        self.calls += row.calls
+        self.timed_calls += row.calls
+        self.total_us += round(row.total_ms * 1000)
+        self.rows += row.rows
+        self.min_ms = _pick(min, self.min_ms, row.min_ms)
+        self.max_ms = _pick(max, self.max_ms, row.max_ms)
+
+    def merge(self, other: ServerTotals) -> None:
+        self.calls += other.calls
+        self.timed_calls += other.timed_calls
+        self.total_us += other.total_us
+        self.rows += other.rows
+        self.min_ms = _pick(min, self.min_ms, other.min_ms)
+        self.max_ms = _pick(max, self.max_ms, other.max_ms)
+
+
 class WorkloadStats:
     """Every fingerprint's QueryStats; fed executions, merged with other parts."""
 
@@ -172,12 +223,18 @@ class WorkloadStats:
         self.statements = 0
 
     def add(self, e: Execution, source: str = "log") -> None:
-        fp = fingerprint(e.sql)
+        self._stats(fingerprint(e.sql)).add(e, source)
+        self.statements += 1
+
+    def add_server_rows(self, rows: list[StatementRow]) -> None:
+        for row in rows:
+            self._stats(fingerprint(row.query)).add_server_row(row)
+
+    def _stats(self, fp: Fingerprint) -> QueryStats:
         stats = self.queries.get(fp.id)
         if stats is None:
             stats = self.queries[fp.id] = QueryStats(fp)
-        stats.add(e, source)
-        self.statements += 1
+        return stats
 
     def merge(self, other: WorkloadStats) -> None:
         self.statements += other.statements
