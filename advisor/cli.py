@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -97,6 +98,43 @@ def parse(
     else:
         console = Console(file=open(output, "w") if output else None, width=200 if output else None)
         console.print(workload_summary(workload, top=top or 20))
+
+
+@app.command()
+def demo(
+    out: Annotated[Optional[Path], typer.Option("--out", help="Folder for the results (default: a new advisor-demo-<time> folder here).")] = None,
+    keep: Annotated[bool, typer.Option("--keep", help="Leave the demo database running and print its DSN.")] = False,
+    scale: Annotated[float, typer.Option("--scale", min=0.01, max=20.0, help="Size of the fixture data: 1.0 is 1M test results.")] = 1.0,
+) -> None:
+    """Run the advisor end to end on a throwaway PostgreSQL with a bundled fixture and workload."""
+    from advisor import demo as demo_run
+
+    size = demo_run.Scale(lots=max(10, round(400 * scale)))
+    folder = out or Path(f"advisor-demo-{time.strftime('%Y%m%d-%H%M%S')}")
+    folder.mkdir(parents=True, exist_ok=True)
+    with err.status("starting") as status:
+        result = demo_run.run(size, step=lambda text: (status.update(text), err.log(text)))
+    try:
+        workload = build_workload(result.scan)
+        document = workload_document(workload)
+        (folder / "workload.json").write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+        Console().print(workload_summary(workload, top=10))
+        print(f"\nreplayed {result.statements_sent} statements; the server log is {result.cluster.stderr_log}")
+        print(f"workload (JSON): {folder / 'workload.json'}")
+        if keep:
+            print(f"the demo database keeps running: {result.dsn}  (stop it with Ctrl-C)")
+            _wait_forever()
+    finally:
+        result.cluster.stop()
+
+
+def _wait_forever() -> None:
+    # The server dies with this process (a parent-death signal), so --keep must stay alive.
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
 
 
 def _sorted(workload, sort: SortKey):

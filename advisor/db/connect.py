@@ -14,6 +14,9 @@ from psycopg import conninfo
 from advisor.errors import AdvisorError
 
 MASK = "***"
+# Leads every statement the advisor sends: pg_stat_statements keeps the comment,
+# so users can tell our queries from theirs and we leave ours out of the workload.
+TAG = "/* advisor */ "
 
 # URI userinfo: greedy up to the last '@' before the path, so a password with a
 # stray '@' is masked whole (over-masking is safe, under-masking is not).

@@ -21,10 +21,13 @@ def workload_summary(workload: Workload, *, top: int = 20) -> Group:
 
 
 def queries_table(workload: Workload, *, top: int) -> Table:
-    table = Table(title=f"Top {min(top, len(workload.queries))} queries", title_justify="left", expand=False)
+    table = Table(title=f"Top {min(top, len(workload.queries))} queries", title_justify="left", expand=True)
     for name, justify in (("#", "right"), ("calls", "right"), ("total ms", "right"), ("mean", "right"),
                           ("p50", "right"), ("p95", "right"), ("p99", "right"), ("query", "left")):  # fmt: skip
-        table.add_column(name, justify=justify, overflow="fold" if name == "query" else "ellipsis")
+        if name == "query":  # one line per query, taking the room left; the full text is in the JSON
+            table.add_column(name, overflow="ellipsis", no_wrap=True, ratio=1, min_width=20)
+        else:
+            table.add_column(name, justify=justify, no_wrap=True)
     for rank, q in enumerate(workload.queries[:top], 1):
         table.add_row(
             str(rank), f"{q.calls:,}", f"{q.total_ms:,.1f}", _ms(q.mean_ms),

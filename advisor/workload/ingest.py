@@ -54,6 +54,7 @@ class LogScan:
     def add_pg_stat_statements(self, dsn: str) -> None:
         """Merge the server's counters (see stats.py for how they combine with logs)."""
         with connect(dsn) as conn:
+            conn.autocommit = True  # a bare read: no BEGIN of ours in the server's statistics
             rows = read_pg_stat_statements(conn)
         self.stats.add_server_rows(rows)
         self.server_sources.append(f"pg_stat_statements ({redact_dsn(dsn)})")

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import psycopg
 from psycopg import errors, sql
+from advisor.db.connect import TAG
 from advisor.errors import AdvisorError
 
 HIDDEN_TEXT = "<insufficient privilege>"
@@ -53,25 +54,26 @@ class StatStatementsError(AdvisorError):
     """pg_stat_statements cannot be read: one line of cause, one line of fix."""
 
 
-_SELECT = """
+_SELECT = TAG + """
 SELECT s.query, s.queryid, s.calls, s.total_exec_time, s.mean_exec_time, s.min_exec_time,
        s.max_exec_time, s.stddev_exec_time, s.rows, r.rolname, d.datname
 FROM {view} s
 LEFT JOIN pg_roles r ON r.oid = s.userid
 LEFT JOIN pg_database d ON d.oid = s.dbid
+WHERE s.query NOT LIKE '/* advisor */%'
 """
 
 
 def _extension_schema(conn: psycopg.Connection) -> str:
     row = conn.execute(
-        "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
+        TAG + "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
         "WHERE e.extname = 'pg_stat_statements'"
     ).fetchone()
     if row:
         return row[0]
     db = conn.info.dbname
     available = conn.execute(
-        "SELECT 1 FROM pg_available_extensions WHERE name = 'pg_stat_statements'").fetchone()
+        TAG + "SELECT 1 FROM pg_available_extensions WHERE name = 'pg_stat_statements'").fetchone()
     if not available:
         raise StatStatementsError(
             "pg_stat_statements is not available on this server (contrib modules missing)",
@@ -85,12 +87,12 @@ def _extension_schema(conn: psycopg.Connection) -> str:
 def _check_columns(conn: psycopg.Connection, schema: str) -> None:
     # total_exec_time replaced total_time in PostgreSQL 13 (extension 1.8).
     columns = {r[0] for r in conn.execute(
-        "SELECT a.attname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+        TAG + "SELECT a.attname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
         "JOIN pg_namespace n ON n.oid = c.relnamespace "
         "WHERE n.nspname = %s AND c.relname = 'pg_stat_statements' AND a.attnum > 0", (schema,))}
     if "total_exec_time" not in columns:
         version = conn.execute(
-            "SELECT extversion FROM pg_extension WHERE extname = 'pg_stat_statements'").fetchone()[0]
+            TAG + "SELECT extversion FROM pg_extension WHERE extname = 'pg_stat_statements'").fetchone()[0]
         raise StatStatementsError(
             f"pg_stat_statements {version} (PostgreSQL 12 or older: total_time) is not supported",
             "use PostgreSQL 13 or newer, or ALTER EXTENSION pg_stat_statements UPDATE; after an upgrade")

@@ -1,0 +1,156 @@
+"""`advisor demo`: the whole pipeline on a throwaway server, for someone with no database at hand.
+
+It starts the embedded cluster, loads the bundled semiconductor fixture,
+replays an application's workload with statement logging on (N+1 lookups, a
+missing composite index, full scans, a deep OFFSET, repeated identical
+reads, row-at-a-time inserts), then reads the server's log and
+pg_stat_statements back as any user's would be read.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+from advisor.db.connect import TAG
+from advisor.db.embedded import EmbeddedCluster
+from advisor.errors import AdvisorError
+from advisor.workload.ingest import LogScan, scan_logs
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "demo"
+DEMO_APP = "demo-app"
+
+
+@dataclass(frozen=True, slots=True)
+class Scale:
+    lots: int = 400  # 25 wafers each
+    dies: int = 25  # per wafer, four tests each: lots × 25 × dies × 4 result rows
+    requests: int = 40  # page views the replayed application serves
+
+    @property
+    def result_rows(self) -> int:
+        return self.lots * 25 * self.dies * 4
+
+
+def load_fixture(dsn: str, scale: Scale) -> None:
+    """The schema and deterministic data, sized by ``scale``."""
+    if not FIXTURES.is_dir():
+        raise AdvisorError(f"demo fixtures not found at {FIXTURES}", "run the demo from a clone of the repository")
+    data = (FIXTURES / "data.sql").read_text().replace(":lots", str(scale.lots)).replace(":dies", str(scale.dies))
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute((FIXTURES / "schema.sql").read_text())
+        conn.execute(data)
+
+
+def replay(dsn: str, scale: Scale, seed: int = 7) -> int:
+    """Serve ``scale.requests`` page views the way a lazy ORM app would; returns statements sent."""
+    rng = random.Random(seed)
+    sent = 0
+    with psycopg.connect(dsn, autocommit=True, application_name=DEMO_APP) as conn:
+        conn.execute("SET log_min_duration_statement = 0")
+        for request in range(scale.requests):
+            page = PAGES[request % len(PAGES)]
+            sent += page(conn, rng, scale)
+            time.sleep(0.01)  # requests are apart in time; an N+1 run is not
+    return sent
+
+
+def _lot_overview(conn: psycopg.Connection, rng: random.Random, scale: Scale) -> int:
+    """N+1: the active lots, then each lot's wafers one query at a time (and wafers.lot_id has no index)."""
+    lots = conn.execute("SELECT id, lot_code FROM lots WHERE status = 'active' ORDER BY started_at DESC LIMIT 12").fetchall()
+    for lot_id, _ in lots:
+        conn.execute("SELECT id, wafer_no, yield_pct FROM wafers WHERE lot_id = %s", (lot_id,)).fetchall()
+    return 1 + len(lots)
+
+
+def _die_detail(conn: psycopg.Connection, rng: random.Random, scale: Scale) -> int:
+    """A missing composite index: results by wafer and die position, sorted by test."""
+    wafers = scale.lots * 25
+    for _ in range(5):
+        conn.execute(
+            "SELECT test_name, value, passed FROM test_results WHERE wafer_id = %s AND die_x = %s AND die_y = %s ORDER BY test_name",
+            (rng.randint(1, wafers), rng.randint(0, 9), rng.randint(0, max(0, (scale.dies - 1) // 10))),
+        ).fetchall()
+    return 5
+
+
+def _failure_report(conn: psycopg.Connection, rng: random.Random, scale: Scale) -> int:
+    """A full scan of the biggest table that keeps a small share of its rows."""
+    conn.execute(
+        "SELECT wafer_id, count(*) FROM test_results WHERE NOT passed AND test_name = %s GROUP BY wafer_id ORDER BY 2 DESC LIMIT 10",
+        (rng.choice(["leakage", "vth"]),),
+    ).fetchall()
+    return 1
+
+
+def _lot_archive(conn: psycopg.Connection, rng: random.Random, scale: Scale) -> int:
+    """Deep pagination: OFFSET makes the server read and throw away every earlier row."""
+    offset = rng.randrange(scale.lots // 2, scale.lots, 50)
+    conn.execute("SELECT id, lot_code, status FROM lots ORDER BY started_at LIMIT 50 OFFSET %s", (offset,)).fetchall()
+    return 1
+
+
+def _catalog(conn: psycopg.Connection, rng: random.Random, scale: Scale) -> int:
+    """The same product read again and again with the same key: a cache candidate."""
+    for _ in range(6):
+        conn.execute("SELECT id, name, family FROM products WHERE id = %s", (3,)).fetchall()
+    return 6
+
+
+def _audit(conn: psycopg.Connection, rng: random.Random, scale: Scale) -> int:
+    """Row-at-a-time inserts: N+1 writes."""
+    for lot_id in rng.sample(range(1, scale.lots + 1), 8):
+        conn.execute("INSERT INTO audit_log (lot_id, action) VALUES (%s, %s)", (lot_id, "viewed"))
+    return 8
+
+
+PAGES: tuple[Callable[[psycopg.Connection, random.Random, Scale], int], ...] = (
+    _lot_overview, _die_detail, _failure_report, _lot_archive, _catalog, _audit,
+)  # fmt: skip
+
+
+@dataclass(slots=True)
+class DemoRun:
+    cluster: EmbeddedCluster
+    dsn: str
+    statements_sent: int
+    scan: LogScan
+
+
+def run(scale: Scale, step: Callable[[str], None] = lambda _: None) -> DemoRun:
+    """Start, load, replay, read back. The caller stops ``run.cluster`` (or keeps it)."""
+    step("starting a throwaway PostgreSQL")
+    cluster = EmbeddedCluster().start()
+    try:
+        dsn = cluster.create_database("advisor_demo")
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        step(f"loading the semiconductor fixture ({scale.result_rows:,} test results)")
+        load_fixture(dsn, scale)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(TAG + "SELECT pg_stat_statements_reset()")
+        step(f"replaying {scale.requests} application requests with statement logging on")
+        sent = replay(dsn, scale)
+        _wait_for_log(cluster, sent)
+        step("reading the server log and pg_stat_statements")
+        scan = scan_logs([str(cluster.stderr_log)], jobs=1)
+        scan.add_pg_stat_statements(dsn)
+        return DemoRun(cluster, dsn, sent, scan)
+    except BaseException:
+        cluster.stop()
+        raise
+
+
+def _wait_for_log(cluster: EmbeddedCluster, sent: int, timeout: float = 10.0) -> None:
+    """The logging collector writes asynchronously; wait until the replay's lines are there."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = cluster.stderr_log.read_text(errors="replace") if cluster.stderr_log.exists() else ""
+        if text.count(f"app={DEMO_APP} LOG:  duration:") >= sent:
+            return
+        time.sleep(0.1)
