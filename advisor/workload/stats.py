@@ -252,7 +252,7 @@ class WorkloadStats:
 
 
 def _keep(names: dict, name) -> None:
-    if name is not None and len(names) < NAMES_KEPT:
+    if name is not None and name not in names and len(names) < NAMES_KEPT:
         names[name] = None
 
 

@@ -25,8 +25,11 @@ from advisor.workload.model import Execution
 
 MAX_OPEN_SESSIONS = 10_000  # sessions with a pending execution; the oldest is flushed beyond
 
-_DURATION = re.compile(r"duration: (\d+(?:\.\d+)?) ms(?:  |$)")
-_ACTION = re.compile(r"(statement|execute (?:fetch from )?[^:]*|parse [^:]*|bind [^:]*|plan):[ \n]?")
+# An optional duration, then what the message is about; a bare duration has no verb.
+_MESSAGE = re.compile(
+    r"(?:duration: (\d+(?:\.\d+)?) ms(?:  |$))?"
+    r"(?:(statement|execute (?:fetch from )?[^:]*|parse [^:]*|bind [^:]*|plan):[ \n]?|$)"
+)
 _QUERY_TEXT = re.compile(r"\s*Query Text: (.*)")
 
 
@@ -41,12 +44,7 @@ def executions(records: Iterable[LogRecord], file: str, tally: Tally) -> Iterato
     """The executions in ``records``, in order within each session."""
     pending: dict[str, _Pending] = {}  # an execution waiting for its DETAIL or duration
     plans: dict[str, _Pending] = {}  # an auto_explain plan waiting for its statement
-
-    def flush(key: str) -> Iterator[Execution]:
-        p = pending.pop(key, None)
-        if p is not None:
-            yield _execution(p, file)
-
+    message_match = _MESSAGE.match
     for r in records:
         key = r.session or r.pid or ""
         if r.severity == "DETAIL":
@@ -54,45 +52,44 @@ def executions(records: Iterable[LogRecord], file: str, tally: Tally) -> Iterato
             if p is not None and r.message.startswith("parameters: "):
                 p.parameters = r.message[12:]
             continue
-        if r.severity != "LOG":
+        m = message_match(r.message) if r.severity == "LOG" else None
+        if m is None:
             tally.other_events += 1
             continue
-        message, duration = r.message, None
-        if message.startswith("duration: "):
-            m = _DURATION.match(message)
-            if m is None:
+        duration_text, verb = m.group(1, 2)
+        duration = float(duration_text) if duration_text is not None else None
+        if verb is None:  # bare duration: the time of the statement logged just before
+            if duration is None:  # an empty message
                 tally.other_events += 1
                 continue
-            duration, message = float(m.group(1)), message[m.end() :]
-            if not message:  # bare duration: the time of the statement logged just before
-                p = pending.get(key)
-                if p is not None and p.duration is None:
-                    p.duration = duration
-                    yield from flush(key)
-                continue
-        action = _ACTION.match(message)
-        if action is None:
-            tally.other_events += 1
+            p = pending.get(key)
+            if p is not None and p.duration is None:
+                p.duration = duration
+                del pending[key]
+                yield _execution(p, file)
             continue
-        verb, sql = action.group(1), message[action.end() :]
-        yield from flush(key)
+        p = pending.pop(key, None)  # any new message of the session closes its pending one
+        if p is not None:
+            yield _execution(p, file)
+        sql = r.message[m.end() :]
         if verb == "plan":
             tally.plans += 1
             yield from _orphan_plan(plans.pop(key, None), file)
             plans[key] = _plan(r, sql, duration)
-        elif verb == "statement" or verb.startswith("execute"):
+        elif verb[0] == "s" or verb[0] == "e":  # statement, execute
             p = _Pending(r, sql, duration, _parameters(r.detail))
-            plan = plans.pop(key, None)
-            if plan is not None and _plans_query(plan, sql):
-                p.plan = plan.plan
-            else:
-                yield from _orphan_plan(plan, file)
+            if plans:
+                plan = plans.pop(key, None)
+                if plan is not None and _plans_query(plan, sql):
+                    p.plan = plan.plan
+                else:
+                    yield from _orphan_plan(plan, file)
             pending[key] = p
             if len(pending) > MAX_OPEN_SESSIONS:
-                yield from flush(next(iter(pending)))
+                yield _execution(pending.pop(next(iter(pending))), file)
         # parse and bind: counted by their execute.
-    for key in list(pending):
-        yield from flush(key)
+    for p in pending.values():
+        yield _execution(p, file)
     for p in plans.values():
         yield from _orphan_plan(p, file)
 
