@@ -18,6 +18,7 @@ from advisor.workload.logs.formats import LogFormat, read_executions, sniff
 from advisor.workload.logs.reader import expand, is_compressed, split_points
 from advisor.workload.logs.records import SKIPPED_KEPT, Tally
 from advisor.workload.model import Workload
+from advisor.workload.sessions import SessionPatterns
 from advisor.workload.stat_statements import read_pg_stat_statements
 from advisor.workload.stats import WorkloadStats
 
@@ -48,6 +49,7 @@ class LogScan:
     stats: WorkloadStats
     tallies: list[Tally]
     formats: dict[str, LogFormat]
+    patterns: SessionPatterns = field(default_factory=SessionPatterns)
     server_sources: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -76,12 +78,12 @@ def scan_logs(
     parts = [part for path in files for part in _split(path, formats[path], jobs, min_part_bytes)]
     total = sum(p.size for p in parts)
     results = _run(parts, jobs, progress, total)
-    stats = WorkloadStats()
-    tallies: list[Tally] = []
-    for part, (part_stats, tally) in zip(parts, results):
-        stats.merge(part_stats)
-        _merge_tally(tallies, part, tally)
-    return LogScan(stats, tallies, formats)
+    scan = LogScan(WorkloadStats(), [], formats)
+    for part, (stats, patterns, tally) in zip(parts, results):
+        scan.stats.merge(stats)
+        scan.patterns.merge(patterns)
+        _merge_tally(scan.tallies, part, tally)
+    return scan
 
 
 def _spool_stdin() -> str:
@@ -101,13 +103,15 @@ def _split(path: str, fmt: LogFormat, jobs: int, min_part_bytes: int) -> list[Pa
     return [Part(path, fmt, start, end) for start, end in split_points(path, jobs, fmt.is_unit_start(), min_part_bytes)]
 
 
-def parse_part(part: Part) -> tuple[WorkloadStats, Tally]:
+def parse_part(part: Part) -> tuple[WorkloadStats, SessionPatterns, Tally]:
     tally = Tally(part.path)
     stats = WorkloadStats()
-    add = stats.add
+    patterns = SessionPatterns()
+    add, observe = stats.add, patterns.add
     for execution in read_executions(part.path, part.fmt, tally, part.start, part.end):
-        add(execution)
-    return stats, tally
+        observe(execution, add(execution))
+    patterns.finish()
+    return stats, patterns, tally
 
 
 def _run(parts: list[Part], jobs: int, progress: Progress | None, total: int):
@@ -165,4 +169,6 @@ def build_workload(scan: LogScan) -> Workload:
         skipped=skipped,
         plans=sum(t.plans for t in tallies),
         notes=(*notes, *scan.notes),
+        repeats=scan.patterns.repeat_patterns(),
+        cache=scan.patterns.cache_simulations(),
     )

@@ -71,6 +71,35 @@ class Query:
 
 
 @dataclass(frozen=True, slots=True)
+class RepeatPattern:
+    """One fingerprint run many times in units of work with differing parameters (see sessions.py)."""
+
+    kind: str  # n_plus_one (reads) or n_plus_one_writes
+    child_fingerprint: str
+    child_normalized: str
+    parent_fingerprint: str | None  # what the unit ran just before the first child
+    parent_normalized: str | None
+    occurrences: int  # units of work with such a run
+    statements: int  # child executions in those runs
+    most_per_occurrence: int
+    child_ms: float  # server time of those executions
+    sessions: tuple[str, ...] = ()  # a few, to find them in the log
+    applications: tuple[str, ...] = ()
+    first_seen: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CacheSimulation:
+    """What LRU caches with a TTL would have served of one read fingerprint, replayed in log order."""
+
+    fingerprint: str
+    normalized: str
+    lookups: int
+    hits: tuple[tuple[float, int, int], ...]  # (TTL seconds, entries, hits)
+    served_ms: float  # server time of the executions the largest cache would have answered
+
+
+@dataclass(frozen=True, slots=True)
 class Workload:
     """The first stage's result: every query by fingerprint, plus what was not read."""
 
@@ -83,3 +112,5 @@ class Workload:
     skipped: tuple[Skipped, ...] = ()
     plans: int = 0  # auto_explain plans attached, not counted as executions
     notes: tuple[str, ...] = field(default=())
+    repeats: tuple[RepeatPattern, ...] = ()
+    cache: tuple[CacheSimulation, ...] = ()

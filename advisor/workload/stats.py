@@ -222,9 +222,11 @@ class WorkloadStats:
         self.queries: dict[str, QueryStats] = {}
         self.statements = 0
 
-    def add(self, e: Execution, source: str = "log") -> None:
-        self._stats(fingerprint(e.sql)).add(e, source)
+    def add(self, e: Execution, source: str = "log") -> Fingerprint:
+        fp = fingerprint(e.sql)
+        self._stats(fp).add(e, source)
         self.statements += 1
+        return fp
 
     def add_server_rows(self, rows: list[StatementRow]) -> None:
         for row in rows:

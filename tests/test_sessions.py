@@ -1,0 +1,108 @@
+"""N+1 runs and cache replays from the order of statements in a log."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from advisor.workload.ingest import build_workload, scan_logs
+from advisor.workload.sessions import CACHE_CONFIGS, timestamp_ms
+
+
+class LogWriter:
+    """Writes stderr lines as PostgreSQL does, with a clock the test moves."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.ms = 0.0
+
+    def run(self, pid: int, sql: str, duration: float = 0.05, after_ms: float = 1.0, params: str | None = None) -> None:
+        self.ms += after_ms
+        seconds, millis = divmod(self.ms, 1000)
+        minutes, seconds = divmod(int(seconds), 60)
+        ts = f"2026-11-22 04:{minutes:02d}:{seconds:02d}.{int(millis):03d} UTC"
+        verb = "execute <unnamed>" if params else "statement"
+        self.lines.append(f"{ts} [{pid}] app@shop LOG:  duration: {duration:.3f} ms  {verb}: {sql}")
+        if params:
+            self.lines.append(f"{ts} [{pid}] app@shop DETAIL:  parameters: {params}")
+
+    def workload(self, tmp_path: Path):
+        path = tmp_path / "pg.log"
+        path.write_text("\n".join(self.lines) + "\n")
+        return build_workload(scan_logs([str(path)], jobs=1))
+
+
+def request_with_n_plus_one(log: LogWriter, pid: int, children: int, start: int = 0) -> None:
+    log.run(pid, "BEGIN", after_ms=50)
+    log.run(pid, "SELECT id, name FROM authors ORDER BY name LIMIT 20")
+    for i in range(children):
+        log.run(pid, "SELECT id, title FROM books WHERE author_id = $1", params=f"$1 = '{start + i}'")
+    log.run(pid, "COMMIT")
+
+
+def test_one_pooled_backend_serving_many_requests(tmp_path):
+    log = LogWriter()
+    for request in range(4):  # one backend, four requests, each its own transaction
+        request_with_n_plus_one(log, pid=900, children=8, start=request * 10)
+    (run,) = log.workload(tmp_path).repeats
+    assert run.kind == "n_plus_one"
+    assert (run.occurrences, run.statements, run.most_per_occurrence) == (4, 32, 8)
+    assert run.child_normalized == "SELECT id, title FROM books WHERE author_id = $1"
+    assert run.parent_normalized == "SELECT id, name FROM authors ORDER BY name LIMIT $1"
+    assert run.child_ms == pytest.approx(32 * 0.05)
+    assert run.sessions == ("900",)
+
+
+def test_pauses_split_units_of_work_without_transactions(tmp_path):
+    log = LogWriter()
+    for i in range(6):  # six lookups, but two seconds apart: six separate requests
+        log.run(901, "SELECT * FROM books WHERE id = $1", params=f"$1 = '{i}'", after_ms=2000)
+    for i in range(6):  # the same six close together: one N+1 run
+        log.run(902, "SELECT * FROM books WHERE id = $1", params=f"$1 = '{i}'", after_ms=3)
+    (run,) = log.workload(tmp_path).repeats
+    assert (run.occurrences, run.statements, run.sessions) == (1, 6, ("902",))
+
+
+def test_same_parameters_and_short_runs_are_not_n_plus_one(tmp_path):
+    log = LogWriter()
+    log.run(903, "BEGIN", after_ms=50)
+    for _ in range(10):  # the same row ten times: a cache candidate
+        log.run(903, "SELECT * FROM settings WHERE key = $1", params="$1 = 'theme'")
+    for i in range(3):  # a batch job's three lookups: below n1_min_repeats
+        log.run(903, "SELECT * FROM books WHERE id = $1", params=f"$1 = '{i}'")
+    log.run(903, "COMMIT")
+    w = log.workload(tmp_path)
+    assert w.repeats == ()
+    (cached,) = [c for c in w.cache if "settings" in c.normalized]
+    assert cached.lookups == 10
+    assert all(hits == 9 for _, _, hits in cached.hits)  # the first is a miss, the rest hit every cache
+
+
+def test_row_at_a_time_writes(tmp_path):
+    log = LogWriter()
+    log.run(904, "BEGIN", after_ms=50)
+    for i in range(12):
+        log.run(904, f"INSERT INTO audit (lot_id, action) VALUES ({i}, 'viewed')")
+    log.run(904, "COMMIT")
+    (run,) = log.workload(tmp_path).repeats
+    assert run.kind == "n_plus_one_writes" and run.statements == 12
+
+
+def test_cache_replay_honours_ttl(tmp_path):
+    log = LogWriter()
+    for _ in range(5):  # the same read every 5 seconds
+        log.run(905, "SELECT * FROM products WHERE id = 3", after_ms=5000)
+    (cached,) = log.workload(tmp_path).cache
+    hits = {(ttl, size): h for ttl, size, h in cached.hits}
+    assert hits[(1.0, 1000)] == 0  # expired before each repeat
+    assert hits[(10.0, 1000)] == 2  # filled at 5 s, expires at 15 s: every other read misses
+    assert hits[(300.0, 100_000)] == 4
+    assert len(cached.hits) == len(CACHE_CONFIGS)
+
+
+def test_timestamps_of_every_format():
+    assert timestamp_ms("2026-11-22 04:00:01.250 UTC") - timestamp_ms("2026-11-22 04:00:00 UTC") == 1250
+    assert timestamp_ms("2020-05-02T13:00:20.5Z") - timestamp_ms("2020-05-02T13:00:20.000Z") == 500
+    assert timestamp_ms("1700000000.123") == 1700000000123.0
+    assert timestamp_ms("garbage") is None and timestamp_ms(None) is None
