@@ -360,6 +360,8 @@ def _via_literal_key(sql: str) -> Fingerprint:
     if _unsafe_to_mask(sql):
         return _uncached(sql)
     key = _LITERAL.sub(_mask_for_key, sql)
+    if "'" in key:  # a quote left over: an unterminated string, which the lexer reads otherwise
+        return _uncached(sql)
     found = _by_literal_key.get(key)
     if found is None:
         if len(_by_literal_key) >= _LITERAL_KEYS:
