@@ -28,6 +28,7 @@ def fp(sql: str) -> Fingerprint:
     """Uncached, so that each test sees the whole path (pre-key and sqlglot) every time."""
     for cache in (fp_module._by_text, fp_module._by_short_key, fp_module._by_long_key):
         cache.cache_clear()
+    fp_module._by_literal_key.clear()
     return fingerprint(sql)
 
 
@@ -403,3 +404,12 @@ def test_the_literal_key_cache_never_merges_what_the_full_path_separates(first, 
 
     fingerprint(first)  # warm the cache with the first shape
     assert fingerprint(second) == _uncached(second)
+
+
+@SETTINGS
+@given(st.lists(arbitrary, min_size=2, max_size=12))
+def test_the_caches_never_answer_for_another_text(sqls):
+    """A sequence primes the caches; every answer must still be the text's own."""
+    fp("")  # empty caches
+    for sql in sqls:
+        assert fingerprint(sql) == fp_module._uncached(sql)

@@ -317,10 +317,14 @@ def _from_key(key: str) -> Fingerprint:
 _SHORT, _by_short_key, _by_long_key = 2048, lru_cache(50_000)(_from_key), lru_cache(500)(_from_key)
 
 
+def _computed(sql: str) -> Fingerprint:
+    key = _pre_key(sql)
+    return (_by_short_key if len(key) <= _SHORT else _by_long_key)(key)
+
+
 def _uncached(sql: str) -> Fingerprint:
     try:
-        key = _pre_key(sql)
-        return (_by_short_key if len(key) <= _SHORT else _by_long_key)(key)
+        return _computed(sql)
     except Exception:  # a bug here must not stop a scan: the raw text is still a stable key
         return _make(sql, False, "unknown")
 
@@ -334,10 +338,11 @@ def _uncached(sql: str) -> Fingerprint:
 _DOLLAR_QUOTE = re.compile(r"(?=\$)\$\w*\$")
 _E_STRING = re.compile(r"(?=[eE]')(?<![\w$])[eE]'")
 _TYPMOD_CALL = re.compile(r"(?i:\b(?:" + "|".join(sorted(_TYPMOD)) + r")\s*\(\s*\d)")
-_LITERAL = re.compile(r"""(?=['$0-9.,bB])  # only where a literal can start: several times faster
-    (?: '(?:[^']|'')*' | (?<![\w$])\$\d+
-    | (?P<keep>(?:\b[bB][yY]|,)\s*\d+(?![\w.$]))
-    | (?<![\w$.])(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?(?![\w$.]) )""", re.X)
+_ID = r"\w$\u0080-\U0010ffff"  # what may continue an identifier (PG: any non-ASCII too)
+_LITERAL = re.compile(rf"""(?=['$0-9.,bB])  # only where a literal can start: several times faster
+    (?: (?P<string>'(?:[^']|'')*') | (?P<param>(?<![{_ID}])\$\d+)
+    | (?P<keep>(?:\b[bB][yY]|,)\s*\d+(?![{_ID}.]))
+    | (?<![{_ID}.])(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?(?![{_ID}.]) )""", re.X)
 _LITERAL_KEYS = 50_000
 _by_literal_key: dict[str, Fingerprint] = {}
 
@@ -345,15 +350,20 @@ _by_literal_key: dict[str, Fingerprint] = {}
 def _unsafe_to_mask(sql: str) -> bool:
     # Substring tests first: they are C-speed and almost always false.
     return (
-        "--" in sql or "/*" in sql or '"' in sql
+        "--" in sql or "/*" in sql or '"' in sql or "\0" in sql or "\1" in sql or "\2" in sql
         or "$" in sql and _DOLLAR_QUOTE.search(sql) is not None
         or "'" in sql and _E_STRING.search(sql) is not None
         or "(" in sql and _TYPMOD_CALL.search(sql) is not None
     )  # fmt: skip
 
 
+# One mark per kind, as the lexer treats them apart (adjacent strings are one literal,
+# `interval $1` is a cast); control characters, which no text that reaches here has.
+_MARKS = {"keep": None, "string": "\0", "param": "\2"}
+
+
 def _mask_for_key(m: re.Match) -> str:
-    return m.group(0) if m.lastgroup == "keep" else "?"
+    return _MARKS.get(m.lastgroup, "\1") or m.group(0)
 
 
 def _via_literal_key(sql: str) -> Fingerprint:
@@ -364,9 +374,13 @@ def _via_literal_key(sql: str) -> Fingerprint:
         return _uncached(sql)
     found = _by_literal_key.get(key)
     if found is None:
+        try:
+            found = _computed(sql)
+        except Exception:  # the raw-text fallback belongs to this text alone: not cached by key
+            return _uncached(sql)
         if len(_by_literal_key) >= _LITERAL_KEYS:
             _by_literal_key.clear()  # bounded: start over rather than grow
-        found = _by_literal_key[key] = _uncached(sql)
+        _by_literal_key[key] = found
     return found
 
 
