@@ -329,20 +329,27 @@ def _uncached(sql: str) -> Fingerprint:
         return _make(sql, False, "unknown")
 
 
-# A first-level key, several times cheaper than the pre-key: the raw text with its string
-# literals, $n and numbers masked. Equal literal keys mean texts that differ only where both
-# have literals, which the pre-key masks too, so they share a fingerprint. That holds only
-# where the masking cannot misread the text, so comments, quoted identifiers, E'' and
-# dollar-quoted strings and type modifiers take the full path; and numbers after BY or a
-# comma (ORDER BY 1, 2 are positions, not constants) stay in the key as written.
+# A first-level key, several times cheaper than the pre-key: the raw text with comments
+# dropped, constant IN lists collapsed and its string literals, $n and numbers masked.
+# Equal literal keys mean texts that differ only where both have literals (or comments),
+# which the pre-key masks (drops) too, so they share a fingerprint. That holds only where
+# the masking cannot misread the text, so quoted identifiers, E'' and dollar-quoted
+# strings, nested comments, comments touching an operator and type modifiers take the
+# full path; and numbers after BY or
+# a comma (ORDER BY 1, 2 are positions, not constants) stay in the key as written.
 _DOLLAR_QUOTE = re.compile(r"(?=\$)\$\w*\$")
 _E_STRING = re.compile(r"(?=[eE]')(?<![\w$])[eE]'")
 _TYPMOD_CALL = re.compile(r"(?i:\b(?:" + "|".join(sorted(_TYPMOD)) + r")\s*\(\s*\d)")
 _ID = r"\w$\u0080-\U0010ffff"  # what may continue an identifier (PG: any non-ASCII too)
-_LITERAL = re.compile(rf"""(?=['$0-9.,bB])  # only where a literal can start: several times faster
-    (?: (?P<string>'(?:[^']|'')*') | (?P<param>(?<![{_ID}])\$\d+)
+_K_STR, _K_PARAM = r"'(?:[^']|'')*'", rf"(?<![{_ID}])\$\d+"
+_K_NUM = rf"(?<![{_ID}.])(?<![eE][-+])(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?(?![{_ID}.])"
+_K_ITEM = rf"-?(?:{_K_STR}|{_K_PARAM}|{_K_NUM})"
+_LITERAL = re.compile(rf"""(?=['$0-9.,bBiI/-])  # only where a literal can start: several times faster
+    (?: (?P<comment>(?<![-+*/<>=~!@#%^&|`?])(?:--[^\n]*|/\*(?:[^*/]|\*(?!/)|/(?!\*))*\*/))
+    | (?P<list>(?<![{_ID}])[iI][nN]\s*\(\s*{_K_ITEM}(?:\s*,\s*{_K_ITEM})*\s*\))
+    | (?P<string>{_K_STR}) | (?P<param>{_K_PARAM})
     | (?P<keep>(?:\b[bB][yY]|,)\s*\d+(?![{_ID}.]))
-    | (?<![{_ID}.])(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?(?![{_ID}.]) )""", re.X)
+    | {_K_NUM} )""", re.X)
 _LITERAL_KEYS = 50_000
 _by_literal_key: dict[str, Fingerprint] = {}
 
@@ -350,7 +357,7 @@ _by_literal_key: dict[str, Fingerprint] = {}
 def _unsafe_to_mask(sql: str) -> bool:
     # Substring tests first: they are C-speed and almost always false.
     return (
-        "--" in sql or "/*" in sql or '"' in sql or "\0" in sql or "\1" in sql or "\2" in sql
+        '"' in sql or "\0" in sql or "\1" in sql or "\2" in sql or "\3" in sql
         or "$" in sql and _DOLLAR_QUOTE.search(sql) is not None
         or "'" in sql and _E_STRING.search(sql) is not None
         or "(" in sql and _TYPMOD_CALL.search(sql) is not None
@@ -359,7 +366,7 @@ def _unsafe_to_mask(sql: str) -> bool:
 
 # One mark per kind, as the lexer treats them apart (adjacent strings are one literal,
 # `interval $1` is a cast); control characters, which no text that reaches here has.
-_MARKS = {"keep": None, "string": "\0", "param": "\2"}
+_MARKS = {"keep": None, "comment": " ", "list": "in (\3)", "string": "\0", "param": "\2"}
 
 
 def _mask_for_key(m: re.Match) -> str:
@@ -370,7 +377,7 @@ def _via_literal_key(sql: str) -> Fingerprint:
     if _unsafe_to_mask(sql):
         return _uncached(sql)
     key = _LITERAL.sub(_mask_for_key, sql)
-    if "'" in key:  # a quote left over: an unterminated string, which the lexer reads otherwise
+    if "'" in key or "--" in key or "/*" in key:  # unterminated strings, nested comments: the lexer's job
         return _uncached(sql)
     found = _by_literal_key.get(key)
     if found is None:
