@@ -337,9 +337,10 @@ def _uncached(sql: str) -> Fingerprint:
 # strings, nested comments, comments touching an operator and type modifiers take the
 # full path; and numbers after BY or
 # a comma (ORDER BY 1, 2 are positions, not constants) stay in the key as written.
-_DOLLAR_QUOTE = re.compile(r"(?=\$)\$\w*\$")
+_DOLLAR_QUOTE = re.compile(r"(?=\$)\$(?:[^\W\d]\w*)?\$")
 _E_STRING = re.compile(r"(?=[eE]')(?<![\w$])[eE]'")
 _TYPMOD_CALL = re.compile(r"(?i:\b(?:" + "|".join(sorted(_TYPMOD)) + r")\s*\(\s*\d)")
+_PAREN_DIGIT = re.compile(r"(?=\()\(\s*\d")  # cheap test that must pass before the typmod search
 _ID = r"\w$\u0080-\U0010ffff"  # what may continue an identifier (PG: any non-ASCII too)
 _K_STR, _K_PARAM = r"'(?:[^']|'')*'", rf"(?<![{_ID}])\$\d+"
 _K_NUM = rf"(?<![{_ID}.])(?<![eE][-+])(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?(?![{_ID}.])"
@@ -359,8 +360,8 @@ def _unsafe_to_mask(sql: str) -> bool:
     return (
         '"' in sql or "\0" in sql or "\1" in sql or "\2" in sql or "\3" in sql
         or "$" in sql and _DOLLAR_QUOTE.search(sql) is not None
-        or "'" in sql and _E_STRING.search(sql) is not None
-        or "(" in sql and _TYPMOD_CALL.search(sql) is not None
+        or ("e'" in sql or "E'" in sql) and _E_STRING.search(sql) is not None
+        or "(" in sql and _PAREN_DIGIT.search(sql) is not None and _TYPMOD_CALL.search(sql) is not None
     )  # fmt: skip
 
 
