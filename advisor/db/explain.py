@@ -1,0 +1,380 @@
+"""EXPLAIN the workload's statements under the safety rules of DESIGN.md.
+
+Layers, each enough on its own for the worst cases, together for the rest:
+
+1. ``classify``: sqlglot must read exactly one statement; only queries are
+   explained with ANALYZE, data-changing statements get plain EXPLAIN, anything
+   else (DDL, utility, COPY, CALL, DO, SET, …) and any call of a denylisted
+   function is refused with the reason.
+2. The server sees one statement only: every text goes through the extended
+   protocol, which rejects several commands in one string, so a statement that
+   sqlglot and PostgreSQL split differently cannot smuggle a second one in.
+3. Every statement runs in ``BEGIN READ ONLY`` … ``ROLLBACK`` on a connection
+   with statement, lock and idle-in-transaction timeouts (advisor.db.connect),
+   and a run-wide time budget caps the statement timeout too.
+
+What stays possible: a user-defined function or view that signals backends or
+sleeps (not writes: the transaction is read-only) runs under EXPLAIN ANALYZE.
+Give the advisor a role that cannot do harm. The least-privileged role that
+works is a plain login role with ``pg_monitor`` (or just ``pg_read_all_stats``,
+for pg_stat_statements and others' statistics) and SELECT on the tables the
+workload reads, since EXPLAIN ANALYZE executes the query. Plain EXPLAIN of
+INSERT/UPDATE/DELETE checks that command's privilege: without it those come
+back as "permission denied", the safe outcome. A superuser works but is more
+than needed (it may signal any backend, run COPY … PROGRAM); the report says so.
+
+Parameters. A logged sample with ``$n`` and its logged values is explained with
+the values bound through the protocol as untyped text: the server infers each
+type as it did for the application, quoting cannot go wrong, and the plan is the
+custom plan for those values. A sample with ``$n`` and no values (as
+pg_stat_statements gives them) gets the generic plan, plain EXPLAIN only: on
+PostgreSQL 16+ ``EXPLAIN (GENERIC_PLAN)``, before that a PREPARE run under
+``plan_cache_mode = force_generic_plan`` and explained with NULLs, which that
+mode ignores. A statement with literals only runs as it is.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import psycopg
+import sqlglot
+from psycopg import errors
+from sqlglot import exp
+
+from advisor.db.connect import TAG, AdvisorConnectionError, connect
+
+__all__ = [
+    "DENIED_FUNCTIONS", "Classification", "ExplainOutcome", "ExplainReport", "ExplainRequest",
+    "NotExplained", "classify", "explain_all", "parse_parameters",
+]
+
+Progress = Callable[[int, int], None]  # (requests done, requests in all)
+
+# Functions whose call refuses the whole statement: EXPLAIN ANALYZE would run them,
+# and a read-only transaction does not stop them. "*" stands for any characters.
+DENIED_FUNCTIONS: tuple[str, ...] = (
+    # other sessions and the server itself
+    "pg_terminate_backend", "pg_cancel_backend", "pg_reload_conf", "pg_rotate_logfile*", "pg_promote",
+    # WAL, backups and replication state
+    "pg_switch_wal", "pg_create_*", "pg_drop_replication_slot", "pg_replication_slot_advance",
+    "pg_copy_*_replication_slot", "pg_logical_slot_*", "pg_replication_origin_*", "pg_wal_replay_*",
+    "pg_backup_start", "pg_backup_stop", "pg_start_backup", "pg_stop_backup", "pg_logical_emit_message",
+    # locks held past the statement, and session settings
+    "pg_advisory_*", "pg_try_advisory_*", "set_config",
+    # messages to listeners
+    "pg_notify",
+    # other connections (dblink opens one that is not read-only)
+    "dblink*",
+    # the server's files, and large objects (lo_export writes a server file)
+    "pg_read_file", "pg_read_binary_file", "pg_ls_*", "pg_stat_file", "lo_*", "loread", "lowrite",
+    # adminpack
+    "pg_file_*", "pg_logdir_ls",
+    # waiting: it would burn the time budget
+    "pg_sleep*",
+    # statistics the user relies on
+    "pg_stat_reset*", "pg_stat_statements_reset",
+    # sequences and transaction ids: they advance even in a transaction that rolls back
+    "nextval", "setval", "txid_current", "pg_current_xact_id",
+    # SQL in a string runs unchecked by us; the *_to_xml of a schema or database reads everything
+    "query_to_xml*", "cursor_to_xml*", "schema_to_xml*", "database_to_xml*", "ts_stat",
+)
+_DENIED = re.compile("|".join(re.escape(n).replace(r"\*", ".*") for n in DENIED_FUNCTIONS))
+
+_READ_ROOTS = (exp.Select, exp.SetOperation, exp.Values)
+_WRITES = (exp.Insert, exp.Update, exp.Delete, exp.Merge)  # not exp.Copy: a DML to sqlglot, refused here
+
+
+@dataclass(frozen=True, slots=True)
+class Classification:
+    kind: Literal["read", "write", "refused"]
+    reason: str | None = None  # why it is plain-explained or refused; None for a read
+
+
+@dataclass(frozen=True, slots=True)
+class _Analysis:
+    classification: Classification
+    has_parameters: bool  # $n placeholders in the statement itself (not in strings)
+
+
+def classify(sql: str) -> Classification:
+    """read (EXPLAIN ANALYZE), write (plain EXPLAIN) or refused, with the reason."""
+    return _analyse(sql).classification
+
+
+def _analyse(sql: str) -> _Analysis:
+    try:
+        # A comment after the last ';' comes back as a Semicolon node: not a statement.
+        trees = [t for t in sqlglot.parse(sql, read="postgres")
+                 if t is not None and not isinstance(t, exp.Semicolon)]
+    except Exception as err:  # ParseError, TokenError, RecursionError on deep nesting
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        return _refused(f"sqlglot could not parse it: {first}")
+    if len(trees) != 1:
+        return _refused("empty statement" if not trees else f"several statements ({len(trees)}): only one is ever run")
+    root = trees[0]
+    while isinstance(root, exp.Subquery):  # (SELECT …)
+        root = root.this
+    has_parameters = any(p.name.isdigit() for p in root.find_all(exp.Parameter))
+    return _Analysis(_classify_tree(root, sql), has_parameters)
+
+
+def _refused(reason: str) -> _Analysis:
+    return _Analysis(Classification("refused", reason), False)
+
+
+def _classify_tree(root: exp.Expression, sql: str) -> Classification:
+    if root.find(exp.Command):
+        return Classification("refused", f"{_first_word(sql)}: a statement sqlglot cannot read is never run")
+    if denied := _denied_call(root):
+        return Classification("refused", f"calls {denied}(), which the advisor never runs")
+    if isinstance(root, _READ_ROOTS):
+        if root.args.get("into"):
+            return Classification("refused", "SELECT INTO creates a table")
+        if root.find(*_WRITES):
+            return Classification("write", "a data-modifying WITH: EXPLAIN without ANALYZE")
+        if root.find(exp.Lock):
+            return Classification("write", "FOR UPDATE/SHARE locks rows: EXPLAIN without ANALYZE")
+        return Classification("read")
+    if isinstance(root, _WRITES):
+        return Classification("write", f"{root.key.upper()} changes data: EXPLAIN without ANALYZE")
+    return Classification("refused", f"{_first_word(sql)}: only queries and data changes are explained")
+
+
+def _denied_call(root: exp.Expression) -> str | None:
+    for node in root.find_all(exp.Func):
+        anonymous = isinstance(node, (exp.Anonymous, exp.AnonymousAggFunc))
+        # PG folds unquoted names; a quoted "PG_SLEEP" is another function, refused all the same.
+        name = (node.name if anonymous else node.sql_name()).lower()
+        if _DENIED.fullmatch(name):
+            return name
+    return None
+
+
+def _first_word(sql: str) -> str:
+    """The statement's keyword (COPY, TRUNCATE, WITH …), comments skipped, for reasons."""
+    try:
+        tokens = sqlglot.tokenize(sql, read="postgres")
+    except Exception:  # the parse succeeded, so this is unlikely; the reason stays readable
+        return "this statement"
+    return tokens[0].text.upper() if tokens else "this statement"
+
+
+# --- parameters --------------------------------------------------------------------------
+
+# One `$n = value` of the logged text; a value is NULL or a quoted string with '' inside.
+_PARAMETER = re.compile(r"\s*\$(\d+)\s*=\s*(?:(NULL)|'((?:[^']|'')*)')\s*(?:,|\Z)", re.S)
+
+
+def parse_parameters(text: str) -> list[str | None]:
+    """``$1 = '7', $2 = NULL, $3 = 'it''s'`` -> ['7', None, "it's"], in $n order.
+
+    Raises ValueError when the text is not in that form or a number is missing.
+    """
+    values: dict[int, str | None] = {}
+    pos = 0
+    while pos < len(text.rstrip()):
+        match = _PARAMETER.match(text, pos)
+        if not match:
+            raise ValueError(f"unreadable parameters at offset {pos}: {text[pos:pos + 40]!r}")
+        number, null, quoted = match.groups()
+        values[int(number)] = None if null else quoted.replace("''", "'")
+        pos = match.end()
+    if sorted(values) != list(range(1, len(values) + 1)):
+        raise ValueError(f"parameters are not $1..$n: {sorted(values)}")
+    return [values[n] for n in range(1, len(values) + 1)]
+
+
+# --- requests and results ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ExplainRequest:
+    fingerprint: str
+    sql: str
+    parameters: str | None = None  # the logged "$1 = '…', …" text
+
+
+@dataclass(frozen=True, slots=True)
+class ExplainOutcome:
+    fingerprint: str
+    mode: Literal["analyze", "plain", "generic"] | None  # None: refused before any work
+    plan: dict | None  # PostgreSQL's JSON document: "Plan", "Planning Time", "Execution Time"…
+    refused: str | None = None
+    error: str | None = None  # timeout, cancel, lost connection or SQL error, in words
+    elapsed_ms: float = 0.0
+    note: str | None = None  # why the mode is "plain" or "generic" rather than "analyze"
+
+
+@dataclass(frozen=True, slots=True)
+class NotExplained:
+    request: ExplainRequest
+    reason: str  # "time budget exhausted", "connection lost: …"
+
+    @property
+    def fingerprint(self) -> str:
+        return self.request.fingerprint
+
+
+@dataclass(frozen=True, slots=True)
+class ExplainReport:
+    outcomes: tuple[ExplainOutcome, ...]  # in request order
+    not_explained: tuple[NotExplained, ...]
+    superuser: bool  # more privilege than needed: worth a warning
+    server_version_num: int
+
+
+# --- running ----------------------------------------------------------------------------
+
+BUDGET_EXHAUSTED = "time budget exhausted"
+GENERIC_NOTE = "$n without logged values: the generic plan, without ANALYZE"
+_STATEMENT = "advisor_q"  # the prepared statement of the generic-plan path before PG 16
+
+
+class _Session:
+    """The advisor's connection, replaced once if it is lost."""
+
+    def __init__(self, dsn: str, statement_timeout_ms: int) -> None:
+        self._dsn = dsn
+        self.statement_timeout_ms = statement_timeout_ms
+        self.conn = self._open()
+        self.reconnected = False
+        version, superuser = self.run("SELECT current_setting('server_version_num')::int, "
+                                      "current_setting('is_superuser') = 'on'").fetchone()
+        self.server_version_num, self.superuser = int(version), bool(superuser)
+
+    def _open(self) -> psycopg.Connection:
+        conn = connect(self._dsn, statement_timeout_ms=self.statement_timeout_ms, lock_timeout_ms=1_000)
+        conn.autocommit = True  # our own BEGIN READ ONLY … ROLLBACK, tagged like every other statement
+        return conn
+
+    @property
+    def lost(self) -> bool:
+        return self.conn.closed or self.conn.broken
+
+    def run(self, text: str, params: Sequence[str | None] | None = None) -> psycopg.RawCursor:
+        # binary=True makes psycopg use the extended protocol even without parameters:
+        # the server then rejects a string that holds more than one command.
+        cur = psycopg.RawCursor(self.conn)
+        return cur.execute(TAG + text, params, binary=True)
+
+    def recover(self, cause: str) -> str | None:
+        """Reconnect after a loss; None on success, else why the rest cannot run (``cause`` first)."""
+        self.conn.close()
+        if self.reconnected:  # lost twice: someone wants us gone, or the server is going away
+            return f"{cause}, for the second time: not reconnecting"
+        try:
+            self.conn = self._open()
+        except AdvisorConnectionError as err:
+            return f"{cause}; reconnecting failed: {err.cause}"
+        self.reconnected = True
+        return None
+
+
+def explain_all(
+    dsn: str,
+    requests: Sequence[ExplainRequest],
+    *,
+    time_budget_s: float = 60,
+    statement_timeout_ms: int = 5_000,
+    progress: Progress | None = None,
+) -> ExplainReport:
+    """Explain every request in order, within the budget; per-query problems become outcomes.
+
+    Refusals cost nothing and are reported even after the budget runs out or the
+    connection is gone. Raises AdvisorConnectionError only if the first connection fails.
+    """
+    deadline = time.monotonic() + time_budget_s
+    session = _Session(dsn, statement_timeout_ms)
+    outcomes: list[ExplainOutcome] = []
+    skipped: list[NotExplained] = []
+    stop_reason: str | None = None
+    try:
+        for done, request in enumerate(requests, 1):
+            analysis = _analyse(request.sql)
+            remaining_ms = (deadline - time.monotonic()) * 1000
+            if analysis.classification.kind == "refused":
+                outcomes.append(ExplainOutcome(request.fingerprint, None, None,
+                                               refused=analysis.classification.reason))
+            elif stop_reason or remaining_ms <= 0:
+                skipped.append(NotExplained(request, stop_reason or BUDGET_EXHAUSTED))
+            else:
+                outcome = _explain(session, request, analysis, remaining_ms)
+                outcomes.append(outcome)
+                if session.lost:
+                    stop_reason = session.recover(outcome.error or "connection lost")
+            if progress:
+                progress(done, len(requests))
+    finally:
+        session.conn.close()
+    return ExplainReport(tuple(outcomes), tuple(skipped), session.superuser, session.server_version_num)
+
+
+def _explain(session: _Session, request: ExplainRequest, analysis: _Analysis, remaining_ms: float) -> ExplainOutcome:
+    note = analysis.classification.reason  # None for a read
+    if request.parameters is None and analysis.has_parameters:
+        mode, note = "generic", GENERIC_NOTE
+    else:
+        mode = "analyze" if analysis.classification.kind == "read" else "plain"
+    timeout_ms = min(session.statement_timeout_ms, max(1, int(remaining_ms)))
+    started = time.monotonic()
+    plan = error = None
+    try:
+        values = parse_parameters(request.parameters) if request.parameters is not None else None
+        plan = _in_read_only_transaction(session, request.sql, mode, values, timeout_ms)
+    except ValueError as err:
+        error = f"could not read the logged parameters: {err}"
+    except psycopg.Error as err:
+        error = _describe(err, session, timeout_ms)
+    elapsed_ms = (time.monotonic() - started) * 1000
+    return ExplainOutcome(request.fingerprint, mode, plan, error=error, elapsed_ms=round(elapsed_ms, 3), note=note)
+
+
+def _in_read_only_transaction(session: _Session, sql: str, mode: str, values: list[str | None] | None,
+                              timeout_ms: int) -> dict:
+    sql = sql.strip().rstrip(";")
+    prepared = False
+    session.run("BEGIN READ ONLY")
+    try:
+        if timeout_ms < session.statement_timeout_ms:  # the budget ends first: stop with it
+            session.run(f"SET LOCAL statement_timeout = {timeout_ms}")
+        if mode != "generic":
+            options = "ANALYZE, BUFFERS, FORMAT JSON" if mode == "analyze" else "FORMAT JSON"
+            return _plan(session.run(f"EXPLAIN ({options}) {sql}", values))
+        if session.server_version_num >= 160000:
+            return _plan(session.run(f"EXPLAIN (GENERIC_PLAN, FORMAT JSON) {sql}"))
+        session.run("SET LOCAL plan_cache_mode = force_generic_plan")
+        session.run(f"PREPARE {_STATEMENT} AS {sql}")
+        prepared = True
+        count = session.run("SELECT cardinality(parameter_types) FROM pg_prepared_statements "
+                            f"WHERE name = '{_STATEMENT}'").fetchone()[0]
+        nulls = ", ".join(["NULL"] * count)
+        return _plan(session.run(f"EXPLAIN (FORMAT JSON) EXECUTE {_STATEMENT}({nulls})"))
+    finally:
+        if not session.lost:
+            session.run("ROLLBACK")
+            if prepared:  # a prepared statement outlives the transaction
+                session.run(f"DEALLOCATE {_STATEMENT}")
+
+
+def _plan(cur: psycopg.RawCursor) -> dict:
+    return cur.fetchone()[0][0]  # EXPLAIN's one row holds a JSON list of one document
+
+
+def _describe(err: psycopg.Error, session: _Session, timeout_ms: int) -> str:
+    first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    if session.lost:
+        return f"connection lost: {first}"
+    if isinstance(err, errors.QueryCanceled):
+        if "statement timeout" in first:
+            return f"timed out: ran longer than the statement timeout ({timeout_ms} ms)"
+        return f"cancelled: {first}"
+    if isinstance(err, errors.LockNotAvailable):
+        return f"waited longer than the lock timeout: {first}"
+    if isinstance(err, errors.ReadOnlySqlTransaction):
+        return f"it tried to write and the read-only transaction stopped it: {first}"
+    return f"SQL error ({err.sqlstate}): {first}" if err.sqlstate else f"SQL error: {first}"
