@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
+from dataclasses import replace
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -16,9 +18,12 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColu
 
 from advisor import __version__
 from advisor.errors import AdvisorError
-from advisor.report.jsondoc import workload_document
-from advisor.report.text import workload_summary
-from advisor.workload.ingest import build_workload, scan_logs
+from advisor.checks.config import DEFAULT
+from advisor.findings import Severity
+from advisor.report.jsondoc import scan_document, workload_document
+from advisor.report.markdown import scan_markdown
+from advisor.report.text import scan_summary, workload_summary
+from advisor.workload.ingest import LogScan, build_workload, scan_logs
 from advisor.workload.logs.prefix import PrefixError
 from advisor.workload.logs.reader import LogInputError
 
@@ -84,20 +89,13 @@ def parse(
     """Read slow query logs (and pg_stat_statements) and print the workload: queries by fingerprint with counts, time and percentiles."""
     if not logs and not dsn:
         raise AdvisorError("nothing to read", "give log files, or --dsn to read pg_stat_statements")
-    try:
-        with _progress() as progress:
-            scan = scan_logs(logs or [], log_format.value, log_line_prefix, jobs, progress)
-    except (LogInputError, PrefixError) as e:
-        raise AdvisorError(str(e), "check the path and the options (advisor parse --help)") from e
-    if dsn:
-        scan.add_pg_stat_statements(dsn)
+    scan = _load(logs or [], dsn if dsn else None, log_format, log_line_prefix, jobs, DEFAULT)
     workload = _sorted(build_workload(scan), sort)
     if output_format is OutputFormat.json:
         document = workload_document(workload, top=top, show_values=show_values)
         _emit(json.dumps(document, indent=2, ensure_ascii=False) + "\n", output)
     else:
-        console = Console(file=open(output, "w") if output else None, width=200 if output else None)
-        console.print(workload_summary(workload, top=top or 20))
+        _console(output).print(workload_summary(workload, top=top or 20))
 
 
 @app.command()
@@ -115,12 +113,18 @@ def demo(
     with err.status("starting") as status:
         result = demo_run.run(size, step=lambda text: (status.update(text), err.log(text)))
     try:
+        from advisor.scan import scan as run_scan
+
         workload = build_workload(result.scan)
-        document = workload_document(workload)
-        (folder / "workload.json").write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
-        Console().print(workload_summary(workload, top=10))
+        (folder / "workload.json").write_text(json.dumps(workload_document(workload), indent=2, ensure_ascii=False) + "\n")
+        with err.status("scanning") as status:
+            scanned = run_scan(workload, result.dsn, step=lambda text: (status.update(text), err.log(text)))
+        (folder / "scan.json").write_text(json.dumps(scan_document(scanned), indent=2, ensure_ascii=False) + "\n")
+        console = Console()
+        console.print(workload_summary(workload, top=10))
+        console.print(scan_summary(scanned, top=10))
         print(f"\nreplayed {result.statements_sent} statements; the server log is {result.cluster.stderr_log}")
-        print(f"workload (JSON): {folder / 'workload.json'}")
+        print(f"results (JSON): {folder / 'workload.json'}, {folder / 'scan.json'}")
         if keep:
             print(f"the demo database keeps running: {result.dsn}  (stop it with Ctrl-C)")
             _wait_forever()
@@ -137,9 +141,76 @@ def _wait_forever() -> None:
         pass
 
 
-def _sorted(workload, sort: SortKey):
-    from dataclasses import replace
+def _load(logs: list[str], stat_statements_dsn: str | None, log_format, prefix, jobs, config) -> LogScan:
+    """The workload from logs and, when a DSN is given, pg_stat_statements."""
+    try:
+        with _progress() as progress:
+            scan = scan_logs(logs, log_format.value, prefix, jobs, progress, config=config)
+    except (LogInputError, PrefixError) as e:
+        raise AdvisorError(str(e), "check the path and the options (advisor parse --help)") from e
+    if stat_statements_dsn:
+        scan.add_pg_stat_statements(stat_statements_dsn)
+    return scan
 
+
+class FailOn(str, Enum):
+    never = "never"
+    info = "info"
+    low = "low"
+    medium = "medium"
+    high = "high"
+
+
+class ScanFormat(str, Enum):
+    text = "text"
+    json = "json"
+    markdown = "markdown"
+
+
+@app.command()
+def scan(
+    dsn: Annotated[Optional[str], typer.Option("--dsn", envvar="ADVISOR_DSN", help="The database to examine (read-only: see README, Safety). Without it only the log-based checks run.")] = None,
+    log: Annotated[Optional[list[str]], typer.Option("--log", help="A slow query log (file, glob or '-'); repeat for several.")] = None,
+    pg_stat_statements: Annotated[bool, typer.Option("--pg-stat-statements", help="Take the workload from pg_stat_statements too (the default when no --log is given).")] = False,
+    log_format: Annotated[LogFormatChoice, typer.Option("--log-format")] = LogFormatChoice.auto,
+    log_line_prefix: Annotated[Optional[str], typer.Option("--log-line-prefix")] = None,
+    jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", min=1)] = None,
+    time_budget: Annotated[float, typer.Option("--time-budget", min=1.0, help="Seconds for explaining queries, in all.")] = 60.0,
+    max_queries: Annotated[int, typer.Option("--max-queries", min=1, help="Explain at most this many queries (top by total time and p95).")] = 20,
+    n1_min_repeats: Annotated[int, typer.Option("--n1-min-repeats", min=2, help="Executions of one query in a unit of work that make an N+1.")] = DEFAULT.n1_min_repeats,
+    round_trip_ms: Annotated[Optional[float], typer.Option("--round-trip-ms", help="Client round trip per statement for N+1 impact (measured against --dsn when omitted).")] = None,
+    output_format: Annotated[ScanFormat, typer.Option("--format")] = ScanFormat.text,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o")] = None,
+    top: Annotated[int, typer.Option("--top", min=1, help="Findings shown in text and markdown.")] = 20,
+    fail_on: Annotated[FailOn, typer.Option("--fail-on", help="Exit 1 when a finding at or above this severity exists.")] = FailOn.never,
+    show_values: Annotated[bool, typer.Option("--show-values", help="Show literal values (masked by default).")] = False,
+) -> None:
+    """Examine a database and its workload: plan problems, N+1 patterns, index hygiene, ranked by impact."""
+    from advisor.scan import scan as run_scan
+
+    if not log and not dsn:
+        raise AdvisorError("nothing to scan", "give --dsn (the database) and/or --log (its slow query log)")
+    config = replace(DEFAULT, n1_min_repeats=n1_min_repeats, round_trip_ms=round_trip_ms or DEFAULT.round_trip_ms)
+    loaded = _load(log or [], dsn if (pg_stat_statements or not log) else None, log_format, log_line_prefix, jobs, config)
+    with err.status("scanning") as status:
+        result = run_scan(build_workload(loaded), dsn, config=config, time_budget_s=time_budget,
+                          max_queries=max_queries, step=lambda text: (status.update(text), err.log(text)),
+                          measure_round_trip=round_trip_ms is None)  # fmt: skip
+    if output_format is ScanFormat.json:
+        _emit(json.dumps(scan_document(result, show_values=show_values), indent=2, ensure_ascii=False) + "\n", output)
+    elif output_format is ScanFormat.markdown:
+        _emit(scan_markdown(result, top=top), output)
+    else:
+        _console(output).print(scan_summary(result, top=top))
+    if fail_on is not FailOn.never and any(f.severity >= Severity[fail_on.value] for f in result.findings):
+        raise typer.Exit(1)
+
+
+def _console(output: Path | None) -> Console:
+    return Console(file=open(output, "w"), width=200) if output else Console()
+
+
+def _sorted(workload, sort: SortKey):
     keys = {
         SortKey.total: lambda q: q.total_ms,
         SortKey.mean: lambda q: q.mean_ms or 0.0,
@@ -182,6 +253,8 @@ def _emit(text: str, output: Path | None) -> None:
 
 
 def main() -> None:
+    # sqlglot warns on stderr about syntax it hands to its fallback; we have our own.
+    logging.getLogger("sqlglot").setLevel(logging.ERROR)
     debug = "--debug" in sys.argv or os.environ.get("ADVISOR_DEBUG")
     if "--debug" in sys.argv:
         sys.argv.remove("--debug")

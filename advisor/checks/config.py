@@ -19,6 +19,9 @@ class Thresholds:
     nested_loop_min_loops: int = 1_000  # inner side executed this often with a non-index path
     heap_fetches_share: float = 0.10  # of rows returned by an index-only scan
     large_offset: int = 1_000  # OFFSET at or above this is deep pagination
+    plan_share_high: float = 0.50  # a problem node owning this share of its plan's time is high severity
+    plan_share_medium: float = 0.20  # … this share medium; below it, low
+    heap_fetches_min: int = 1_000  # index-only scans with fewer heap fetches than this are not worth a VACUUM
     # --- log checks ------------------------------------------------------------
     n1_min_repeats: int = 5  # executions of one child fingerprint in one unit of work
     n1_max_gap_ms: float = 1_000.0  # a pause longer than this ends a unit of work

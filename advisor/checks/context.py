@@ -20,6 +20,7 @@ class ExplainedQuery:
     query: Query
     plan: Plan
     analyzed: bool  # EXPLAIN ANALYZE (actual rows and times) or plain EXPLAIN (estimates only)
+    note: str | None = None  # why it was not analyzed (a write, no logged parameters)
 
 
 @dataclass(frozen=True, slots=True)

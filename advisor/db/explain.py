@@ -343,7 +343,8 @@ def _in_read_only_transaction(session: _Session, sql: str, mode: str, values: li
         if timeout_ms < session.statement_timeout_ms:  # the budget ends first: stop with it
             session.run(f"SET LOCAL statement_timeout = {timeout_ms}")
         if mode != "generic":
-            options = "ANALYZE, BUFFERS, FORMAT JSON" if mode == "analyze" else "FORMAT JSON"
+            # SETTINGS: the work_mem and planner switches the statement really ran with.
+            options = "ANALYZE, BUFFERS, SETTINGS, FORMAT JSON" if mode == "analyze" else "SETTINGS, FORMAT JSON"
             return _plan(session.run(f"EXPLAIN ({options}) {sql}", values))
         if session.server_version_num >= 160000:
             return _plan(session.run(f"EXPLAIN (GENERIC_PLAN, FORMAT JSON) {sql}"))

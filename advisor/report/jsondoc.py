@@ -64,3 +64,68 @@ def _ms(value: float | None) -> float | None:
 
 def _mask(text: str, show_values: bool) -> str:
     return text if show_values else mask_literals(text)
+
+
+SCAN_SCHEMA_VERSION = 1
+
+
+def scan_document(result, *, show_values: bool = False) -> dict:
+    """The `advisor scan` JSON (README: "advisor scan", JSON)."""
+    w = result.workload
+    return {
+        "schema_version": SCAN_SCHEMA_VERSION,
+        "kind": "scan",
+        "tool": {"name": "advisor", "version": __version__},
+        "server": None if result.server_version_num is None else {
+            "version_num": result.server_version_num,
+            "superuser": result.superuser,
+            "round_trip_ms": result.round_trip_ms,
+        },
+        "workload": {
+            "source": list(w.sources),
+            "statements": w.statements,
+            "queries": len(w.queries),
+            "total_ms": round(sum(q.total_ms for q in w.queries), 3),
+            "skipped_count": w.skipped_count,
+        },
+        "explained": result.explained,
+        "findings": [finding_document(f, show_values=show_values) for f in result.findings],
+        "not_explained": [{"fingerprint": n.fingerprint, "normalized": n.normalized, "reason": n.reason} for n in result.not_explained],
+        "skipped_checks": [{"check": check, "reason": why} for check, why in result.skipped_checks],
+        "notes": list(result.notes),
+    }
+
+
+def finding_document(f, *, show_values: bool = False) -> dict:
+    return {
+        "code": f.code,
+        "check": f.check,
+        "severity": str(f.severity),
+        "title": f.title,
+        "fingerprint": f.fingerprint,
+        "normalized": f.normalized,
+        "tables": list(f.tables),
+        "evidence": _masked(f.evidence, show_values),
+        "impact_ms": None if f.impact_ms is None else round(f.impact_ms, 3),
+        "suggestion": f.suggestion,
+        "application": f.application,
+    }
+
+
+# Evidence keys whose text is SQL or plan output, which carry literal values.
+_SQL_ENDINGS = ("sql", "plan", "filter", "cond", "condition", "parent", "query", "excerpt")
+
+
+def _masked(evidence: dict, show_values: bool) -> dict:
+    """Evidence with the literal values in its SQL and plan text masked, unless asked not to."""
+    if show_values:
+        return evidence
+    return {k: _mask_sql(v) if k.endswith(_SQL_ENDINGS) else v for k, v in evidence.items()}
+
+
+def _mask_sql(value):
+    if isinstance(value, str):
+        return mask_literals(value)
+    if isinstance(value, (list, tuple)):
+        return [_mask_sql(v) for v in value]
+    return value

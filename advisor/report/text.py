@@ -52,3 +52,58 @@ def _ms(value: float | None) -> str:
 def _shorten(sql: str, limit: int = 160) -> str:
     sql = " ".join(sql.split())
     return sql if len(sql) <= limit else sql[: limit - 1] + "…"
+
+
+SEVERITY_STYLE = {"high": "bold red", "medium": "yellow", "low": "cyan", "info": "dim"}
+
+
+def scan_summary(result, *, top: int = 20) -> Group:
+    w = result.workload
+    head = Text.assemble(
+        ("Scan: ", "bold"),
+        f"{len(w.queries):,} queries, {w.statements:,} logged statements; ",
+        f"{result.explained} explained, {len(result.not_explained)} not; " if result.server_version_num else "no database: ",
+        f"{len(result.findings)} findings",
+    )
+    parts: list = [head]
+    if result.superuser:
+        parts.append(Text("warning: connected as a superuser; pg_monitor plus SELECT on the tables is enough (see README)", "yellow"))
+    parts.append(findings_table(result.findings[:top]))
+    for rank, f in enumerate(result.findings[:top], 1):
+        parts.append(_finding_detail(rank, f))
+    if result.not_explained:
+        parts.append(Text("Not explained:", "bold"))
+        parts += [Text(f"  {n.fingerprint}  {_shorten(n.normalized, 70)}: {n.reason}") for n in result.not_explained]
+    if result.skipped_checks:
+        parts.append(Text("Checks skipped:", "bold"))
+        parts += [Text(f"  {check}: {why}", "dim") for check, why in result.skipped_checks]
+    return Group(*parts)
+
+
+def findings_table(findings) -> Table:
+    table = Table(title="Findings, by estimated impact", title_justify="left", expand=True)
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("severity", no_wrap=True)
+    table.add_column("code", no_wrap=True)
+    table.add_column("impact ms", justify="right", no_wrap=True)
+    table.add_column("finding", ratio=1, overflow="ellipsis", no_wrap=True, min_width=20)
+    for rank, f in enumerate(findings, 1):
+        table.add_row(
+            str(rank), Text(str(f.severity), SEVERITY_STYLE[str(f.severity)]), f.code,
+            "-" if f.impact_ms is None else f"{f.impact_ms:,.1f}", f.title,
+        )  # fmt: skip
+    return table
+
+
+def _finding_detail(rank: int, f) -> Text:
+    text = Text()
+    text.append(f"\n{rank}. {f.code} {f.title}\n", style="bold")
+    if f.normalized:
+        text.append(f"   query: {_shorten(f.normalized, 300)}\n")
+    if f.application:
+        text.append(f"   from: {f.application}\n")
+    numbers = {k: v for k, v in f.evidence.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    if numbers:
+        text.append("   evidence: " + ", ".join(f"{k} {v:,}" for k, v in numbers.items()) + "\n", style="dim")
+    text.append("   fix: " + f.suggestion.replace("\n", "\n        ") + "\n", style="green")
+    return text

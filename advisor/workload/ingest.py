@@ -12,6 +12,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 
+from advisor.checks.config import DEFAULT, Thresholds
 from advisor.db.connect import connect, redact_dsn
 
 from advisor.workload.logs.formats import LogFormat, read_executions, sniff
@@ -34,6 +35,7 @@ class Part:
     fmt: LogFormat
     start: int = 0
     end: int | None = None
+    config: Thresholds = DEFAULT
 
     @property
     def size(self) -> int:
@@ -71,14 +73,15 @@ def scan_logs(
     jobs: int | None = None,
     progress: Progress | None = None,
     min_part_bytes: int = MIN_PART_BYTES,
+    config: Thresholds = DEFAULT,
 ) -> LogScan:
     files = [_spool_stdin() if path == "-" else path for path in expand(paths)]
     jobs = jobs or os.cpu_count() or 1
     formats = {path: sniff(path, log_format, prefix) for path in files}
-    parts = [part for path in files for part in _split(path, formats[path], jobs, min_part_bytes)]
+    parts = [replace(part, config=config) for path in files for part in _split(path, formats[path], jobs, min_part_bytes)]
     total = sum(p.size for p in parts)
     results = _run(parts, jobs, progress, total)
-    scan = LogScan(WorkloadStats(), [], formats)
+    scan = LogScan(WorkloadStats(), [], formats, SessionPatterns(config))
     for part, (stats, patterns, tally) in zip(parts, results):
         scan.stats.merge(stats)
         scan.patterns.merge(patterns)
@@ -106,7 +109,7 @@ def _split(path: str, fmt: LogFormat, jobs: int, min_part_bytes: int) -> list[Pa
 def parse_part(part: Part) -> tuple[WorkloadStats, SessionPatterns, Tally]:
     tally = Tally(part.path)
     stats = WorkloadStats()
-    patterns = SessionPatterns()
+    patterns = SessionPatterns(part.config)
     add, observe = stats.add, patterns.add
     for execution in read_executions(part.path, part.fmt, tally, part.start, part.end):
         observe(execution, add(execution))

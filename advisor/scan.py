@@ -1,0 +1,152 @@
+"""`advisor scan`: workload → catalog → plans → checks → ranked findings.
+
+With a DSN the catalog is read once, the round trip is measured, and the
+queries that matter most are explained under the safety rules of
+db/explain.py. Without one, only the checks that need no database run, and
+the result says which were skipped and why.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from advisor.checks import CHECKS, Check
+from advisor.checks.config import DEFAULT, Thresholds
+from advisor.checks.context import Context, ExplainedQuery
+from advisor.db.catalog import Catalog, read_catalog
+from advisor.db.connect import TAG, connect
+from advisor.db.explain import ExplainRequest, explain_all
+from advisor.findings import Finding
+from advisor.plans import parse_plan
+from advisor.workload.model import Query, Workload
+
+Step = Callable[[str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class NotExplained:
+    fingerprint: str
+    normalized: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ScanResult:
+    workload: Workload
+    findings: tuple[Finding, ...]
+    explained: int = 0
+    not_explained: tuple[NotExplained, ...] = ()
+    skipped_checks: tuple[tuple[str, str], ...] = ()  # (check code and name, why)
+    server_version_num: int | None = None
+    superuser: bool = False
+    round_trip_ms: float | None = None  # measured; None when assumed from the config
+    notes: tuple[str, ...] = ()
+
+
+def scan(
+    workload: Workload,
+    dsn: str | None = None,
+    *,
+    config: Thresholds = DEFAULT,
+    time_budget_s: float = 60.0,
+    max_queries: int = 20,
+    step: Step = lambda _: None,
+    measure_round_trip: bool = True,
+) -> ScanResult:
+    if dsn is None:
+        ctx = Context(workload=workload, config=config)
+        findings, skipped = run_checks(ctx, available={"log"})
+        return ScanResult(workload, findings, skipped_checks=skipped)
+    step("reading the catalog and measuring the round trip")
+    catalog, measured = _catalog_and_round_trip(dsn)
+    rtt = measured if measure_round_trip else None
+    config = replace(config, round_trip_ms=measured) if measure_round_trip else config
+    chosen = choose_queries(workload.queries, max_queries)
+    step(f"explaining {len(chosen)} queries (budget {time_budget_s:g} s)")
+    requests = [ExplainRequest(q.fingerprint, q.sample, q.sample_parameters) for q in chosen]
+    report = explain_all(dsn, requests, time_budget_s=time_budget_s)
+    explained, missing = _pair(chosen, report)
+    ctx = Context(workload=workload, catalog=catalog, explained=tuple(explained), config=config)
+    step("running the checks")
+    findings, skipped = run_checks(ctx, available={"log", "catalog", "plans"})
+    return ScanResult(
+        workload,
+        findings,
+        explained=len(explained),
+        not_explained=tuple(missing),
+        skipped_checks=skipped,
+        server_version_num=catalog.server_version_num,
+        superuser=report.superuser,
+        round_trip_ms=rtt,
+    )
+
+
+def run_checks(ctx: Context, available: set[str]) -> tuple[tuple[Finding, ...], tuple[tuple[str, str], ...]]:
+    findings: list[Finding] = []
+    skipped: list[tuple[str, str]] = []
+    for check in CHECKS:
+        missing = check.needs - available
+        if missing:
+            skipped.append((f"{check.code} {check.name}", _why(missing)))
+            continue
+        findings.extend(check.run(ctx))
+    findings.sort(key=Finding.sort_key)
+    return tuple(findings), tuple(skipped)
+
+
+def _why(missing: set[str]) -> str:
+    return "needs a database (--dsn): " + " and ".join(sorted({"catalog": "the catalog", "plans": "query plans"}[m] for m in missing))
+
+
+EXPLAINABLE = frozenset({"select", "insert", "update", "delete", "merge", "with"})
+
+
+def choose_queries(queries: tuple[Query, ...], limit: int) -> list[Query]:
+    """The top queries by total time, then by p95, each once, up to ``limit``.
+
+    Transaction control, SET and other utility statements have no plan: they
+    are not candidates (anything else sqlglot cannot read still is, and its
+    refusal is reported).
+    """
+    by_total = [q for q in queries if q.sample and (q.statement_type in EXPLAINABLE or q.statement_type == "unknown")]
+    by_p95 = sorted(by_total, key=lambda q: -(q.p95_ms or 0.0))
+    chosen: dict[str, Query] = {}
+    for a, b in zip(by_total, by_p95):
+        for q in (a, b):
+            if len(chosen) < limit:
+                chosen.setdefault(q.fingerprint, q)
+    return list(chosen.values())
+
+
+def _catalog_and_round_trip(dsn: str, samples: int = 15) -> tuple[Catalog, float]:
+    with connect(dsn) as conn:
+        conn.autocommit = True
+        catalog = read_catalog(conn)
+        times = []
+        for _ in range(samples):
+            start = time.perf_counter()
+            conn.execute(TAG + "SELECT 1").fetchone()
+            times.append((time.perf_counter() - start) * 1000)
+    return catalog, round(statistics.median(times), 4)
+
+
+def _pair(chosen: list[Query], report) -> tuple[list[ExplainedQuery], list[NotExplained]]:
+    by_fp = {q.fingerprint: q for q in chosen}
+    explained: list[ExplainedQuery] = []
+    missing: list[NotExplained] = []
+    for outcome in report.outcomes:
+        q = by_fp[outcome.fingerprint]
+        if outcome.plan is not None:
+            explained.append(ExplainedQuery(q, parse_plan(outcome.plan), outcome.mode == "analyze", outcome.note))
+        else:
+            missing.append(NotExplained(q.fingerprint, q.normalized, outcome.refused or outcome.error or "no plan"))
+    for request in report.not_explained:
+        q = by_fp[request.fingerprint]
+        missing.append(NotExplained(q.fingerprint, q.normalized, request.reason))
+    return explained, missing
+
+
+__all__ = ["Check", "NotExplained", "ScanResult", "choose_queries", "run_checks", "scan"]
