@@ -8,10 +8,12 @@ the result says which were skipped and why.
 
 from __future__ import annotations
 
+import re
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from urllib.parse import unquote
 
 from advisor.checks import CHECKS, Check
 from advisor.checks.config import DEFAULT, Thresholds
@@ -93,8 +95,21 @@ def run_checks(ctx: Context, available: set[str]) -> tuple[tuple[Finding, ...], 
             skipped.append((f"{check.code} {check.name}", _why(missing)))
             continue
         findings.extend(check.run(ctx))
+    origins = {q.fingerprint: origin(q) for q in ctx.workload.queries}
+    findings = [replace(f, application=origins.get(f.fingerprint) or f.application) for f in findings]
     findings.sort(key=Finding.sort_key)
     return tuple(findings), tuple(skipped)
+
+
+_COMMENT = re.compile(r"/\*(.*?)\*/", re.S)
+_TAG = re.compile(r"(\w+)='([^']*)'")
+
+
+def origin(q: Query) -> str | None:
+    """Where a query comes from: its application_name(s) and sqlcommenter tags (route='…', controller='…')."""
+    tags = [f"{k}={unquote(v)}" for c in _COMMENT.findall(q.sample) for k, v in _TAG.findall(c) if k != "traceparent"]
+    parts = [*q.applications, *dict.fromkeys(tags)]
+    return ", ".join(parts) or None
 
 
 def _why(missing: set[str]) -> str:

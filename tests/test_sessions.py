@@ -106,3 +106,12 @@ def test_timestamps_of_every_format():
     assert timestamp_ms("2020-05-02T13:00:20.5Z") - timestamp_ms("2020-05-02T13:00:20.000Z") == 500
     assert timestamp_ms("1700000000.123") == 1700000000123.0
     assert timestamp_ms("garbage") is None and timestamp_ms(None) is None
+
+
+def test_sqlcommenter_tags_and_application_name_point_to_the_code(tmp_path):
+    from advisor.scan import origin
+
+    log = LogWriter()
+    log.run(906, "SELECT * FROM orders WHERE id = 1 /*controller='orders',route='%2Forders%2F%3Aid',traceparent='00-ab'*/")
+    (q,) = log.workload(tmp_path).queries
+    assert origin(q) == "controller=orders, route=/orders/:id"
