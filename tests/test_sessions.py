@@ -97,7 +97,7 @@ def test_cache_replay_honours_ttl(tmp_path):
     hits = {(ttl, size): h for ttl, size, h in cached.hits}
     assert hits[(1.0, 1000)] == 0  # expired before each repeat
     assert hits[(10.0, 1000)] == 2  # filled at 5 s, expires at 15 s: every other read misses
-    assert hits[(300.0, 100_000)] == 4
+    assert hits[(300.0, 10_000)] == 4
     assert len(cached.hits) == len(CACHE_CONFIGS)
 
 

@@ -25,6 +25,7 @@ class Thresholds:
     # --- log checks ------------------------------------------------------------
     n1_min_repeats: int = 5  # executions of one child fingerprint in one unit of work
     n1_max_gap_ms: float = 1_000.0  # a pause longer than this ends a unit of work
+    n1_max_unit_ms: float = 10_000.0  # and no unit outlasts this: a busy autocommit backend never pauses
     round_trip_ms: float = 0.2  # client round trip per statement, added to N+1 impact
     n1_writes_min_repeats: int = 10
     cache_window_ms: float = 60_000.0  # identical statement+parameters repeated within this window

@@ -351,7 +351,7 @@ _LITERAL = re.compile(rf"""(?=['$0-9.,bBiI/-])  # only where a literal can start
     | (?P<string>{_K_STR}) | (?P<param>{_K_PARAM})
     | (?P<keep>(?:\b[bB][yY]|,)\s*\d+(?![{_ID}.]))
     | {_K_NUM} )""", re.X)
-_LITERAL_KEYS = 50_000
+_LITERAL_KEYS = 20_000
 _by_literal_key: dict[str, Fingerprint] = {}
 
 
@@ -392,7 +392,7 @@ def _via_literal_key(sql: str) -> Fingerprint:
     return found
 
 
-_by_text = lru_cache(50_000)(_via_literal_key)
+_by_text = lru_cache(20_000)(_via_literal_key)  # texts with literals seldom recur exactly: the literal key does the work
 
 
 def fingerprint(sql: str) -> Fingerprint:

@@ -3,8 +3,9 @@
 Units of work. Applications behind a pool send many requests over one
 backend, so a session is not a request: a session's stream is cut into
 units at transaction boundaries (BEGIN/COMMIT, or a change of virtual
-transaction id where the log has one) and at pauses longer than
-``n1_max_gap_ms``. Within a unit, a fingerprint executed at least
+transaction id where the log has one), at pauses longer than
+``n1_max_gap_ms``, and after ``n1_max_unit_ms`` (a busy autocommit backend
+never pauses, and no request lasts that long). Within a unit, a fingerprint executed at least
 ``n1_min_repeats`` times with differing parameters is an N+1 run; its parent
 is the statement the unit ran just before the first child. The same
 statement with the same parameters is not an N+1 but a cache candidate.
@@ -31,7 +32,7 @@ from advisor.checks.config import DEFAULT, Thresholds
 from advisor.workload.fingerprint import Fingerprint
 from advisor.workload.model import CacheSimulation, Execution, RepeatPattern
 
-CACHE_CONFIGS = ((1.0, 1_000), (10.0, 1_000), (60.0, 1_000), (60.0, 100_000), (300.0, 100_000))  # (TTL s, entries)
+CACHE_CONFIGS = ((1.0, 1_000), (10.0, 1_000), (60.0, 1_000), (60.0, 10_000), (300.0, 10_000))  # (TTL s, entries)
 MAX_OPEN_UNITS = 10_000
 MAX_RUNS_PER_UNIT = 1_000  # distinct fingerprints tracked in one unit of work
 KEYS_KEPT = 64  # distinct parameter sets remembered per run: enough to tell "differing" from "same"
@@ -74,11 +75,11 @@ class _Run:
 
 
 class _Unit:
-    __slots__ = ("session", "last_ms", "vxid", "runs", "previous", "application", "started")
+    __slots__ = ("session", "first_ms", "last_ms", "vxid", "runs", "previous", "application", "started")
 
     def __init__(self, session: str, e: Execution, now: float | None) -> None:
         self.session = session
-        self.last_ms = now
+        self.first_ms = self.last_ms = now
         self.vxid = e.vxid
         self.runs: dict[str, _Run] = {}
         self.previous: str | None = None
@@ -148,7 +149,9 @@ class SessionPatterns:
             return True
         if e.vxid and unit.vxid and e.vxid != unit.vxid and not e.vxid.endswith("/0"):
             return True
-        return now is not None and unit.last_ms is not None and now - unit.last_ms > self.config.n1_max_gap_ms
+        if now is None or unit.last_ms is None:
+            return False
+        return now - unit.last_ms > self.config.n1_max_gap_ms or now - unit.first_ms > self.config.n1_max_unit_ms
 
     def _close(self, unit: _Unit) -> None:
         for child, run in unit.runs.items():
