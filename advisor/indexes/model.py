@@ -1,0 +1,73 @@
+"""The contracts of index advice: candidates, the queries they are judged on, recommendations."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from advisor.indexes.existing import quote_ident
+
+
+@dataclass(frozen=True, slots=True)
+class IndexCandidate:
+    """An index that could exist: what the what-if engine creates and the selection picks."""
+
+    table: str  # "schema.name"
+    columns: tuple[str, ...]  # key columns in order: names, or expressions such as "lower(email)"
+    include: tuple[str, ...] = ()
+    where: str | None = None  # a partial index's predicate
+    method: str = "btree"
+
+    @property
+    def name(self) -> str:
+        """idx_<table>_<columns>, within PostgreSQL's 63 bytes."""
+        words = [self.table.rsplit(".", 1)[-1], *self.columns]
+        name = "idx_" + "_".join(re.sub(r"\W+", "_", w).strip("_") for w in words)
+        return name[:63]
+
+    def definition(self) -> str:
+        """``ON table USING method (columns) INCLUDE (…) WHERE …``, the part after the index name."""
+        schema, _, table = self.table.rpartition(".")
+        target = f"{quote_ident(schema)}.{quote_ident(table)}" if schema else quote_ident(table)
+        keys = ", ".join(c if "(" in c or " " in c else quote_ident(c) for c in self.columns)
+        text = f"ON {target} USING {self.method} ({keys})"
+        if self.include:
+            text += f" INCLUDE ({', '.join(quote_ident(c) for c in self.include)})"
+        if self.where:
+            text += f" WHERE {self.where}"
+        return text
+
+    def ddl(self) -> str:
+        return f"CREATE INDEX CONCURRENTLY {quote_ident(self.name)} {self.definition()};"
+
+    def extended(self, column: str) -> IndexCandidate:
+        return IndexCandidate(self.table, (*self.columns, column), self.include, self.where, self.method)
+
+
+@dataclass(frozen=True, slots=True)
+class AdvisedQuery:
+    """A workload query as the advisor costs it."""
+
+    fingerprint: str
+    sql: str  # a statement with literals, or with $n and ``parameters``
+    parameters: str | None  # the logged "$1 = '…'" text, if any
+    weight: float  # how much it counts: calls (or total time) in the workload
+    normalized: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class QueryCost:
+    fingerprint: str
+    normalized: str
+    weight: float
+    cost_before: float
+    cost_after: float
+
+
+@dataclass(frozen=True, slots=True)
+class Recommendation:
+    candidate: IndexCandidate
+    estimated_size_bytes: int
+    queries: tuple[QueryCost, ...]  # the queries whose cost it lowers, before → after
+    validated: str  # "hypothetical" (HypoPG), "real index, rolled back" (scratch), "measured" (--verify)
+    measured: dict = field(default_factory=dict)  # --verify: fingerprint -> {"before_ms", "after_ms"}
