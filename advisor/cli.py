@@ -20,9 +20,10 @@ from advisor import __version__
 from advisor.errors import AdvisorError
 from advisor.checks.config import DEFAULT
 from advisor.findings import Severity
-from advisor.report.jsondoc import scan_document, workload_document
+from advisor.report.jsondoc import advice_document, scan_document, workload_document
 from advisor.report.markdown import scan_markdown
-from advisor.report.text import scan_summary, workload_summary
+from advisor.report.migration import advice_migration
+from advisor.report.text import advice_summary, scan_summary, workload_summary
 from advisor.workload.ingest import LogScan, build_workload, scan_logs
 from advisor.workload.logs.prefix import PrefixError
 from advisor.workload.logs.reader import LogInputError
@@ -204,6 +205,60 @@ def scan(
         _console(output).print(scan_summary(result, top=top))
     if fail_on is not FailOn.never and any(f.severity >= Severity[fail_on.value] for f in result.findings):
         raise typer.Exit(1)
+
+
+class AdviceFormat(str, Enum):
+    text = "text"
+    json = "json"
+    sql = "sql"
+
+
+class Weight(str, Enum):
+    calls = "calls"
+    time = "time"
+
+
+@app.command("suggest-indexes")
+def suggest_indexes(
+    dsn: Annotated[str, typer.Option("--dsn", envvar="ADVISOR_DSN", help="The database the indexes are for (only EXPLAIN is run, with hypothetical indexes).")],
+    log: Annotated[Optional[list[str]], typer.Option("--log", help="Take the workload from this slow query log; repeat for several.")] = None,
+    pg_stat_statements: Annotated[bool, typer.Option("--pg-stat-statements", help="Take the workload from pg_stat_statements.")] = False,
+    sql_file: Annotated[Optional[Path], typer.Option("--sql", help="Take the workload from a file of statements, each ending with ';' at the end of a line.")] = None,
+    log_format: Annotated[LogFormatChoice, typer.Option("--log-format")] = LogFormatChoice.auto,
+    log_line_prefix: Annotated[Optional[str], typer.Option("--log-line-prefix")] = None,
+    max_indexes: Annotated[Optional[int], typer.Option("--max-indexes", min=1, help="At most this many new indexes.")] = None,
+    budget_mb: Annotated[Optional[float], typer.Option("--budget-mb", min=0.0, help="At most this much new index, by HypoPG's size estimates.")] = None,
+    min_improvement: Annotated[float, typer.Option("--min-improvement", min=0.0, help="A pick must lower the workload cost by at least this % of where it started.")] = 1.0,
+    max_width: Annotated[int, typer.Option("--max-width", min=1, max=8, help="Columns per index at most.")] = 3,
+    weight: Annotated[Weight, typer.Option("--weight", help="Weigh each query by its calls or its total time.")] = Weight.calls,
+    max_queries: Annotated[int, typer.Option("--max-queries", min=1, help="The top queries by total time that are costed.")] = 200,
+    scratch: Annotated[bool, typer.Option("--scratch", help="This database is a scratch copy: without HypoPG, real indexes are built in a transaction that is rolled back.")] = False,
+    verify: Annotated[bool, typer.Option("--verify", help="With --scratch: build the picks for real (rolled back) and measure the queries before and after.")] = False,
+    output_format: Annotated[AdviceFormat, typer.Option("--format")] = AdviceFormat.text,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o")] = None,
+) -> None:
+    """Propose the indexes that lower the whole workload's cost most, proven with the planner's own costs."""
+    from advisor.indexes.advice import advise_workload, advised_queries, statements_file
+
+    if verify and not scratch:
+        raise AdvisorError("--verify builds real indexes", "mark the database as a scratch copy with --scratch")
+    if sql_file is not None:
+        queries = statements_file(sql_file)
+    else:
+        loaded = _load(log or [], dsn if (pg_stat_statements or not log) else None, log_format, log_line_prefix, None, DEFAULT)
+        queries = advised_queries(build_workload(loaded), by_time=weight is Weight.time, limit=max_queries)
+    with err.status("advising") as status:
+        advice = advise_workload(
+            dsn, queries, max_indexes=max_indexes, budget_bytes=None if budget_mb is None else int(budget_mb * 1024 * 1024),
+            min_improvement=min_improvement, max_width=max_width, scratch=scratch, verify=verify,
+            step=lambda text: (status.update(text), err.log(text)),
+        )  # fmt: skip
+    if output_format is AdviceFormat.json:
+        _emit(json.dumps(advice_document(advice), indent=2, ensure_ascii=False) + "\n", output)
+    elif output_format is AdviceFormat.sql:
+        _emit(advice_migration(advice), output)
+    else:
+        _console(output).print(advice_summary(advice))
 
 
 def _console(output: Path | None) -> Console:

@@ -129,3 +129,44 @@ def _mask_sql(value):
     if isinstance(value, (list, tuple)):
         return [_mask_sql(v) for v in value]
     return value
+
+
+INDEXES_SCHEMA_VERSION = 1
+
+
+def advice_document(advice) -> dict:
+    """The `advisor suggest-indexes` JSON (README: "advisor suggest-indexes")."""
+    return {
+        "schema_version": INDEXES_SCHEMA_VERSION,
+        "kind": "index_advice",
+        "tool": {"name": "advisor", "version": __version__},
+        "validation": advice.validation,
+        "workload_cost_before": round(advice.workload_cost_before, 2),
+        "workload_cost_after": round(advice.workload_cost_after, 2),
+        "whatif_calls": advice.whatif_calls,
+        "seconds": round(advice.seconds, 3),
+        "recommendations": [
+            {
+                "table": r.candidate.table,
+                "columns": list(r.candidate.columns),
+                "include": list(r.candidate.include),
+                "where": r.candidate.where,
+                "ddl": r.candidate.ddl(),
+                "estimated_size_bytes": r.estimated_size_bytes,
+                "validated": r.validated,
+                "queries": [
+                    {"fingerprint": q.fingerprint, "normalized": q.normalized, "weight": q.weight,
+                     "cost_before": round(q.cost_before, 2), "cost_after": round(q.cost_after, 2),
+                     **r.measured.get(q.fingerprint, {})}
+                    for q in r.queries
+                ],  # fmt: skip
+            }
+            for r in advice.recommendations
+        ],
+        "moot_candidates": [{"ddl": c.ddl(), "served_by": name} for c, name in advice.moot],
+        "existing_index_findings": [
+            {"kind": i.kind, "table": i.table, "reason": i.reason, "suggestion": i.suggestion}
+            for i in advice.existing_index_findings
+        ],
+        "notes": list(advice.notes),
+    }

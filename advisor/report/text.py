@@ -107,3 +107,39 @@ def _finding_detail(rank: int, f) -> Text:
         text.append("   evidence: " + ", ".join(f"{k} {v:,}" for k, v in numbers.items()) + "\n", style="dim")
     text.append("   fix: " + f.suggestion.replace("\n", "\n        ") + "\n", style="green")
     return text
+
+
+def advice_summary(advice) -> Group:
+    before, after = advice.workload_cost_before, advice.workload_cost_after
+    share = (1 - after / before) if before else 0.0
+    head = Text.assemble(
+        ("Index advice: ", "bold"),
+        f"{len(advice.recommendations)} indexes lower the workload's planner cost from {before:,.0f} to {after:,.0f} "
+        f"({share:.0%} less); {advice.whatif_calls:,} what-if calls in {advice.seconds:.1f} s; validation: {advice.validation}",
+    )
+    table = Table(expand=True)
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("index", ratio=1, overflow="fold")
+    table.add_column("est. size", justify="right", no_wrap=True)
+    table.add_column("queries", justify="right", no_wrap=True)
+    table.add_column("their cost before → after", justify="right", no_wrap=True)
+    for rank, r in enumerate(advice.recommendations, 1):
+        b = sum(q.weight * q.cost_before for q in r.queries)
+        a = sum(q.weight * q.cost_after for q in r.queries)
+        table.add_row(str(rank), r.candidate.ddl(), _bytes(r.estimated_size_bytes), str(len(r.queries)), f"{b:,.0f} → {a:,.0f}")
+    parts: list = [head, table]
+    parts += [Text(f"note: {n}", "yellow") for n in advice.notes]
+    if advice.moot:
+        parts.append(Text(f"{len(advice.moot)} candidates already served by existing indexes, e.g. {advice.moot[0][0].definition()} by {advice.moot[0][1]}", "dim"))
+    if advice.existing_index_findings:
+        parts.append(Text("Existing indexes:", "bold"))
+        parts += [Text(f"  {i.kind}: {i.reason}\n    {i.suggestion}") for i in advice.existing_index_findings]
+    return Group(*parts)
+
+
+def _bytes(n: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return str(n)

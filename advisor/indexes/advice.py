@@ -1,0 +1,68 @@
+"""From a workload to index advice: which queries are costed, how they weigh, and --verify."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from advisor.errors import AdvisorError
+from advisor.indexes.model import AdvisedQuery
+from advisor.indexes.selection import Advice, advise
+from advisor.indexes.whatif import WhatIf
+from advisor.workload.fingerprint import fingerprint
+from advisor.workload.model import Workload
+
+COSTED = frozenset({"select", "insert", "update", "delete", "merge", "with"})
+
+
+def advised_queries(workload: Workload, *, by_time: bool = False, limit: int = 200) -> list[AdvisedQuery]:
+    """The top queries by total time, each weighted by its calls (or its total time)."""
+    chosen = [q for q in workload.queries if q.sample and q.statement_type in COSTED][:limit]
+    return [
+        AdvisedQuery(q.fingerprint, q.sample, q.sample_parameters, q.total_ms if by_time else float(q.calls), q.normalized)
+        for q in chosen
+    ]
+
+
+def statements_file(path: Path) -> list[AdvisedQuery]:
+    """Statements from a file, each ending with ';' at the end of a line; each weighs 1."""
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise AdvisorError(f"cannot read {path}: {e.strerror}", "check the path given to --sql") from e
+    statements = [s.strip() for s in text.replace("\r\n", "\n").split(";\n") if s.strip().rstrip(";").strip()]
+    queries = []
+    for sql in statements:
+        sql = sql.rstrip(";").strip()
+        fp = fingerprint(sql)
+        queries.append(AdvisedQuery(fp.id, sql, None, 1.0, fp.normalized))
+    if not queries:
+        raise AdvisorError(f"no statements in {path}", "end each statement with ';' at the end of a line")
+    return queries
+
+
+def advise_workload(dsn: str, queries: list[AdvisedQuery], *, scratch: bool = False, verify: bool = False, **limits) -> Advice:
+    """HypoPG when the database has it; real indexes rolled back on a scratch database otherwise; --verify measures."""
+    if not queries:
+        raise AdvisorError("the workload has no query to advise on", "give a log, --pg-stat-statements or --sql with SELECT/UPDATE/DELETE statements")
+    backend = "hypopg"
+    if scratch and not _has_hypopg(dsn):
+        backend = "real"
+    advice = advise(dsn, queries, backend=backend, scratch=scratch, **limits)
+    if not verify or not advice.recommendations:
+        return advice
+    with WhatIf(dsn, backend="real", scratch=True) as whatif:
+        measured = whatif.verify(queries, [r.candidate for r in advice.recommendations])
+    recs = tuple(
+        replace(r, validated="measured (--verify)", measured={q.fingerprint: measured[q.fingerprint] for q in r.queries if q.fingerprint in measured})
+        for r in advice.recommendations
+    )
+    return replace(advice, recommendations=recs, validation="measured (--verify)")
+
+
+def _has_hypopg(dsn: str) -> bool:
+    from advisor.db.connect import TAG, connect
+
+    with connect(dsn) as conn:
+        conn.autocommit = True
+        return conn.execute(TAG + "SELECT 1 FROM pg_extension WHERE extname = 'hypopg'").fetchone() is not None
