@@ -90,7 +90,7 @@ def parse(
     """Read slow query logs (and pg_stat_statements) and print the workload: queries by fingerprint with counts, time and percentiles."""
     if not logs and not dsn:
         raise AdvisorError("nothing to read", "give log files, or --dsn to read pg_stat_statements")
-    scan = _load(logs or [], dsn if dsn else None, log_format, log_line_prefix, jobs, DEFAULT)
+    scan = _load(logs or [], dsn if dsn else None, log_format, log_line_prefix, jobs, DEFAULT, sessions=False)
     workload = _sorted(build_workload(scan), sort)
     if output_format is OutputFormat.json:
         document = workload_document(workload, top=top, show_values=show_values)
@@ -142,11 +142,11 @@ def _wait_forever() -> None:
         pass
 
 
-def _load(logs: list[str], stat_statements_dsn: str | None, log_format, prefix, jobs, config) -> LogScan:
+def _load(logs: list[str], stat_statements_dsn: str | None, log_format, prefix, jobs, config, sessions: bool = True) -> LogScan:
     """The workload from logs and, when a DSN is given, pg_stat_statements."""
     try:
         with _progress() as progress:
-            scan = scan_logs(logs, log_format.value, prefix, jobs, progress, config=config)
+            scan = scan_logs(logs, log_format.value, prefix, jobs, progress, config=config, sessions=sessions)
     except (LogInputError, PrefixError) as e:
         raise AdvisorError(str(e), "check the path and the options (advisor parse --help)") from e
     if stat_statements_dsn:

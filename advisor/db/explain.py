@@ -335,10 +335,12 @@ def _explain(session: _Session, request: ExplainRequest, analysis: _Analysis, re
 
 
 def _in_read_only_transaction(session: _Session, sql: str, mode: str, values: list[str | None] | None,
-                              timeout_ms: int) -> dict:
+                              timeout_ms: int, *, begin: str = "BEGIN READ ONLY", end: str = "ROLLBACK") -> dict:
+    # begin/end: advisor.indexes.whatif explains inside its own (scratch) transaction, with a
+    # SAVEPOINT … ROLLBACK TO SAVEPOINT pair it has already made read-only.
     sql = sql.strip().rstrip(";")
     prepared = False
-    session.run("BEGIN READ ONLY")
+    session.run(begin)
     try:
         if timeout_ms < session.statement_timeout_ms:  # the budget ends first: stop with it
             session.run(f"SET LOCAL statement_timeout = {timeout_ms}")
@@ -357,7 +359,7 @@ def _in_read_only_transaction(session: _Session, sql: str, mode: str, values: li
         return _plan(session.run(f"EXPLAIN (FORMAT JSON) EXECUTE {_STATEMENT}({nulls})"))
     finally:
         if not session.lost:
-            session.run("ROLLBACK")
+            session.run(end)
             if prepared:  # a prepared statement outlives the transaction
                 session.run(f"DEALLOCATE {_STATEMENT}")
 

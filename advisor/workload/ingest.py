@@ -36,6 +36,7 @@ class Part:
     start: int = 0
     end: int | None = None
     config: Thresholds = DEFAULT
+    sessions: bool = True  # also look for N+1 runs and cache repeats (parse shows neither)
 
     @property
     def size(self) -> int:
@@ -74,11 +75,12 @@ def scan_logs(
     progress: Progress | None = None,
     min_part_bytes: int = MIN_PART_BYTES,
     config: Thresholds = DEFAULT,
+    sessions: bool = True,
 ) -> LogScan:
     files = [_spool_stdin() if path == "-" else path for path in expand(paths)]
     jobs = jobs or os.cpu_count() or 1
     formats = {path: sniff(path, log_format, prefix) for path in files}
-    parts = [replace(part, config=config) for path in files for part in _split(path, formats[path], jobs, min_part_bytes)]
+    parts = [replace(part, config=config, sessions=sessions) for path in files for part in _split(path, formats[path], jobs, min_part_bytes)]
     total = sum(p.size for p in parts)
     results = _run(parts, jobs, progress, total)
     scan = LogScan(WorkloadStats(), [], formats, SessionPatterns(config))
@@ -111,9 +113,14 @@ def parse_part(part: Part) -> tuple[WorkloadStats, SessionPatterns, Tally]:
     stats = WorkloadStats()
     patterns = SessionPatterns(part.config)
     add, observe = stats.add, patterns.add
-    for execution in read_executions(part.path, part.fmt, tally, part.start, part.end):
-        observe(execution, add(execution))
-    patterns.finish()
+    executions = read_executions(part.path, part.fmt, tally, part.start, part.end)
+    if part.sessions:
+        for execution in executions:
+            observe(execution, add(execution))
+        patterns.finish()
+    else:
+        for execution in executions:
+            add(execution)
     return stats, patterns, tally
 
 

@@ -47,6 +47,8 @@ def timestamp_ms(text: str | None) -> float | None:
     """Milliseconds since the epoch of a log timestamp; the zone is ignored (only gaps matter)."""
     if not text:
         return None
+    if len(text) >= 23 and text[19] == "." and text[10] in " T" and text[20:23].isdigit():
+        return _epoch(text[:10], text[11:19]) * 1000 + int(text[20:23])  # the usual %m: milliseconds
     m = _TS.match(text)
     if m is None:
         try:

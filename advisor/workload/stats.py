@@ -105,11 +105,17 @@ class QueryStats:
                 self.first_seen = e.timestamp
             if self.last_seen is None or e.timestamp > self.last_seen:
                 self.last_seen = e.timestamp
-        _keep(self.users, e.user)
-        _keep(self.databases, e.database)
-        _keep(self.applications, e.application)
-        _keep(self.query_ids, e.query_id)
-        _keep(self.sources, source)
+        # _keep inlined for the common case of a name already kept: this runs per statement.
+        if e.user not in self.users:
+            _keep(self.users, e.user)
+        if e.database not in self.databases:
+            _keep(self.databases, e.database)
+        if e.application not in self.applications:
+            _keep(self.applications, e.application)
+        if e.query_id is not None:
+            _keep(self.query_ids, e.query_id)
+        if source not in self.sources:
+            _keep(self.sources, source)
         # The slowest execution is the one worth explaining later.
         duration = -1.0 if e.duration_ms is None else e.duration_ms
         if duration > self.sample_ms or not self.sample:
