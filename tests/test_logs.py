@@ -325,3 +325,14 @@ def test_pgbouncer_logs_are_recognised_not_skipped(corpus_dir):
     w = workload(str(corpus_dir / "pgbouncer.log.gz"))
     assert w.statements == 0 and w.skipped_count == 0 and w.other_events == 127_910
     assert "PgBouncer" in w.notes[0]
+
+
+def test_a_cursor_fetch_is_the_same_execution(tmp_path):
+    log = write(
+        tmp_path,
+        "2026-11-22 03:00:00.001 UTC [710] a@b LOG:  duration: 0.110 ms  execute S_1/C_1: SELECT * FROM orders WHERE id > $1\n"
+        "2026-11-22 03:00:00.001 UTC [710] a@b DETAIL:  parameters: $1 = '5'\n"
+        "2026-11-22 03:00:00.002 UTC [710] a@b LOG:  duration: 0.090 ms  execute fetch from S_1/C_1: SELECT * FROM orders WHERE id > $1\n",
+    )
+    (q,) = workload(log).queries
+    assert q.calls == 1 and q.total_ms == pytest.approx(0.2)  # as pg_stat_statements counts it

@@ -115,3 +115,16 @@ def test_sqlcommenter_tags_and_application_name_point_to_the_code(tmp_path):
     log.run(906, "SELECT * FROM orders WHERE id = 1 /*controller='orders',route='%2Forders%2F%3Aid',traceparent='00-ab'*/")
     (q,) = log.workload(tmp_path).queries
     assert origin(q) == "controller=orders, route=/orders/:id"
+
+
+def test_quiet_sessions_are_closed_as_time_passes(tmp_path):
+    from advisor.workload.model import Execution
+    from advisor.workload.sessions import SessionPatterns
+    from advisor.workload.fingerprint import fingerprint
+
+    patterns = SessionPatterns()
+    fp = fingerprint("SELECT 1")
+    for i in range(500):  # 500 sessions that each run once and disconnect, a second apart
+        ts = f"2026-11-22 05:{i // 60:02d}:{i % 60:02d}.000 UTC"
+        patterns.add(Execution("SELECT 1", 0.1, ts, session=str(i)), fp)
+    assert len(patterns.units) <= 21  # a sweep every 10 s closes units idle for 10 s: at most ~20 s stay open

@@ -106,6 +106,7 @@ class SessionPatterns:
     def __init__(self, config: Thresholds = DEFAULT) -> None:
         self.config = config
         self.units: dict[str, _Unit] = {}
+        self.swept_ms = 0.0
         self.patterns: dict[tuple[str, str, str | None], _Pattern] = {}
         self.fingerprints: dict[str, Fingerprint] = {}
         self.caches = [OrderedDict() for _ in CACHE_CONFIGS]
@@ -132,6 +133,8 @@ class SessionPatterns:
             unit = self.units[session] = _Unit(session, e, now)
             if len(self.units) > MAX_OPEN_UNITS:
                 self._close(self.units.pop(next(iter(self.units))))
+        if now is not None and now - self.swept_ms > self.config.n1_max_unit_ms:
+            self._sweep(now)
         run = unit.runs.get(fp.id)
         if run is None and len(unit.runs) < MAX_RUNS_PER_UNIT:
             run = unit.runs[fp.id] = _Run(unit.previous)
@@ -144,6 +147,13 @@ class SessionPatterns:
         unit.last_ms = now if now is not None else unit.last_ms
         if fp.normalized in _END:
             self._close(self.units.pop(session))
+
+    def _sweep(self, now: float) -> None:
+        """Close the units of sessions that went quiet: a disconnected session never runs again."""
+        self.swept_ms = now
+        for session, unit in list(self.units.items()):
+            if unit.last_ms is not None and now - unit.last_ms > self.config.n1_max_unit_ms:
+                self._close(self.units.pop(session))
 
     def _ends_before(self, unit: _Unit, e: Execution, fp: Fingerprint, now: float | None) -> bool:
         """Whether ``e`` starts a new unit of work in its session."""

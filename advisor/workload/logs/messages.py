@@ -6,7 +6,9 @@ The rules, from what PostgreSQL writes:
   duration (``log_statement``) are too, and a bare ``duration: X ms`` that
   follows in the same session gives them their time.
 - ``parse`` and ``bind`` belong to an execution that is logged separately by
-  its ``execute``: they are never counted.
+  its ``execute``: they are never counted. ``execute fetch from`` fetches more
+  rows from the same portal: its time is added to that execution, as
+  pg_stat_statements counts it once.
 - ``DETAIL:  parameters: …`` after an execute belongs to it (csvlog and
   jsonlog carry it in the same record).
 - ``duration: X ms  plan:`` is auto_explain: a plan for the statement the same
@@ -67,6 +69,13 @@ def executions(records: Iterable[LogRecord], file: str, tally: Tally) -> Iterato
                 p.duration = duration
                 del pending[key]
                 yield _execution(p, file)
+            else:
+                tally.other_events += 1  # log_duration's line for something not logged
+            continue
+        if verb.startswith("execute fetch from"):  # more rows from an open portal: the same execution
+            p = pending.get(key)
+            if p is not None and duration is not None:
+                p.duration = (p.duration or 0.0) + duration
             continue
         p = pending.pop(key, None)  # any new message of the session closes its pending one
         if p is not None:
