@@ -228,7 +228,7 @@ def suggest_indexes(
     log_line_prefix: Annotated[Optional[str], typer.Option("--log-line-prefix")] = None,
     max_indexes: Annotated[Optional[int], typer.Option("--max-indexes", min=1, help="At most this many new indexes.")] = None,
     budget_mb: Annotated[Optional[float], typer.Option("--budget-mb", min=0.0, help="At most this much new index, by HypoPG's size estimates.")] = None,
-    min_improvement: Annotated[float, typer.Option("--min-improvement", min=0.0, help="A pick must lower the workload cost by at least this % of where it started.")] = 1.0,
+    min_improvement: Annotated[float, typer.Option("--min-improvement", min=0.0, help="A pick must lower the workload's cost by at least this % of what it is before that pick.")] = 1.0,
     max_width: Annotated[int, typer.Option("--max-width", min=1, max=8, help="Columns per index at most.")] = 3,
     weight: Annotated[Weight, typer.Option("--weight", help="Weigh each query by its calls or its total time.")] = Weight.calls,
     max_queries: Annotated[int, typer.Option("--max-queries", min=1, help="The top queries by total time that are costed.")] = 200,

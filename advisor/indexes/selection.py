@@ -27,7 +27,7 @@ from advisor.db.connect import connect
 from advisor.indexes.candidates import CandidateSet, workload_candidates
 from advisor.indexes.existing import IndexIssue, index_issues
 from advisor.indexes.model import AdvisedQuery, IndexCandidate, QueryCost, Recommendation
-from advisor.indexes.whatif import WhatIf
+from advisor.indexes.whatif import CandidateRejected, QueryNotCosted, WhatIf
 
 Step = Callable[[str], None]
 
@@ -69,10 +69,11 @@ def advise(
         search = _Search(whatif, queries, found, max_indexes, budget_bytes, min_improvement, max_width)
         step(f"searching {len(found.candidates)} candidates with the planner's costs")
         chosen = search.run()
-        recommendations = _recommendations(whatif, queries, chosen)
+        validation = "hypothetical" if backend == "hypopg" else "real index, rolled back"
+        recommendations = _recommendations(whatif, search.queries, chosen, validation)
         before = search.workload_cost(frozenset())
         after = search.workload_cost(frozenset(chosen))
-        per_query = tuple(_query_cost(whatif, q, frozenset(), frozenset(chosen)) for q in queries)
+        per_query = tuple(_query_cost(whatif, q, frozenset(), frozenset(chosen)) for q in search.queries)
         calls = whatif.whatif_calls
     return Advice(
         recommendations=recommendations,
@@ -82,8 +83,8 @@ def advise(
         seconds=time.perf_counter() - started,
         moot=tuple(found.moot),
         existing_index_findings=tuple(index_issues(catalog)),
-        notes=tuple(_write_notes(catalog, chosen, queries)),
-        validation="hypothetical" if backend == "hypopg" else "real index, rolled back",
+        notes=(*search.notes, *_write_notes(catalog, chosen, queries)),
+        validation=validation,
         per_query=per_query,
     )
 
@@ -93,13 +94,24 @@ class _Search:
 
     def __init__(self, whatif: WhatIf, queries, found: CandidateSet, max_indexes, budget_bytes, min_improvement, max_width):
         self.whatif = whatif
-        self.queries = [q for q in queries if found.by_query.get(q.fingerprint)]
+        self.notes: list[str] = []
+        self.queries = [q for q in queries if found.by_query.get(q.fingerprint) and self._costable(q)]
         self.found = found
+        self.rejected: set[IndexCandidate] = set()
         self.max_indexes = max_indexes
         self.budget = budget_bytes
         self.min_improvement = min_improvement
         self.max_width = max_width
         self.sizes: dict[IndexCandidate, int] = {}
+
+    def _costable(self, q: AdvisedQuery) -> bool:
+        """A query the server will not plan (refused, bad parameters, timeout) is left out, with why."""
+        try:
+            self.whatif.cost(q, frozenset())
+        except QueryNotCosted as e:
+            self.notes.append(f"query {q.fingerprint} left out: {e.cause}")
+            return False
+        return True
 
     def size(self, c: IndexCandidate) -> int:
         if c not in self.sizes:
@@ -112,14 +124,11 @@ class _Search:
     def run(self) -> list[IndexCandidate]:
         chosen: list[IndexCandidate] = []
         cost = self.workload_cost(frozenset())
-        floor = cost * self.min_improvement / 100
         while self.max_indexes is None or len(chosen) <= self.max_indexes:
             move = self._best_move(chosen, cost)
             if move is None:
                 break
             new_cost, replaced, added = move
-            if cost - new_cost <= floor:
-                break
             chosen = [c for c in chosen if c != replaced] + [added]
             cost = new_cost
         return self._prune(chosen, cost)
@@ -148,16 +157,24 @@ class _Search:
         return list(columns)
 
     def _best_move(self, chosen: list[IndexCandidate], cost: float):
+        """The move with the most cost saved per byte, among those that save at least the floor."""
         current = self._size_of(chosen)
+        floor = cost * self.min_improvement / 100  # relative to the cost before this pick
         best, best_ratio = None, 0.0
         for replaced, added in self._moves(chosen):
-            grown = self.size(added) - (self.size(replaced) if replaced else 0)
-            if self.budget is not None and current + grown > self.budget:
+            if added in self.rejected:
                 continue
-            config = frozenset([*(c for c in chosen if c != replaced), added])
-            new_cost = self.workload_cost(config)
+            try:
+                grown = self.size(added) - (self.size(replaced) if replaced else 0)
+                if self.budget is not None and current + grown > self.budget:
+                    continue
+                new_cost = self.workload_cost(frozenset([*(c for c in chosen if c != replaced), added]))
+            except CandidateRejected as e:  # the server would not build it: never offer it again
+                self.rejected.add(added)
+                self.notes.append(f"candidate {added.definition()} rejected by the server: {e.cause}")
+                continue
             ratio = (cost - new_cost) / max(grown, 8192)
-            if ratio > best_ratio:
+            if cost - new_cost > floor and ratio > best_ratio:
                 best, best_ratio = (new_cost, replaced, added), ratio
         return best
 
@@ -172,13 +189,13 @@ class _Search:
         return chosen
 
 
-def _recommendations(whatif: WhatIf, queries: list[AdvisedQuery], chosen: list[IndexCandidate]) -> tuple[Recommendation, ...]:
+def _recommendations(whatif: WhatIf, queries: list[AdvisedQuery], chosen: list[IndexCandidate], validation: str) -> tuple[Recommendation, ...]:
     config = frozenset(chosen)
     helped: dict[IndexCandidate, list[QueryCost]] = {c: [] for c in chosen}
     for q in queries:
         for c in whatif.used(q, config) & config:
             helped[c].append(_query_cost(whatif, q, frozenset(), config))
-    recs = [Recommendation(c, whatif.size(c), tuple(helped[c]), "hypothetical") for c in chosen]
+    recs = [Recommendation(c, whatif.size(c), tuple(helped[c]), validation) for c in chosen]
     recs.sort(key=lambda r: -sum(q.weight * (q.cost_before - q.cost_after) for q in r.queries))
     return tuple(recs)
 
@@ -194,10 +211,10 @@ def _write_notes(catalog, chosen: list[IndexCandidate], queries: list[AdvisedQue
         table = catalog.tables.get(c.table)
         if table is None:
             continue
-        writes = table.n_tup_ins + table.n_tup_upd + table.n_tup_del
+        churn = table.n_tup_upd + table.n_tup_del  # inserts alone may be the initial load
         reads = table.seq_scan + table.idx_scan
-        if writes and writes > reads:
-            notes.append(f"{c.name}: {c.table} sees more row writes ({writes:,}) than scans ({reads:,}); every write will maintain this index too")
+        if churn > reads or reads and table.n_tup_ins > 10 * reads:
+            notes.append(f"{c.name}: {c.table} sees many row writes ({table.n_tup_ins + churn:,}) for its scans ({reads:,}); every write will maintain this index too")
         if table.n_tup_hot_upd and any(_updates_column(q.sql, c.table, c.columns) for q in queries):
             notes.append(f"{c.name}: indexes a column that UPDATEs set, so those updates can no longer be HOT ({table.n_tup_hot_upd:,} were)")
     return notes

@@ -126,8 +126,11 @@ def advice_summary(advice) -> Group:
     for rank, r in enumerate(advice.recommendations, 1):
         b = sum(q.weight * q.cost_before for q in r.queries)
         a = sum(q.weight * q.cost_after for q in r.queries)
-        table.add_row(str(rank), r.candidate.ddl(), _bytes(r.estimated_size_bytes), str(len(r.queries)), f"{b:,.0f} → {a:,.0f}")
+        c = r.candidate
+        index = f"{c.table} ({', '.join(c.columns)})" + (f" INCLUDE ({', '.join(c.include)})" if c.include else "") + (f" WHERE {c.where}" if c.where else "")
+        table.add_row(str(rank), index, _bytes(r.estimated_size_bytes), str(len(r.queries)), f"{b:,.0f} → {a:,.0f}")
     parts: list = [head, table]
+    parts += [Text(r.candidate.ddl(), "green") for r in advice.recommendations]
     parts += [Text(f"note: {n}", "yellow") for n in advice.notes]
     if advice.moot:
         parts.append(Text(f"{len(advice.moot)} candidates already served by existing indexes, e.g. {advice.moot[0][0].definition()} by {advice.moot[0][1]}", "dim"))
