@@ -29,7 +29,7 @@ class IndexCandidate:
         """``ON table USING method (columns) INCLUDE (…) WHERE …``, the part after the index name."""
         schema, _, table = self.table.rpartition(".")
         target = f"{quote_ident(schema)}.{quote_ident(table)}" if schema else quote_ident(table)
-        keys = ", ".join(c if "(" in c or " " in c else quote_ident(c) for c in self.columns)
+        keys = ", ".join(_key(c) for c in self.columns)
         text = f"ON {target} USING {self.method} ({keys})"
         if self.include:
             text += f" INCLUDE ({', '.join(quote_ident(c) for c in self.include)})"
@@ -42,6 +42,17 @@ class IndexCandidate:
 
     def extended(self, column: str) -> IndexCandidate:
         return IndexCandidate(self.table, (*self.columns, column), self.include, self.where, self.method)
+
+
+_ORDER = re.compile(r"^(?P<name>.+?)(?P<order>(?: (?:ASC|DESC))?(?: NULLS (?:FIRST|LAST))?)$")
+
+
+def _key(column: str) -> str:
+    """An index key: an expression as written, a column name quoted as needed, its sort order kept."""
+    if "(" in column:
+        return column
+    m = _ORDER.match(column)
+    return quote_ident(m["name"]) + m["order"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,126 @@
+"""`advisor suggest-indexes` against a real server with HypoPG, on the demo fixture."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import psycopg
+import pytest
+
+from advisor import demo
+
+SCALE = demo.Scale(lots=40, dies=25)
+
+# Parametric results with many tests per die: the first page of a die's results in test
+# order is where the known best index, (wafer_id, die_x, die_y, test_name), pays: equality
+# columns most selective first (200 wafers, 20 die columns, 5 die rows), then the sort
+# column, so the scan reads ten index entries in order and stops.
+PARAMETRIC = """
+CREATE TABLE parametric AS
+SELECT w AS wafer_id, d % 20 AS die_x, d / 20 AS die_y, 't' || lpad(t::text, 3, '0') AS test_name, random() AS value
+FROM generate_series(1, 200) w, generate_series(0, 99) d, generate_series(1, 50) t;
+ANALYZE parametric;
+"""
+WORKLOAD = """
+SELECT test_name, value FROM parametric WHERE wafer_id = 42 AND die_x = 3 AND die_y = 2 ORDER BY test_name LIMIT 10;
+SELECT test_name, value FROM parametric WHERE wafer_id = 117 AND die_x = 11 AND die_y = 4 ORDER BY test_name LIMIT 10;
+SELECT id, wafer_no, yield_pct FROM wafers WHERE lot_id = 42;
+SELECT id, lot_code, status FROM lots WHERE lot_code = 'LOT000042';
+SELECT * FROM lots WHERE id = 7;
+"""
+
+
+@pytest.fixture(scope="module")
+def fixture_db(pg_cluster, pg_dsn):
+    if not pg_cluster.has_hypopg:
+        pytest.fail("HypoPG is not installed on the test server: run scripts/setup.sh")
+    demo.load_fixture(pg_dsn, SCALE)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(PARAMETRIC)
+    return pg_dsn
+
+
+@pytest.fixture(scope="module")
+def workload_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("sql") / "workload.sql"
+    path.write_text(WORKLOAD)
+    return path
+
+
+def advisor(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "advisor.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def suggest(dsn: str, sql, *extra: str) -> dict:
+    run = advisor("suggest-indexes", "--dsn", dsn, "--sql", str(sql), "--format", "json", *extra)
+    assert run.returncode == 0, run.stderr
+    return json.loads(run.stdout)
+
+
+def index_count(dsn: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute("SELECT count(*) FROM pg_indexes WHERE schemaname = 'public'").fetchone()[0]
+
+
+def test_the_known_best_composite_index_in_its_column_order(fixture_db, workload_file):
+    doc = suggest(fixture_db, workload_file, "--max-width", "4")
+    on_results = [r for r in doc["recommendations"] if r["table"].endswith("parametric")]
+    assert [r["columns"] for r in on_results] == [["wafer_id", "die_x", "die_y", "test_name"]]
+    (rec,) = on_results
+    assert rec["ddl"].startswith("CREATE INDEX CONCURRENTLY idx_parametric_wafer_id_die_x_die_y_test_name ON public.parametric")
+    assert rec["estimated_size_bytes"] > 0 and rec["validated"] == "hypothetical"
+    helped = {q["normalized"] for q in rec["queries"]}
+    assert any("die_x" in text for text in helped)
+    assert all(q["cost_after"] < q["cost_before"] / 10 for q in rec["queries"])
+    assert doc["workload_cost_after"] < doc["workload_cost_before"] and doc["whatif_calls"] > 0
+
+
+def test_nothing_for_queries_existing_indexes_serve(fixture_db, workload_file):
+    doc = suggest(fixture_db, workload_file)
+    lots = [r for r in doc["recommendations"] if r["table"].endswith(".lots")]
+    assert lots == []  # lot_code is UNIQUE, id the primary key
+    assert any("lots_lot_code_key" in m["served_by"] or "lots_pkey" in m["served_by"] for m in doc["moot_candidates"])
+
+
+def test_count_and_budget_limits(fixture_db, workload_file):
+    assert len(suggest(fixture_db, workload_file, "--max-indexes", "1")["recommendations"]) == 1
+    small = suggest(fixture_db, workload_file, "--budget-mb", "1")
+    assert sum(r["estimated_size_bytes"] for r in small["recommendations"]) <= 1024 * 1024
+    big = suggest(fixture_db, workload_file, "--budget-mb", "1000")
+    assert len(big["recommendations"]) >= len(small["recommendations"])
+
+
+def test_sql_output_is_a_migration_file(fixture_db, workload_file):
+    run = advisor("suggest-indexes", "--dsn", fixture_db, "--sql", str(workload_file), "--format", "sql")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("-- Index advice") and "CREATE INDEX CONCURRENTLY" in run.stdout
+
+
+def test_verify_measures_and_leaves_no_index(fixture_db, workload_file):
+    before = index_count(fixture_db)
+    refused = advisor("suggest-indexes", "--dsn", fixture_db, "--sql", str(workload_file), "--verify")
+    assert refused.returncode == 2 and "--scratch" in refused.stderr
+    doc = suggest(fixture_db, workload_file, "--scratch", "--verify", "--max-width", "4")
+    assert doc["validation"].startswith("measured")
+    rec = next(r for r in doc["recommendations"] if r["table"].endswith("parametric"))
+    measured = [q for q in rec["queries"] if "after_ms" in q]
+    assert measured and all(q["after_ms"] < q["before_ms"] for q in measured)
+    assert index_count(fixture_db) == before
+
+
+def test_without_hypopg_a_clear_fix_or_the_scratch_fallback(pg_cluster, fixture_db, workload_file):
+    with psycopg.connect(fixture_db, autocommit=True) as conn:
+        conn.execute("DROP EXTENSION hypopg")
+    try:
+        refused = advisor("suggest-indexes", "--dsn", fixture_db, "--sql", str(workload_file))
+        assert refused.returncode == 2 and "hypopg" in refused.stderr.lower() and "fix:" in refused.stderr
+        before = index_count(fixture_db)
+        doc = suggest(fixture_db, workload_file, "--scratch", "--max-width", "4")
+        assert doc["validation"] == "real index, rolled back"
+        assert ["wafer_id", "die_x", "die_y", "test_name"] in [r["columns"] for r in doc["recommendations"]]
+        assert index_count(fixture_db) == before
+    finally:
+        with psycopg.connect(fixture_db, autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS hypopg")
