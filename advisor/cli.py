@@ -118,14 +118,20 @@ def demo(
 
         workload = build_workload(result.scan)
         (folder / "workload.json").write_text(json.dumps(workload_document(workload), indent=2, ensure_ascii=False) + "\n")
+        from advisor.indexes.advice import advise_workload, advised_queries
+
         with err.status("scanning") as status:
-            scanned = run_scan(workload, result.dsn, step=lambda text: (status.update(text), err.log(text)))
+            step = lambda text: (status.update(text), err.log(text))  # noqa: E731
+            scanned = run_scan(workload, result.dsn, step=step)
+            advice = advise_workload(result.dsn, advised_queries(workload), step=step)
         (folder / "scan.json").write_text(json.dumps(scan_document(scanned), indent=2, ensure_ascii=False) + "\n")
+        (folder / "indexes.json").write_text(json.dumps(advice_document(advice), indent=2, ensure_ascii=False) + "\n")
         console = Console()
         console.print(workload_summary(workload, top=10))
         console.print(scan_summary(scanned, top=10))
+        console.print(advice_summary(advice))
         print(f"\nreplayed {result.statements_sent} statements; the server log is {result.cluster.stderr_log}")
-        print(f"results (JSON): {folder / 'workload.json'}, {folder / 'scan.json'}")
+        print(f"results (JSON): {folder / 'workload.json'}, {folder / 'scan.json'}, {folder / 'indexes.json'}")
         if keep:
             print(f"the demo database keeps running: {result.dsn}  (stop it with Ctrl-C)")
             _wait_forever()

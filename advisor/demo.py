@@ -130,6 +130,8 @@ def run(scale: Scale, step: Callable[[str], None] = lambda _: None) -> DemoRun:
         dsn = cluster.create_database("advisor_demo")
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            if cluster.has_hypopg:
+                conn.execute("CREATE EXTENSION IF NOT EXISTS hypopg")
         step(f"loading the semiconductor fixture ({scale.result_rows:,} test results)")
         load_fixture(dsn, scale)
         with psycopg.connect(dsn, autocommit=True) as conn:
