@@ -116,6 +116,16 @@ def pg_dsn(pg_cluster, request):
         pg_cluster.drop_database(name)
 
 
+@pytest.fixture(scope="module")
+def schema_conn(pg_dsn, request):
+    """A connection to the module's database after the module's SCHEMA ran, one statement at a time
+    (VACUUM refuses a transaction)."""
+    with psycopg.connect(pg_dsn, autocommit=True) as connection:
+        for statement in filter(str.strip, request.module.SCHEMA.split(";")):
+            connection.execute(statement)
+        yield connection
+
+
 @pytest.fixture(scope="session")
 def pg_binaries() -> Path:
     """Local server binaries, for tests that start clusters of their own (works beside ADVISOR_TEST_DSN)."""

@@ -63,20 +63,12 @@ SERIAL = ("SET max_parallel_workers_per_gather = 0",)
 NO_JOINS = SERIAL + ("SET enable_hashjoin = off", "SET enable_mergejoin = off")
 
 
-@pytest.fixture(scope="module")
-def conn(pg_dsn):
-    with psycopg.connect(pg_dsn, autocommit=True) as connection:
-        for statement in filter(str.strip, SCHEMA.split(";")):  # one by one: VACUUM refuses a transaction
-            connection.execute(statement)
-        yield connection
-
-
-def explain(conn, sql: str, *settings: str, setup: tuple[str, ...] = ()) -> dict:
+def explain(schema_conn, sql: str, *settings: str, setup: tuple[str, ...] = ()) -> dict:
     """EXPLAIN ANALYZE's document; settings and setup (DDL, SET) live in a rolled-back transaction."""
-    with conn.transaction(force_rollback=True):
+    with schema_conn.transaction(force_rollback=True):
         for statement in settings + setup:
-            conn.execute(statement)
-        doc = conn.execute(f"EXPLAIN (ANALYZE, BUFFERS, SETTINGS, FORMAT JSON) {sql}").fetchone()[0][0]
+            schema_conn.execute(statement)
+        doc = schema_conn.execute(f"EXPLAIN (ANALYZE, BUFFERS, SETTINGS, FORMAT JSON) {sql}").fetchone()[0][0]
     return {**doc, "Query Text": sql}
 
 
@@ -119,9 +111,9 @@ def fix_ddl(suggestion: str) -> tuple[str, ...]:
 # --- ADV001 full scan ------------------------------------------------------------
 
 
-def test_full_scan_fires_and_its_index_fixes_it(conn):
+def test_full_scan_fires_and_its_index_fixes_it(schema_conn):
     sql = "SELECT id, value FROM results WHERE status = 'fail' AND value > 0.5"
-    bad = findings("ADV001", explain(conn, sql, *SERIAL), name="bad")
+    bad = findings("ADV001", explain(schema_conn, sql, *SERIAL), name="bad")
     assert len(bad) == 1
     finding = bad[0]
     assert finding.severity >= Severity.medium and finding.tables == ("results",)
@@ -129,26 +121,26 @@ def test_full_scan_fires_and_its_index_fixes_it(conn):
     assert finding.evidence["plan"].startswith("Seq Scan on results (rows 200,000 scanned, ")
     assert finding.suggestion.startswith("CREATE INDEX CONCURRENTLY ON results (status, value);")
     assert "advisor suggest-indexes" in finding.suggestion
-    good = explain(conn, sql, *SERIAL, setup=fix_ddl(finding.suggestion))
+    good = explain(schema_conn, sql, *SERIAL, setup=fix_ddl(finding.suggestion))
     assert not findings("ADV001", good, name="good")
 
 
-def test_full_scan_quiet_when_the_filter_keeps_most_rows(conn):
-    assert not findings("ADV001", explain(conn, "SELECT count(*) FROM results WHERE status = 'pass'", *SERIAL))
+def test_full_scan_quiet_when_the_filter_keeps_most_rows(schema_conn):
+    assert not findings("ADV001", explain(schema_conn, "SELECT count(*) FROM results WHERE status = 'pass'", *SERIAL))
 
 
-def test_full_scan_on_a_parallel_plan(conn):
-    doc = explain(conn, "SELECT id FROM results WHERE status = 'fail'", "SET parallel_setup_cost = 0",
+def test_full_scan_on_a_parallel_plan(schema_conn):
+    doc = explain(schema_conn, "SELECT id FROM results WHERE status = 'fail'", "SET parallel_setup_cost = 0",
                   "SET parallel_tuple_cost = 0", "SET min_parallel_table_scan_size = 0")
     [finding] = findings("ADV001", doc)
     assert finding.evidence["table_rows"] == pytest.approx(200_000, abs=10)
     assert finding.evidence["plan"].startswith("Parallel Seq Scan on results")
 
 
-def test_full_scan_from_plain_explain_needs_the_catalog(conn):
-    with conn.transaction(force_rollback=True):
-        conn.execute(SERIAL[0])
-        doc = conn.execute("EXPLAIN (FORMAT JSON) SELECT id FROM results WHERE status = 'fail'").fetchone()[0][0]
+def test_full_scan_from_plain_explain_needs_the_catalog(schema_conn):
+    with schema_conn.transaction(force_rollback=True):
+        schema_conn.execute(SERIAL[0])
+        doc = schema_conn.execute("EXPLAIN (FORMAT JSON) SELECT id FROM results WHERE status = 'fail'").fetchone()[0][0]
     doc["Query Text"] = "SELECT id FROM results WHERE status = 'fail'"
     assert not list(p001_full_scan.run(context(doc)))
     catalog = SimpleNamespace(table=lambda name, schema=None: SimpleNamespace(rows=200_000, n_mod_since_analyze=0))
@@ -159,18 +151,18 @@ def test_full_scan_from_plain_explain_needs_the_catalog(conn):
 # --- ADV002 index then filter ------------------------------------------------------
 
 
-def test_index_filter_fires_and_the_composite_index_fixes_it(conn):
+def test_index_filter_fires_and_the_composite_index_fixes_it(schema_conn):
     sql = "SELECT id, pad FROM results WHERE created BETWEEN '2024-03-01' AND '2024-03-10' AND status = 'fail'"
-    [finding] = findings("ADV002", explain(conn, sql, *SERIAL), name="bad")
+    [finding] = findings("ADV002", explain(schema_conn, sql, *SERIAL), name="bad")
     assert finding.evidence["rows_removed"] >= 5_000 and finding.evidence["removed_share"] > 0.99
     assert finding.suggestion.startswith("CREATE INDEX CONCURRENTLY ON results (status, created);")
-    good = explain(conn, sql, *SERIAL, setup=fix_ddl(finding.suggestion))
+    good = explain(schema_conn, sql, *SERIAL, setup=fix_ddl(finding.suggestion))
     assert not findings("ADV002", good, name="good")
 
 
-def test_index_filter_quiet_under_the_minimum(conn):
+def test_index_filter_quiet_under_the_minimum(schema_conn):
     # lot 42 has 100 rows: the filter removes them all, but 100 is below index_filter_min_removed.
-    assert not findings("ADV002", explain(conn, "SELECT * FROM results WHERE lot_id = 42 AND status = 'fail'",
+    assert not findings("ADV002", explain(schema_conn, "SELECT * FROM results WHERE lot_id = 42 AND status = 'fail'",
                                           *SERIAL, "SET enable_bitmapscan = off"))
 
 
@@ -178,7 +170,7 @@ def test_index_filter_quiet_under_the_minimum(conn):
 
 
 @pytest.fixture(scope="module")
-def catalog(conn):
+def catalog(schema_conn):
     """The real catalog, once the INSERT after ANALYZE shows in pg_stat_user_tables (flushed asynchronously).
 
     Read once: an ANALYZE resets n_mod_since_analyze even when its transaction rolls back.
@@ -186,45 +178,45 @@ def catalog(conn):
     from advisor.db.catalog import read_catalog
 
     for _ in range(50):
-        catalog = read_catalog(conn)
+        catalog = read_catalog(schema_conn)
         if catalog.table("events").n_mod_since_analyze >= 100_000:
             return catalog
         time.sleep(0.1)
     pytest.fail("pg_stat_user_tables never showed the inserted rows")
 
 
-def test_misestimate_on_stale_statistics_suggests_analyze(conn, catalog):
+def test_misestimate_on_stale_statistics_suggests_analyze(schema_conn, catalog):
     sql = "SELECT count(*) FROM events WHERE kind = 'new'"
-    [finding] = findings("ADV003", explain(conn, sql, *SERIAL), name="stale_bad", catalog=catalog)
+    [finding] = findings("ADV003", explain(schema_conn, sql, *SERIAL), name="stale_bad", catalog=catalog)
     assert finding.severity == Severity.high  # estimated ~1 row (no 'new' in the stats), 100,000 actual
     assert finding.evidence["direction"] == "underestimate" and finding.evidence["factor"] >= 1000
     assert finding.evidence["stale_tables"][0]["table"] == "events"
     assert finding.suggestion.startswith("ANALYZE events;")
-    good = explain(conn, sql, *SERIAL, setup=fix_ddl(finding.suggestion))
+    good = explain(schema_conn, sql, *SERIAL, setup=fix_ddl(finding.suggestion))
     assert not findings("ADV003", good, name="stale_good")
 
 
-def test_misestimate_on_correlated_columns_suggests_extended_statistics(conn, catalog):
+def test_misestimate_on_correlated_columns_suggests_extended_statistics(schema_conn, catalog):
     sql = "SELECT count(*) FROM parts WHERE a = 1 AND b = 1 AND c = 1"
-    [finding] = findings("ADV003", explain(conn, sql, *SERIAL), name="correlated_bad", catalog=catalog)
+    [finding] = findings("ADV003", explain(schema_conn, sql, *SERIAL), name="correlated_bad", catalog=catalog)
     assert finding.severity == Severity.high  # 2,000 rows; (1/50)³ of 100,000 < 1 row estimated
     assert not finding.evidence["stale_tables"]
     assert finding.suggestion.startswith(
         "CREATE STATISTICS parts_a_b_c_stats (dependencies, mcv) ON a, b, c FROM parts;")
-    good = explain(conn, sql, *SERIAL, setup=fix_ddl(finding.suggestion))
+    good = explain(schema_conn, sql, *SERIAL, setup=fix_ddl(finding.suggestion))
     assert not findings("ADV003", good, name="correlated_good")
 
 
-def test_misestimate_reports_the_deepest_node_once(conn):
+def test_misestimate_reports_the_deepest_node_once(schema_conn):
     sql = "SELECT p.a, count(*) FROM parts p JOIN parts q ON q.a = p.a WHERE p.a = 1 AND p.b = 1 GROUP BY p.a"
-    found = findings("ADV003", explain(conn, sql, *SERIAL))
+    found = findings("ADV003", explain(schema_conn, sql, *SERIAL))
     assert len(found) == 1 and found[0].evidence["plan"].startswith("Seq Scan on parts p")
     assert found[0].evidence["other_misestimated_nodes"] >= 1
 
 
-def test_misestimate_quiet_under_a_limit(conn):
+def test_misestimate_quiet_under_a_limit(schema_conn):
     # The Limit stops the scan early: far fewer rows than estimated is expected, not a misestimate.
-    assert not findings("ADV003", explain(conn, "SELECT * FROM results WHERE status = 'pass' LIMIT 5", *SERIAL))
+    assert not findings("ADV003", explain(schema_conn, "SELECT * FROM results WHERE status = 'pass' LIMIT 5", *SERIAL))
 
 
 # --- ADV004 spill to disk ----------------------------------------------------------------
@@ -239,14 +231,14 @@ SPILLS = {
 
 
 @pytest.mark.parametrize("case", SPILLS)
-def test_spill_fires_and_the_suggested_work_mem_fixes_it(conn, case):
+def test_spill_fires_and_the_suggested_work_mem_fixes_it(schema_conn, case):
     sql, settings, kind = SPILLS[case]
-    bad = explain(conn, sql, *SERIAL, *settings, "SET work_mem = '1MB'")
+    bad = explain(schema_conn, sql, *SERIAL, *settings, "SET work_mem = '1MB'")
     [finding] = findings("ADV004", bad, name=f"{case}_bad")
     assert kind in finding.title and finding.evidence["spills"]
     work_mem = finding.evidence["suggested_work_mem"]
     assert re.fullmatch(r"\d+MB", work_mem) and f"SET LOCAL work_mem = '{work_mem}';" in finding.suggestion
-    good = explain(conn, sql, *SERIAL, *settings, setup=fix_ddl(finding.suggestion))
+    good = explain(schema_conn, sql, *SERIAL, *settings, setup=fix_ddl(finding.suggestion))
     assert not findings("ADV004", good, name=f"{case}_good"), work_mem
 
 
@@ -254,21 +246,21 @@ def test_spill_fires_and_the_suggested_work_mem_fixes_it(conn, case):
 
 
 @pytest.mark.parametrize("material", ["on", "off"])
-def test_nested_loop_over_a_scan_fires_and_an_index_fixes_it(conn, material):
+def test_nested_loop_over_a_scan_fires_and_an_index_fixes_it(schema_conn, material):
     sql = "SELECT count(*) FROM picks p JOIN fabs f ON f.id = p.lot_id"
     settings = NO_JOINS + (f"SET enable_material = {material}",)
-    [finding] = findings("ADV005", explain(conn, sql, *settings), name=f"material_{material}_bad")
+    [finding] = findings("ADV005", explain(schema_conn, sql, *settings), name=f"material_{material}_bad")
     assert finding.evidence["inner_loops"] == 3000
     assert finding.evidence["settings"]["enable_hashjoin"] == "off"
     assert ("Materialize" in " ".join(finding.evidence["plan"])) == (material == "on")
     assert finding.suggestion.startswith("CREATE INDEX CONCURRENTLY ON fabs (id);")
     assert "enable_hashjoin" in finding.suggestion
-    good = explain(conn, sql, *settings, setup=fix_ddl(finding.suggestion))
+    good = explain(schema_conn, sql, *settings, setup=fix_ddl(finding.suggestion))
     assert not findings("ADV005", good, name=f"material_{material}_good")
 
 
-def test_nested_loop_with_memoize_over_an_index_is_quiet(conn):
-    doc = explain(conn, "SELECT count(*) FROM picks p JOIN results r ON r.lot_id = p.lot_id", *NO_JOINS)
+def test_nested_loop_with_memoize_over_an_index_is_quiet(schema_conn):
+    doc = explain(schema_conn, "SELECT count(*) FROM picks p JOIN results r ON r.lot_id = p.lot_id", *NO_JOINS)
     assert any(n.node_type == "Memoize" for n in parse_plan(doc).nodes())
     assert not findings("ADV005", doc, name="memoize_good")
 
@@ -276,65 +268,65 @@ def test_nested_loop_with_memoize_over_an_index_is_quiet(conn):
 # --- ADV006 / ADV007 / ADV008 -----------------------------------------------------------------
 
 
-def test_lossy_bitmap_fires_and_the_suggested_work_mem_fixes_it(conn):
+def test_lossy_bitmap_fires_and_the_suggested_work_mem_fixes_it(schema_conn):
     sql = "SELECT count(pad) FROM results WHERE created BETWEEN '2024-02-01' AND '2024-02-05'"
     settings = SERIAL + ("SET enable_seqscan = off", "SET enable_indexscan = off")
-    [finding] = findings("ADV007", explain(conn, sql, *settings, "SET work_mem = '64kB'"), name="bad")
+    [finding] = findings("ADV007", explain(schema_conn, sql, *settings, "SET work_mem = '64kB'"), name="bad")
     assert finding.evidence["lossy_heap_blocks"] > 0
-    good = explain(conn, sql, *settings, setup=fix_ddl(finding.suggestion))
+    good = explain(schema_conn, sql, *settings, setup=fix_ddl(finding.suggestion))
     assert not findings("ADV007", good, name="good")
 
 
-def test_workers_not_launched_fires(conn):
+def test_workers_not_launched_fires(schema_conn):
     sql = "SELECT count(*) FROM results WHERE value < 0.5"
     parallel = ("SET max_parallel_workers_per_gather = 2", "SET parallel_setup_cost = 0",
                 "SET parallel_tuple_cost = 0", "SET min_parallel_table_scan_size = 0")
-    [finding] = findings("ADV008", explain(conn, sql, *parallel, "SET max_parallel_workers = 0"), name="bad")
+    [finding] = findings("ADV008", explain(schema_conn, sql, *parallel, "SET max_parallel_workers = 0"), name="bad")
     assert finding.evidence["workers_planned"] == 2 and finding.evidence["workers_launched"] == 0
     assert "max_parallel_workers" in finding.suggestion
-    assert not findings("ADV008", explain(conn, sql, *parallel, "SET max_parallel_workers = 8"), name="good")
+    assert not findings("ADV008", explain(schema_conn, sql, *parallel, "SET max_parallel_workers = 8"), name="good")
 
 
-def test_heap_fetches_fire_until_vacuum(conn):
+def test_heap_fetches_fire_until_vacuum(schema_conn):
     sql = "SELECT count(id) FROM readings WHERE id < 60000"
     settings = SERIAL + ("SET enable_seqscan = off", "SET enable_bitmapscan = off")
-    [finding] = findings("ADV006", explain(conn, sql, *settings), name="bad")
+    [finding] = findings("ADV006", explain(schema_conn, sql, *settings), name="bad")
     assert finding.evidence["heap_fetches"] >= 20_000 and finding.suggestion.startswith("VACUUM (ANALYZE) readings;")
-    conn.execute("VACUUM (ANALYZE) readings")  # the fix itself; this table serves no other test
-    assert not findings("ADV006", explain(conn, sql, *settings), name="good")
+    schema_conn.execute("VACUUM (ANALYZE) readings")  # the fix itself; this table serves no other test
+    assert not findings("ADV006", explain(schema_conn, sql, *settings), name="good")
 
 
 # --- ADV009 large offset -----------------------------------------------------------------------
 
 
-def test_large_offset_fires_and_the_keyset_query_returns_the_same_page(conn):
+def test_large_offset_fires_and_the_keyset_query_returns_the_same_page(schema_conn):
     sql = ("SELECT id, created, value FROM results WHERE status = 'pass' OR lot_id = 7 "
            "ORDER BY created DESC, id DESC LIMIT 20 OFFSET 5000")
-    [finding] = findings("ADV009", explain(conn, sql, *SERIAL), name="bad")
+    [finding] = findings("ADV009", explain(schema_conn, sql, *SERIAL), name="bad")
     assert finding.evidence["rows_discarded"] == 5000 and finding.evidence["offset"] == 5000
     keyset = finding.suggestion.split(";")[0]
     assert "OFFSET" not in keyset and "(created, id) < (:last_created, :last_id)" in keyset
     assert "(status = 'pass' OR lot_id = 7) AND" in keyset
     # The last row of the previous page, bound into the keyset query, gives exactly the OFFSET page.
-    last = conn.execute(sql.replace("LIMIT 20 OFFSET 5000", "LIMIT 1 OFFSET 4999")).fetchone()
+    last = schema_conn.execute(sql.replace("LIMIT 20 OFFSET 5000", "LIMIT 1 OFFSET 4999")).fetchone()
     bound = keyset.replace(":last_created", f"'{last[1]}'::date").replace(":last_id", str(last[0]))
-    assert conn.execute(bound).fetchall() == conn.execute(sql).fetchall()
-    assert not findings("ADV009", explain(conn, bound, *SERIAL), name="good")
+    assert schema_conn.execute(bound).fetchall() == schema_conn.execute(sql).fetchall()
+    assert not findings("ADV009", explain(schema_conn, bound, *SERIAL), name="good")
 
 
-def test_large_offset_mixed_directions_and_text_only_queries(conn):
+def test_large_offset_mixed_directions_and_text_only_queries(schema_conn):
     sql = "SELECT id FROM results ORDER BY created DESC, id LIMIT 10 OFFSET 2000"
-    ctx = context(explain(conn, sql, *SERIAL))
+    ctx = context(explain(schema_conn, sql, *SERIAL))
     text_only = Context(workload=ctx.workload, explained=())  # no plan: the text suffices
     [finding] = p009_large_offset.run(text_only)
     assert "(created < :last_created OR (created = :last_created AND id > :last_id))" in finding.suggestion
     assert finding.impact_ms == pytest.approx(60_000.0 * 2000 / 2010, rel=1e-3)
-    last = conn.execute(sql.replace("LIMIT 10 OFFSET 2000", "LIMIT 1 OFFSET 1999")).fetchone()
-    created = conn.execute("SELECT created FROM results WHERE id = %s", [last[0]]).fetchone()[0]
+    last = schema_conn.execute(sql.replace("LIMIT 10 OFFSET 2000", "LIMIT 1 OFFSET 1999")).fetchone()
+    created = schema_conn.execute("SELECT created FROM results WHERE id = %s", [last[0]]).fetchone()[0]
     bound = (finding.suggestion.split(";")[0].replace(":last_created", f"'{created}'::date")
              .replace(":last_id", str(last[0])))
-    assert conn.execute(bound).fetchall() == conn.execute(sql).fetchall()
-    assert not list(p009_large_offset.run(context(explain(conn, sql.replace("2000", "20"), *SERIAL))))
+    assert schema_conn.execute(bound).fetchall() == schema_conn.execute(sql).fetchall()
+    assert not list(p009_large_offset.run(context(explain(schema_conn, sql.replace("2000", "20"), *SERIAL))))
 
 
 # --- recorded plans ------------------------------------------------------------------------------

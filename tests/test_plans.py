@@ -54,28 +54,20 @@ PLANS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
-def explain(conn: psycopg.Connection, sql: str, settings: tuple[str, ...] = (), analyze: bool = True) -> dict:
+def explain(schema_conn: psycopg.Connection, sql: str, settings: tuple[str, ...] = (), analyze: bool = True) -> dict:
     """EXPLAIN's JSON document, with the settings local to a rolled-back transaction."""
     options = "ANALYZE, BUFFERS, FORMAT JSON" if analyze else "FORMAT JSON"
-    with conn.transaction(force_rollback=True):
+    with schema_conn.transaction(force_rollback=True):
         for statement in settings:
-            conn.execute(statement)
-        return conn.execute(f"EXPLAIN ({options}) {sql}").fetchone()[0][0]
+            schema_conn.execute(statement)
+        return schema_conn.execute(f"EXPLAIN ({options}) {sql}").fetchone()[0][0]
 
 
 @pytest.fixture(scope="module")
-def conn(pg_dsn):
-    with psycopg.connect(pg_dsn, autocommit=True) as connection:
-        for statement in filter(str.strip, SCHEMA.split(";")):  # one by one: VACUUM refuses a transaction
-            connection.execute(statement)
-        yield connection
-
-
-@pytest.fixture(scope="module")
-def plans(conn) -> dict[str, tuple[dict, Plan]]:
+def plans(schema_conn) -> dict[str, tuple[dict, Plan]]:
     captured = {}
     for name, (sql, settings) in PLANS.items():
-        doc = explain(conn, sql, settings)
+        doc = explain(schema_conn, sql, settings)
         captured[name] = (doc, parse_plan(doc))
         if RECORD:
             PLANS_DIR.mkdir(exist_ok=True)
@@ -181,8 +173,8 @@ def test_cte_time_is_owned_once(plans):
         max(0.0, plan.root.inclusive_ms - sum(c.inclusive_ms for c in root_kids)), abs=1e-6)
 
 
-def test_plain_explain_has_estimates_only(conn):
-    plan = parse_plan(explain(conn, PLANS["nested_loop"][0], PLANS["nested_loop"][1], analyze=False))
+def test_plain_explain_has_estimates_only(schema_conn):
+    plan = parse_plan(explain(schema_conn, PLANS["nested_loop"][0], PLANS["nested_loop"][1], analyze=False))
     assert not plan.analyzed and plan.execution_ms is None
     for node in plan.nodes():
         assert node.actual_rows is None and node.rows_total is None and node.inclusive_ms is None
