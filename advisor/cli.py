@@ -267,6 +267,51 @@ def suggest_indexes(
         _console(output).print(advice_summary(advice))
 
 
+bench_app = typer.Typer(help="Measure the server: connection pooling (pool).", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+def _int_list(text: str, option: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        values = ()
+    if not values:
+        raise AdvisorError(f"{option} takes a comma-separated list of numbers, not {text!r}", f"for example {option} 1,4,16")
+    return values
+
+
+@bench_app.command("pool")
+def bench_pool(
+    dsn: Annotated[str, typer.Option("--dsn", envvar="ADVISOR_DSN", help="The server to measure; loopback or a Unix socket gives the cleanest figures.")],
+    query: Annotated[Optional[str], typer.Option("--query", help="One read-only SELECT to run (default: a point lookup on a 10,000-row table in a temporary schema).")] = None,
+    concurrency: Annotated[str, typer.Option("--concurrency", help="Client threads (and pool sizes), comma-separated.")] = "1,4,16",
+    duration: Annotated[Optional[float], typer.Option("--duration", help="Seconds measured per arm (default 5; with --requests only a cap).")] = None,
+    requests: Annotated[Optional[int], typer.Option("--requests", help="Requests per arm in total instead of a duration.")] = None,
+    warmup: Annotated[float, typer.Option("--warmup", help="Seconds of warm-up per arm, not measured.")] = 1.0,
+    pgbouncer_dsn: Annotated[Optional[str], typer.Option("--pgbouncer-dsn", help="Also measure a new connection per request through this PgBouncer.")] = None,
+    modes: Annotated[Optional[str], typer.Option("--modes", help="Only these modes, comma-separated (default all).")] = None,
+    transports: Annotated[str, typer.Option("--transports", help="tcp (the DSN as given) and/or unix (the server's socket, when local).")] = "tcp,unix",
+    output_format: Annotated[OutputFormat, typer.Option("--format", help="text (a table and a verdict) or json (versioned, see advisor/bench/pool.py).")] = OutputFormat.text,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file instead of stdout.")] = None,
+) -> None:
+    """Measure what connection pooling buys: new connection per request vs psycopg_pool, SQLAlchemy pools, PgBouncer."""
+    from advisor.bench.pool import MODES, PoolBenchConfig, pool_bench_document, pool_bench_text, run_pool_bench
+
+    config = PoolBenchConfig(
+        dsn=dsn, query=query, concurrency=_int_list(concurrency, "--concurrency"), duration_s=duration,
+        requests=requests, warmup_s=warmup, pgbouncer_dsn=pgbouncer_dsn,
+        modes=tuple(m.strip() for m in modes.split(",") if m.strip()) if modes else MODES,
+        transports=tuple(t.strip() for t in transports.split(",") if t.strip()),
+    )  # fmt: skip
+    with err.status("benchmarking") as status:
+        result = run_pool_bench(config, step=lambda text: (status.update(text), err.log(text)))
+    if output_format is OutputFormat.json:
+        _emit(json.dumps(pool_bench_document(result), indent=2, ensure_ascii=False) + "\n", output)
+    else:
+        _console(output).print(pool_bench_text(result))
+
+
 def _console(output: Path | None) -> Console:
     return Console(file=open(output, "w"), width=200) if output else Console()
 

@@ -1,0 +1,870 @@
+"""`advisor bench pool`: what connection pooling buys on this server, measured.
+
+Every *arm* is one mode × transport × concurrency. An arm opens its clients,
+runs a warm-up whose numbers are thrown away, then the measured window, in
+which ``concurrency`` threads send one request after another until the
+duration ends or the request budget is spent. A request is everything the
+application would do to run the query once in that mode:
+
+``new_connection``        psycopg.connect, the query, close
+``psycopg_pool``          checkout from a psycopg_pool.ConnectionPool (opened with ``open=True``,
+                          min_size = max_size = concurrency, filled before the warm-up), query, return
+``psycopg_pool_checked``  the same with ``check=ConnectionPool.check_connection`` (one extra round trip)
+``sqlalchemy_queuepool``  Engine.connect() on a QueuePool (pool_size = concurrency, max_overflow 0, filled first)
+``sqlalchemy_nullpool``   Engine.connect() on a NullPool: a new connection per request, through SQLAlchemy
+``pgbouncer``             a new connection per request to ``--pgbouncer-dsn`` (PgBouncer keeps the server ones)
+
+Transports: ``tcp`` is the DSN as given; ``unix`` is the same server through its
+Unix socket (``host=<dir>`` from ``unix_socket_directories``), tried only when
+the DSN's host is local and used only when the socket answers with the same
+server (same port setting and postmaster start time). Sessions run in autocommit
+with ``default_transaction_read_only = on`` and a statement timeout, tagged
+``/* advisor */`` so pg_stat_statements users can tell them apart.
+
+Workload: ``--query`` (one read-only SELECT, checked by
+``advisor.db.explain.classify``), else a point lookup by a random primary key on
+a 10,000-row table in a temporary schema ``advisor_bench_<random>``, dropped at
+the end whatever happens; on a read-only target ``SELECT 1`` with a note.
+
+JSON document (``schema_version`` 1)::
+
+    schema_version        1
+    kind                  "bench_pool"
+    tool_version          advisor's version
+    dsn                   the DSN with its password masked
+    host_cores            cores this process may use (client and server share them when the server is local)
+    server_local          true when the DSN's host is this machine (loopback or a socket)
+    server_version_num    e.g. 150008
+    max_connections       the server's setting; reserved_connections: superuser (+ PG16 reserved) slots
+    query                 the statement as run, literals masked ("?")
+    workload              {"kind": "table" | "query" | "select1", "schema": name or null, "rows": 10000 or null}
+    settings              {"concurrency", "duration_s", "requests", "warmup_s", "modes", "transports", "request_timeout_s"}
+    arms[]                one per mode × transport × concurrency:
+        mode, transport, concurrency
+        requests          successful requests in the measured window
+        elapsed_s         wall time of the measured window (until the last in-flight request ended)
+        ops_per_s         requests / elapsed_s
+        p50_ms p95_ms p99_ms max_ms   exact quantiles of the recorded latencies (successful requests), null if none
+        connect_ms        mean time to open one connection during the window; null when the arm opened none
+        connect_p95_ms    its 95th percentile (null likewise)
+        connections_opened  connections opened during the window
+        errors            failed requests other than timeouts
+        timeouts          requests cut by statement_timeout, connect_timeout or a pool checkout timeout
+        peak_backends     most backends of this database seen at once (sampled every 100 ms from a
+                          separate monitor connection, which is not counted)
+        peak_server_backends  the same for client backends of the whole server
+        note              why the arm measured nothing or less than asked, else null
+    verdict
+        speedups[]        per transport and concurrency: best pooled arm (psycopg_pool*, sqlalchemy_queuepool,
+                          pgbouncer) over new_connection: {transport, concurrency, best_mode, best_ops_per_s,
+                          new_connection_ops_per_s, speedup}
+        saturation[]      per transport, for the pooled mode fastest at the highest concurrency: {transport, mode,
+                          series: [[concurrency, ops_per_s]], pool_size}: pool_size is the concurrency after which the
+                          next level gained < 10 %; null when throughput still rose at the highest level measured
+        headroom          {concurrency, peak_server_backends, max_connections, usable, headroom}: usable is
+                          max_connections minus reserved slots, headroom what the highest concurrency left free
+        summary[]         the same in plain sentences
+    notes[]               everything the reader should know (fallbacks, skipped transports, the shared host)
+
+Numbers are what this client measured on this host; nothing is extrapolated
+to other concurrencies, hosts or drivers.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import secrets
+import statistics
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import psycopg
+from psycopg import conninfo as pg_conninfo
+from psycopg import errors as pg_errors
+from psycopg import sql as pg_sql
+
+from advisor import __version__
+from advisor.db.connect import TAG, _scrub, connect, redact_dsn
+from advisor.errors import AdvisorError
+
+__all__ = [
+    "MODES", "POOLED_MODES", "SCHEMA_VERSION", "TRANSPORTS", "Arm", "PoolBenchConfig", "PoolBenchResult",
+    "pool_bench_document", "pool_bench_text", "run_pool_bench",
+]
+
+SCHEMA_VERSION = 1
+MODES = ("new_connection", "psycopg_pool", "psycopg_pool_checked", "sqlalchemy_queuepool", "sqlalchemy_nullpool",
+         "pgbouncer")
+POOLED_MODES = ("psycopg_pool", "psycopg_pool_checked", "sqlalchemy_queuepool", "pgbouncer")
+TRANSPORTS = ("tcp", "unix")
+TABLE_ROWS = 10_000
+SATURATION_GAIN = 0.10  # less than this gain from one concurrency level to the next: saturated
+MONITOR_INTERVAL_S = 0.1
+MAX_REQUESTS_PER_ARM = 1_000_000  # memory bound for the latency list (~40 MB at worst)
+REQUESTS_TIME_CAP_S = 300.0  # a --requests run without --duration still ends
+MAX_CONCURRENCY = 1000
+ERROR_BACKOFF_S = 0.005  # after a failed request: do not spin on a refusing server
+_LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+Step = Callable[[str], None]
+
+
+# --- configuration and results -------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PoolBenchConfig:
+    dsn: str
+    query: str | None = None
+    concurrency: tuple[int, ...] = (1, 4, 16)
+    duration_s: float | None = None  # None: 5 s, or only the time cap when ``requests`` is given
+    requests: int | None = None  # in total per arm, shared by its threads
+    warmup_s: float = 1.0
+    pgbouncer_dsn: str | None = None
+    modes: tuple[str, ...] = MODES  # pgbouncer runs only with pgbouncer_dsn
+    transports: tuple[str, ...] = TRANSPORTS
+    request_timeout_s: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Arm:
+    mode: str
+    transport: str
+    concurrency: int
+    requests: int
+    elapsed_s: float
+    ops_per_s: float
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    max_ms: float | None
+    connect_ms: float | None
+    connect_p95_ms: float | None
+    connections_opened: int
+    errors: int
+    timeouts: int
+    peak_backends: int | None
+    peak_server_backends: int | None
+    note: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PoolBenchResult:
+    dsn: str  # redacted
+    host_cores: int
+    server_local: bool
+    server_version_num: int
+    max_connections: int
+    reserved_connections: int
+    query: str  # masked
+    workload: dict
+    settings: dict
+    arms: tuple[Arm, ...]
+    verdict: dict
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+# --- connection strings ----------------------------------------------------------------
+
+
+def _params(dsn: str) -> dict[str, str]:
+    try:
+        return {k: v for k, v in pg_conninfo.conninfo_to_dict(dsn).items() if v is not None}
+    except psycopg.ProgrammingError as err:
+        raise AdvisorError(f"invalid connection string: {_scrub(str(err), dsn)}",
+                           "use postgresql://user@host:port/dbname or key=value pairs") from None
+
+
+def _bench_conninfo(params: dict[str, str], timeout_s: float, *, server_options: bool = True, **override: str) -> str:
+    """A conninfo for benchmark sessions: the user's parameters plus ours (ours win)."""
+    p = dict(params, **override)
+    p["application_name"] = "advisor_bench"
+    p.setdefault("connect_timeout", str(max(2, int(timeout_s))))
+    if server_options:  # PgBouncer refuses startup options it does not know; the server gets them all
+        ours = (f"-c statement_timeout={int(timeout_s * 1000)} -c default_transaction_read_only=on "
+                f"-c idle_in_transaction_session_timeout=60000 -c lock_timeout=1000")
+        p["options"] = f"{p.get('options', '')} {ours}".strip()
+    return pg_conninfo.make_conninfo("", **p)
+
+
+def _is_local(params: dict[str, str]) -> bool:
+    hosts = [h.strip() for h in (params.get("host") or "").split(",") if h.strip()]
+    if params.get("hostaddr"):
+        hosts = [params["hostaddr"]]
+    if not hosts:
+        return True  # libpq's default: the local Unix socket
+    return all(h in _LOCAL_HOSTS or h.startswith("/") or h.startswith("@") for h in hosts)
+
+
+def _tcp_label(params: dict[str, str]) -> str:
+    host = params.get("host") or ""
+    return "unix" if host.startswith(("/", "@")) or (not host and not params.get("hostaddr")) else "tcp"
+
+
+# --- server facts and the workload table ------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Server:
+    version_num: int
+    max_connections: int
+    reserved: int
+    socket_dirs: tuple[str, ...]
+    port: str
+    started: str  # pg_postmaster_start_time(), identifies the server behind a second transport
+    read_only: bool
+    backends: int  # client backends already connected
+
+
+_FACTS = TAG + """SELECT current_setting('server_version_num')::int, current_setting('max_connections')::int,
+    current_setting('superuser_reserved_connections')::int
+        + coalesce(current_setting('reserved_connections', true)::int, 0),
+    current_setting('port'), pg_postmaster_start_time()::text,
+    current_setting('transaction_read_only') = 'on' OR pg_is_in_recovery(),
+    (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid())"""
+
+_IDENTITY = TAG + "SELECT current_setting('port'), pg_postmaster_start_time()::text"
+# Where libpq and the Debian/upstream builds put the socket, for roles that may not read the setting;
+# a socket found there is used only if the same server answers (port and postmaster start time).
+_USUAL_SOCKET_DIRS = ("/var/run/postgresql", "/tmp")
+
+
+def _server_facts(conn: psycopg.Connection, notes: list[str]) -> _Server:
+    row = conn.execute(_FACTS).fetchone()
+    conn.rollback()
+    try:  # superuser or pg_read_all_settings only
+        setting = conn.execute(TAG + "SELECT current_setting('unix_socket_directories')").fetchone()[0] or ""
+        dirs = tuple(d.strip() for d in setting.split(",") if d.strip())
+    except pg_errors.InsufficientPrivilege:
+        dirs = _USUAL_SOCKET_DIRS
+        notes.append("this role may not read unix_socket_directories: the usual socket folders were tried")
+    conn.rollback()
+    return _Server(row[0], row[1], row[2], dirs, row[3], row[4], bool(row[5]), row[6])
+
+
+def _create_table(conn: psycopg.Connection, schema: str) -> None:
+    s = pg_sql.Identifier(schema)
+    for stmt in (
+        pg_sql.SQL("CREATE SCHEMA {}").format(s),
+        pg_sql.SQL("CREATE TABLE {}.accounts (id int PRIMARY KEY, balance int NOT NULL, filler text NOT NULL)").format(s),
+        pg_sql.SQL("INSERT INTO {}.accounts SELECT g, g % 1000, repeat('x', 84) FROM generate_series(1, {}) g")
+        .format(s, pg_sql.Literal(TABLE_ROWS)),
+        pg_sql.SQL("ANALYZE {}.accounts").format(s),
+    ):
+        conn.execute(pg_sql.SQL(TAG) + stmt)
+    conn.commit()
+
+
+def _drop_schema(dsn: str, schema: str) -> str | None:
+    """Drop the benchmark's schema; a note when that failed (with the statement to run by hand)."""
+    try:
+        with connect(dsn, statement_timeout_ms=60_000, lock_timeout_ms=10_000) as conn:
+            conn.execute(pg_sql.SQL(TAG) + pg_sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(pg_sql.Identifier(schema)))
+            conn.commit()
+        return None
+    except (psycopg.Error, AdvisorError) as err:
+        first = (_scrub(str(err), dsn).strip().splitlines() or [type(err).__name__])[0]
+        return f"could not drop the temporary schema {schema} ({first}): run DROP SCHEMA {schema} CASCADE"
+
+
+# --- clients: one per arm -------------------------------------------------------------------
+
+
+class _ConnectTimes:
+    """Seconds each new connection took to open; list.append is atomic under the GIL."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def connect(self, conninfo: str, **kwargs) -> psycopg.Connection:
+        t0 = time.perf_counter()
+        conn = psycopg.connect(conninfo, **kwargs)
+        self.times.append(time.perf_counter() - t0)
+        return conn
+
+    def connection_class(self) -> type[psycopg.Connection]:
+        times = self.times
+
+        class TimedConnection(psycopg.Connection):
+            @classmethod
+            def connect(cls, conninfo: str = "", **kwargs):  # noqa: D401 (psycopg's own signature)
+                t0 = time.perf_counter()
+                conn = super().connect(conninfo, **kwargs)
+                times.append(time.perf_counter() - t0)
+                return conn
+
+        return TimedConnection
+
+
+class _Client:
+    """What a request does in one mode; open() before the warm-up, close() after the window."""
+
+    def __init__(self, mode: str, conninfo: str, concurrency: int, sql: str, timeout_s: float,
+                 connects: _ConnectTimes) -> None:
+        self.mode, self.conninfo, self.concurrency, self.sql = mode, conninfo, concurrency, sql
+        self.timeout_s, self.connects = timeout_s, connects
+        self.pool = None
+        self.engine = None
+
+    def open(self) -> None:
+        c, mode = self.concurrency, self.mode
+        if mode in ("psycopg_pool", "psycopg_pool_checked"):
+            from psycopg_pool import ConnectionPool
+
+            self.pool = ConnectionPool(
+                self.conninfo, min_size=c, max_size=c, open=True, name=f"advisor-bench-{mode}",
+                connection_class=self.connects.connection_class(), kwargs={"autocommit": True},
+                check=ConnectionPool.check_connection if mode == "psycopg_pool_checked" else None,
+                timeout=self.timeout_s, reconnect_timeout=self.timeout_s,
+            )  # fmt: skip
+            self.pool.wait(timeout=max(30.0, self.timeout_s))  # every connection open before the warm-up
+        elif mode in ("sqlalchemy_queuepool", "sqlalchemy_nullpool"):
+            from sqlalchemy import create_engine
+            from sqlalchemy.pool import NullPool, QueuePool
+
+            def creator():
+                return self.connects.connect(self.conninfo, autocommit=True)
+
+            if mode == "sqlalchemy_queuepool":
+                self.engine = create_engine("postgresql+psycopg://", creator=creator, poolclass=QueuePool,
+                                            pool_size=c, max_overflow=0, pool_timeout=self.timeout_s,
+                                            isolation_level="AUTOCOMMIT")
+                held = [self.engine.connect() for _ in range(c)]  # fill the pool now, not in the window
+                for conn in held:
+                    conn.close()
+            else:
+                self.engine = create_engine("postgresql+psycopg://", creator=creator, poolclass=NullPool,
+                                            isolation_level="AUTOCOMMIT")
+                self.engine.connect().close()  # the dialect's one-time initialisation
+
+    def request(self, params: tuple | None) -> None:
+        if self.pool is not None:
+            with self.pool.connection() as conn:
+                conn.execute(self.sql, params).fetchall()
+        elif self.engine is not None:
+            with self.engine.connect() as conn:
+                if params is None:  # SQLAlchemy still hands psycopg an empty tuple: '%' must be doubled
+                    conn.exec_driver_sql(self.sql.replace("%", "%%")).fetchall()
+                else:
+                    conn.exec_driver_sql(self.sql, params).fetchall()
+        else:  # new_connection, pgbouncer
+            conn = self.connects.connect(self.conninfo, autocommit=True,
+                                         prepare_threshold=None if self.mode == "pgbouncer" else 5)
+            try:
+                conn.execute(self.sql, params).fetchall()
+            finally:
+                conn.close()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close(timeout=5.0)
+        if self.engine is not None:
+            self.engine.dispose()
+
+
+def _is_timeout(err: BaseException) -> bool:
+    err = getattr(err, "orig", None) or err  # SQLAlchemy wraps the driver's exception
+    if isinstance(err, pg_errors.QueryCanceled):
+        return True
+    name = type(err).__name__
+    if name in ("PoolTimeout", "TimeoutError"):  # psycopg_pool, sqlalchemy.exc
+        return True
+    return isinstance(err, psycopg.OperationalError) and "timeout expired" in str(err)
+
+
+# --- running a phase ------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Phase:
+    latencies: list[float]
+    errors: int
+    timeouts: int
+    elapsed_s: float
+    first_error: str | None
+    stuck: int  # workers that did not end in time
+
+
+def _run_phase(client: _Client, concurrency: int, duration_s: float, requests: int | None,
+               param: Callable[[random.Random], tuple | None], join_slack_s: float) -> _Phase:
+    """``concurrency`` threads send requests until ``duration_s`` passes or ``requests`` are done."""
+    total = requests if requests is not None else MAX_REQUESTS_PER_ARM
+    quotas = [total // concurrency + (1 if i < total % concurrency else 0) for i in range(concurrency)]
+    start: list[float] = []
+    barrier = threading.Barrier(concurrency + 1, action=lambda: start.append(time.perf_counter()))
+    per_worker: list[list[float]] = [[] for _ in range(concurrency)]
+    counts = [[0, 0] for _ in range(concurrency)]  # errors, timeouts
+    first_error: list[str] = []
+
+    def worker(i: int) -> None:
+        rng = random.Random(i * 7919 + 17)
+        lat, count = per_worker[i], counts[i]
+        try:
+            barrier.wait(timeout=60)
+        except threading.BrokenBarrierError:
+            return
+        deadline = start[0] + duration_s
+        done = 0
+        while done < quotas[i] and time.perf_counter() < deadline:
+            done += 1
+            args = param(rng)
+            t0 = time.perf_counter()
+            try:
+                client.request(args)
+            except Exception as err:  # counted, never raised: one failure must not end the arm
+                count[1 if _is_timeout(err) else 0] += 1
+                if not first_error:
+                    first_error.append(f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0]}")
+                time.sleep(ERROR_BACKOFF_S)
+                continue
+            lat.append(time.perf_counter() - t0)
+
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True, name=f"advisor-bench-{i}")
+               for i in range(concurrency)]
+    for t in threads:
+        t.start()
+    barrier.wait(timeout=60)
+    end_by = start[0] + duration_s + join_slack_s
+    for t in threads:
+        t.join(timeout=max(0.0, end_by - time.perf_counter()))
+    elapsed = time.perf_counter() - start[0]
+    stuck = sum(t.is_alive() for t in threads)
+    latencies = [x for lst in per_worker for x in lst[:]]
+    return _Phase(latencies, sum(c[0] for c in counts), sum(c[1] for c in counts), elapsed,
+                  first_error[0] if first_error else None, stuck)
+
+
+class _Monitor:
+    """Samples backend counts from its own connection every 100 ms while an arm's window runs."""
+
+    _SAMPLE = TAG + ("SELECT count(*) FILTER (WHERE datname = current_database()), "
+                     "count(*) FILTER (WHERE backend_type = 'client backend') "
+                     "FROM pg_stat_activity WHERE pid <> pg_backend_pid()")
+
+    def __init__(self, conninfo: str) -> None:
+        self.conn = psycopg.connect(conninfo, autocommit=True)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.peak = (0, 0)
+        self.failed = False
+
+    def _sample(self) -> None:
+        try:
+            db, server = self.conn.execute(self._SAMPLE).fetchone()
+        except psycopg.Error:
+            self.failed = True
+            return
+        self.peak = (max(self.peak[0], db), max(self.peak[1], server))
+
+    def start(self, cap_s: float) -> None:
+        self.peak, self.failed = (0, 0), False
+        self._stop.clear()
+
+        def run() -> None:
+            end = time.monotonic() + cap_s
+            self._sample()
+            while not self._stop.wait(MONITOR_INTERVAL_S) and time.monotonic() < end and not self.failed:
+                self._sample()
+
+        self._thread = threading.Thread(target=run, daemon=True, name="advisor-bench-monitor")
+        self._thread.start()
+
+    def stop(self) -> tuple[int, int] | None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        return None if self.failed else self.peak
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+# --- statistics ---------------------------------------------------------------------------
+
+
+def _quantiles(values: Sequence[float]) -> tuple[float | None, float | None, float | None, float | None]:
+    """p50, p95, p99, max in ms: exact, from every recorded value."""
+    if not values:
+        return None, None, None, None
+    ms = sorted(v * 1000.0 for v in values)
+    if len(ms) == 1:
+        return ms[0], ms[0], ms[0], ms[0]
+    q = statistics.quantiles(ms, n=100, method="inclusive")
+    return q[49], q[94], q[98], ms[-1]
+
+
+def _connect_stats(times: Sequence[float]) -> tuple[float | None, float | None]:
+    if not times:
+        return None, None
+    ms = [t * 1000.0 for t in times]
+    p95 = statistics.quantiles(ms, n=100, method="inclusive")[94] if len(ms) > 1 else ms[0]
+    return statistics.fmean(ms), p95
+
+
+def _r(x: float | None, digits: int = 3) -> float | None:
+    return None if x is None else round(x, digits)
+
+
+# --- the run ---------------------------------------------------------------------------------
+
+
+def _check_config(cfg: PoolBenchConfig) -> None:
+    if not cfg.concurrency or any(c < 1 or c > MAX_CONCURRENCY for c in cfg.concurrency):
+        raise AdvisorError(f"concurrency must be between 1 and {MAX_CONCURRENCY}: {list(cfg.concurrency)}",
+                           "give a comma-separated list such as --concurrency 1,4,16")
+    unknown = [m for m in cfg.modes if m not in MODES] + [t for t in cfg.transports if t not in TRANSPORTS]
+    if unknown:
+        raise AdvisorError(f"unknown mode or transport: {', '.join(unknown)}",
+                           f"modes: {', '.join(MODES)}; transports: {', '.join(TRANSPORTS)}")
+    if cfg.duration_s is not None and not 0 < cfg.duration_s <= 3600:
+        raise AdvisorError(f"--duration must be in (0, 3600] seconds, not {cfg.duration_s}", "for example --duration 5")
+    if cfg.requests is not None and not 1 <= cfg.requests <= MAX_REQUESTS_PER_ARM:
+        raise AdvisorError(f"--requests must be between 1 and {MAX_REQUESTS_PER_ARM:,}", "for example --requests 10000")
+    if not 0 <= cfg.warmup_s <= 600:
+        raise AdvisorError("--warmup must be between 0 and 600 seconds", "for example --warmup 1")
+    if cfg.query is not None:
+        from advisor.db.explain import classify
+
+        verdict = classify(cfg.query)
+        if verdict.kind != "read":
+            why = verdict.reason or "it changes data"
+            raise AdvisorError(f"--query must be one read-only SELECT; refused: {why}",
+                               "give a SELECT (the benchmark runs it many times), or omit --query for the built-in lookup")
+
+
+def run_pool_bench(cfg: PoolBenchConfig, step: Step | None = None) -> PoolBenchResult:
+    """Measure every arm of ``cfg``; the temporary schema (if any) is dropped before returning."""
+    step = step or (lambda text: None)
+    _check_config(cfg)
+    params = _params(cfg.dsn)
+    notes: list[str] = []
+    timeout = cfg.request_timeout_s
+
+    with connect(cfg.dsn, statement_timeout_ms=60_000) as setup:
+        server = _server_facts(setup, notes)
+        usable = server.max_connections - server.reserved
+        needed = max(cfg.concurrency) + 1  # + the monitor
+        if needed + server.backends > usable:
+            raise AdvisorError(
+                f"concurrency {max(cfg.concurrency)} needs {needed} connections; the server allows {usable} "
+                f"(max_connections {server.max_connections} - {server.reserved} reserved) and {server.backends} are in use",
+                "lower --concurrency, or raise max_connections")
+        schema = None
+        if cfg.query is not None:
+            workload = {"kind": "query", "schema": None, "rows": None}
+            sql_text, param = cfg.query.strip(), (lambda rng: None)
+        elif server.read_only:
+            workload = {"kind": "select1", "schema": None, "rows": None}
+            sql_text, param = "SELECT 1", (lambda rng: None)
+            notes.append("the target is read-only (transaction_read_only on, or a standby): "
+                         "the benchmark ran SELECT 1 instead of a point lookup on its own table")
+        else:
+            schema = f"advisor_bench_{secrets.token_hex(4)}"
+            step(f"creating {schema}.accounts ({TABLE_ROWS:,} rows)")
+            try:
+                _create_table(setup, schema)
+                workload = {"kind": "table", "schema": schema, "rows": TABLE_ROWS}
+                sql_text = f"SELECT balance FROM {schema}.accounts WHERE id = %s"
+                param = (lambda rng: (rng.randint(1, TABLE_ROWS),))
+            except (pg_errors.InsufficientPrivilege, pg_errors.ReadOnlySqlTransaction) as err:
+                setup.rollback()
+                schema = None
+                workload = {"kind": "select1", "schema": None, "rows": None}
+                sql_text, param = "SELECT 1", (lambda rng: None)
+                first = (str(err).strip().splitlines() or [""])[0]
+                notes.append(f"cannot create a table here ({first}): the target is read-only for this role, "
+                             "so the benchmark ran SELECT 1 instead of a point lookup")
+    try:
+        arms = _run_arms(cfg, params, server, TAG + sql_text, param, notes, step)
+    finally:
+        if schema is not None:
+            step(f"dropping {schema}")
+            if (failed := _drop_schema(cfg.dsn, schema)) is not None:
+                notes.append(failed)
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    local = _is_local(params)
+    if local:
+        notes.append(f"client and server run on the same host and share its {cores} core(s): the client's threads "
+                     "(Python, one GIL) compete with the server's backends, so these figures hold for this host only")
+    else:
+        notes.append(f"the client ran on {cores} core(s); the server's host is elsewhere and its cores are unknown: "
+                     "network latency is part of every figure")
+    from advisor.workload.fingerprint import mask_literals
+
+    shown = cfg.query.strip() if cfg.query is not None else sql_text.replace("%s", "$1")
+    verdict = _verdict(arms, server, cfg)
+    return PoolBenchResult(
+        dsn=redact_dsn(cfg.dsn), host_cores=cores, server_local=local, server_version_num=server.version_num,
+        max_connections=server.max_connections, reserved_connections=server.reserved, query=mask_literals(shown),
+        workload=workload,
+        settings={"concurrency": list(cfg.concurrency), "duration_s": _duration(cfg), "requests": cfg.requests,
+                  "warmup_s": cfg.warmup_s, "modes": [m for m in cfg.modes if m != "pgbouncer" or cfg.pgbouncer_dsn],
+                  "transports": list(cfg.transports), "request_timeout_s": timeout},
+        arms=tuple(arms), verdict=verdict, notes=tuple(_scrub(n, cfg.dsn) for n in notes),
+    )
+
+
+def _duration(cfg: PoolBenchConfig) -> float:
+    if cfg.duration_s is not None:
+        return cfg.duration_s
+    return REQUESTS_TIME_CAP_S if cfg.requests is not None else 5.0
+
+
+def _transports(cfg: PoolBenchConfig, params: dict[str, str], server: _Server, notes: list[str]) -> list[tuple[str, str]]:
+    """(label, conninfo) per transport to measure; the Unix socket only when it reaches the same server."""
+    out: list[tuple[str, str]] = []
+    label = _tcp_label(params)
+    if "tcp" in cfg.transports or label == "unix":
+        out.append((label, _bench_conninfo(params, cfg.request_timeout_s)))
+    if "unix" not in cfg.transports or label == "unix":
+        return out
+    host = params.get("host") or ""
+    if not _is_local(params) or not host:
+        notes.append(f"Unix socket not measured: the DSN's host ({host or 'default'}) is not a loopback TCP address")
+        return out
+    if not server.socket_dirs:
+        notes.append("Unix socket not measured: the server has no unix_socket_directories")
+        return out
+    port = params.get("port") or server.port
+    reasons = []
+    for directory in server.socket_dirs:
+        candidate = dict(params, host=directory, port=port)
+        candidate.pop("hostaddr", None)
+        info = _bench_conninfo(candidate, cfg.request_timeout_s)
+        try:
+            with psycopg.connect(info, autocommit=True, connect_timeout=3) as conn:
+                same = tuple(conn.execute(_IDENTITY).fetchone()) == (server.port, server.started)
+        except psycopg.Error as err:
+            reasons.append(f"{directory}: {(str(err).strip().splitlines() or [''])[-1].strip()}")
+            continue
+        if same:
+            out.append(("unix", info))
+            return out
+        reasons.append(f"{directory}: another server answers there")
+    notes.append("Unix socket not measured (not connectable from here): " + "; ".join(reasons))
+    return out
+
+
+def _run_arms(cfg: PoolBenchConfig, params: dict[str, str], server: _Server, sql_text: str,
+              param: Callable[[random.Random], tuple | None], notes: list[str], step: Step) -> list[Arm]:
+    transports = _transports(cfg, params, server, notes)
+    plan: list[tuple[str, str, str]] = []  # (mode, transport, conninfo)
+    for label, info in transports:
+        plan += [(m, label, info) for m in cfg.modes if m != "pgbouncer"]
+    if "pgbouncer" in cfg.modes and cfg.pgbouncer_dsn:
+        bparams = _params(cfg.pgbouncer_dsn)
+        plan.append(("pgbouncer", _tcp_label(bparams), _bench_conninfo(bparams, cfg.request_timeout_s, server_options=False)))
+        notes.append("pgbouncer: a new client connection per request to PgBouncer, without startup options "
+                     "(no statement_timeout, no read-only default) and without prepared statements; "
+                     "its peak backends are counted in the DSN's database, which may differ from PgBouncer's target")
+    elif cfg.pgbouncer_dsn is None and "pgbouncer" in cfg.modes and cfg.modes != MODES:
+        notes.append("pgbouncer was asked for but no --pgbouncer-dsn was given: not measured")
+
+    duration = _duration(cfg)
+    requests = cfg.requests
+    slack = cfg.request_timeout_s + 5.0
+    arms: list[Arm] = []
+    monitor = _Monitor(transports[0][1] if transports else _bench_conninfo(params, cfg.request_timeout_s))
+    try:
+        for concurrency in cfg.concurrency:
+            for mode, transport, info in plan:
+                step(f"{mode} over {transport}, concurrency {concurrency}")
+                arms.append(_run_arm(mode, transport, info, concurrency, sql_text, param, duration, requests,
+                                     cfg, monitor, slack))
+    finally:
+        monitor.close()
+    arms.sort(key=lambda a: (a.transport, a.concurrency, MODES.index(a.mode)))
+    return arms
+
+
+def _run_arm(mode: str, transport: str, info: str, concurrency: int, sql_text: str,
+             param: Callable[[random.Random], tuple | None], duration: float, requests: int | None,
+             cfg: PoolBenchConfig, monitor: _Monitor, slack: float) -> Arm:
+    connects = _ConnectTimes()
+    client = _Client(mode, info, concurrency, sql_text, cfg.request_timeout_s, connects)
+
+    def scrub(text: str) -> str:
+        text = _scrub(text, cfg.dsn)
+        return _scrub(text, cfg.pgbouncer_dsn) if cfg.pgbouncer_dsn else text
+
+    def empty(note: str) -> Arm:
+        return Arm(mode, transport, concurrency, 0, 0.0, 0.0, None, None, None, None, None, None, 0, 0, 0,
+                   None, None, scrub(note))
+
+    try:
+        try:
+            client.open()
+        except Exception as err:
+            return empty(f"could not open the clients: {type(err).__name__}: {(str(err).strip().splitlines() or [''])[0]}")
+        if cfg.warmup_s > 0:
+            _run_phase(client, concurrency, cfg.warmup_s, None, param, slack)
+        connects.times.clear()  # only connections opened in the measured window count
+        monitor.start(cap_s=duration + slack)
+        try:
+            phase = _run_phase(client, concurrency, duration, requests, param, slack)
+        finally:
+            peaks = monitor.stop()
+        opened = list(connects.times)
+    finally:
+        try:
+            client.close()
+        except Exception:  # a pool that cannot close cleanly must not lose the measurement
+            pass
+    p50, p95, p99, mx = _quantiles(phase.latencies)
+    c_mean, c_p95 = _connect_stats(opened)
+    n = len(phase.latencies)
+    note_parts = []
+    if phase.first_error:
+        note_parts.append(f"first failure: {phase.first_error}")
+    if phase.stuck:
+        note_parts.append(f"{phase.stuck} thread(s) still waiting on a request when the arm ended")
+    if requests is not None and n + phase.errors + phase.timeouts < requests and not phase.stuck:
+        note_parts.append(f"stopped by the {duration:g} s time cap before {requests:,} requests")
+    if peaks is None:
+        note_parts.append("the backend monitor failed")
+    note = scrub("; ".join(note_parts)) if note_parts else None
+    return Arm(
+        mode=mode, transport=transport, concurrency=concurrency, requests=n, elapsed_s=round(phase.elapsed_s, 4),
+        ops_per_s=round(n / phase.elapsed_s, 1) if phase.elapsed_s > 0 else 0.0,
+        p50_ms=_r(p50), p95_ms=_r(p95), p99_ms=_r(p99), max_ms=_r(mx),
+        connect_ms=_r(c_mean), connect_p95_ms=_r(c_p95), connections_opened=len(opened),
+        errors=phase.errors, timeouts=phase.timeouts,
+        peak_backends=None if peaks is None else peaks[0], peak_server_backends=None if peaks is None else peaks[1],
+        note=note,
+    )
+
+
+# --- the verdict ---------------------------------------------------------------------------
+
+
+def _verdict(arms: Sequence[Arm], server: _Server, cfg: PoolBenchConfig) -> dict:
+    by = {(a.mode, a.transport, a.concurrency): a for a in arms}
+    transports = list(dict.fromkeys(a.transport for a in arms if a.mode != "pgbouncer"))
+    levels = sorted(set(cfg.concurrency))
+    speedups, saturation, summary = [], [], []
+
+    def pooled_at(transport: str, c: int) -> list[Arm]:
+        return [a for a in arms if a.mode in POOLED_MODES and a.concurrency == c and a.requests > 0
+                and (a.transport == transport or a.mode == "pgbouncer")]
+
+    for transport in transports:
+        for c in levels:
+            base = by.get(("new_connection", transport, c))
+            pooled = pooled_at(transport, c)
+            if base is None or not pooled:
+                continue
+            best = max(pooled, key=lambda a: a.ops_per_s)
+            ratio = round(best.ops_per_s / base.ops_per_s, 2) if base.ops_per_s > 0 else None
+            speedups.append({"transport": transport, "concurrency": c, "best_mode": best.mode,
+                             "best_ops_per_s": best.ops_per_s, "new_connection_ops_per_s": base.ops_per_s,
+                             "speedup": ratio})
+            if ratio is not None:
+                summary.append(f"{transport}, concurrency {c}: {best.mode} served {ratio:g}x the requests per second "
+                               f"of a new connection per request ({best.ops_per_s:,.0f} vs {base.ops_per_s:,.0f} ops/s).")
+            else:
+                summary.append(f"{transport}, concurrency {c}: new_connection completed no request; "
+                               f"{best.mode} served {best.ops_per_s:,.0f} ops/s.")
+
+    for transport in transports:
+        top = pooled_at(transport, levels[-1])
+        if not top:
+            continue
+        best = max(top, key=lambda a: a.ops_per_s)
+        mode, arm_transport = best.mode, best.transport  # pgbouncer keeps its own endpoint's label
+        series = [(c, by[(mode, arm_transport, c)].ops_per_s) for c in levels if (mode, arm_transport, c) in by]
+        size = None
+        for (c0, ops0), (_, ops1) in zip(series, series[1:]):
+            if ops1 < ops0 * (1 + SATURATION_GAIN):
+                size = c0
+                break
+        saturation.append({"transport": transport, "mode": mode, "series": [list(p) for p in series], "pool_size": size})
+        if len(series) < 2:
+            summary.append(f"{transport}: one concurrency level measured, so where throughput stops rising is unknown.")
+        elif size is None:
+            summary.append(f"{transport}: {mode} throughput still rose by 10 % or more up to concurrency {series[-1][0]}, "
+                           "the highest measured; larger pools were not measured.")
+        else:
+            nxt = next(ops for c, ops in series if c > size)
+            cur = dict(series)[size]
+            summary.append(f"{transport}: {mode} throughput stopped rising at pool size {size} "
+                           f"({cur:,.0f} ops/s; the next level gave {nxt:,.0f}, less than 10 % more).")
+
+    usable = server.max_connections - server.reserved
+    top_arms = [a for a in arms if a.concurrency == levels[-1] and a.peak_server_backends is not None]
+    headroom = None
+    if top_arms:
+        peak = max(a.peak_server_backends for a in top_arms)
+        headroom = {"concurrency": levels[-1], "peak_server_backends": peak, "max_connections": server.max_connections,
+                    "usable": usable, "headroom": usable - peak}
+        summary.append(f"At concurrency {levels[-1]} the server peaked at {peak} client backends (all databases, the "
+                       f"monitor not counted) of {usable} usable (max_connections {server.max_connections} - "
+                       f"{server.reserved} reserved): {usable - peak} left.")
+    return {"speedups": speedups, "saturation": saturation, "headroom": headroom, "summary": summary}
+
+
+# --- rendering ---------------------------------------------------------------------------
+
+
+def pool_bench_document(result: PoolBenchResult) -> dict:
+    """The versioned JSON document (see the module docstring)."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "kind": "bench_pool",
+        "tool_version": __version__,
+        "dsn": result.dsn,
+        "host_cores": result.host_cores,
+        "server_local": result.server_local,
+        "server_version_num": result.server_version_num,
+        "max_connections": result.max_connections,
+        "reserved_connections": result.reserved_connections,
+        "query": result.query,
+        "workload": result.workload,
+        "settings": result.settings,
+        "arms": [asdict(a) for a in result.arms],
+        "verdict": result.verdict,
+        "notes": list(result.notes),
+    }
+
+
+def pool_bench_text(result: PoolBenchResult):
+    """A Rich renderable: the arms as a table, then the verdict and notes in plain words."""
+    from rich import box
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    def num(x: float | None, fmt: str = ",.2f") -> str:
+        return "-" if x is None else format(x, fmt)
+
+    def table(title: str, columns: tuple[str, ...]):
+        t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1),
+                  collapse_padding=True, show_edge=False)
+        for name in ("mode", "via", "conc") + columns:
+            t.add_column(name, justify="left" if name in ("mode", "via") else "right", no_wrap=True)
+        return t
+
+    throughput = table("throughput", ("requests", "ops/s", "connect ms", "err/t.o.", "peak"))
+    latency = table("latency of a request, ms", ("p50", "p95", "p99", "max"))
+    for a in result.arms:
+        arm = (a.mode, a.transport, str(a.concurrency))
+        connect = "-" if a.connect_ms is None else f"{a.connect_ms:.2f}/{num(a.connect_p95_ms)}"
+        throughput.add_row(*arm, f"{a.requests:,}", num(a.ops_per_s, ",.0f"), connect, f"{a.errors}/{a.timeouts}",
+                           "-" if a.peak_backends is None else str(a.peak_backends))
+        latency.add_row(*arm, num(a.p50_ms), num(a.p95_ms), num(a.p99_ms), num(a.max_ms))
+    legend = Text("connect ms: mean/p95 to open one connection during the window (- none opened); err/t.o.: failed "
+                  "and timed-out requests; peak: most backends of this database at once (sampled every 100 ms)",
+                  style="dim")
+    major, minor = divmod(result.server_version_num, 10000)
+    head = Text(f"server: PostgreSQL {major}.{minor} ({result.dsn}), max_connections {result.max_connections}; "
+                f"host cores: {result.host_cores}; query: {result.query}")
+    lines = [head, throughput, legend, latency, Text("verdict:", style="bold")]
+    lines += [Text(f"  {s}") for s in result.verdict["summary"]]
+    lines += [Text(f"  {a.mode}/{a.transport}/{a.concurrency}: {a.note}") for a in result.arms if a.note]
+    if result.notes:
+        lines.append(Text("notes:", style="bold"))
+        lines += [Text(f"  {n}") for n in result.notes]
+    return Group(*lines)
