@@ -267,7 +267,7 @@ def suggest_indexes(
         _console(output).print(advice_summary(advice))
 
 
-bench_app = typer.Typer(help="Measure the server: connection pooling (pool).", no_args_is_help=True)
+bench_app = typer.Typer(help="Measure the server: connection pooling (pool), read-replica routing (replicas).", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 
 
@@ -310,6 +310,35 @@ def bench_pool(
         _emit(json.dumps(pool_bench_document(result), indent=2, ensure_ascii=False) + "\n", output)
     else:
         _console(output).print(pool_bench_text(result))
+
+
+@bench_app.command("replicas")
+def bench_replicas(
+    primary: Annotated[Optional[str], typer.Option("--primary", help="The primary's DSN (writes, and reads in primary_only).")] = None,
+    replica: Annotated[Optional[list[str]], typer.Option("--replica", help="A streaming replica's DSN; repeat for several.")] = None,
+    local_replicas: Annotated[int, typer.Option("--local-replicas", min=0, max=8, help="Start a throwaway primary with N streaming replicas (stopped after), and run the failure drill.")] = 0,
+    read_ratio: Annotated[float, typer.Option("--read-ratio", min=0.0, max=1.0, help="Share of requests that are reads; the rest are writes with a read-back.")] = 0.9,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=256, help="Client threads.")] = 4,
+    duration: Annotated[float, typer.Option("--duration", help="Seconds measured per arm.")] = 5.0,
+    max_lag_ms: Annotated[float, typer.Option("--max-lag-ms", min=0.0, help="The lag-aware arms eject a replica further behind than this.")] = 1000.0,
+    max_lag_bytes: Annotated[int, typer.Option("--max-lag-bytes", min=0, help="... or further behind than this many bytes of WAL.")] = 16 << 20,
+    drill: Annotated[bool, typer.Option("--drill", help="Stop a replica mid-run and start it again (only servers started by --local-replicas).")] = False,
+    output_format: Annotated[OutputFormat, typer.Option("--format", help="text or json (versioned, see advisor/bench/replicas.py).")] = OutputFormat.text,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file instead of stdout.")] = None,
+) -> None:
+    """Measure read-replica routing: primary only, round robin, least busy, lag-aware, read-your-writes; stale reads, lag, a failure drill."""
+    from advisor.bench.replicas import ReplicaBenchConfig, replica_bench_document, replica_bench_text, run_replica_bench
+
+    config = ReplicaBenchConfig(
+        primary_dsn=primary, replica_dsns=tuple(replica or ()), local_replicas=local_replicas, read_ratio=read_ratio,
+        concurrency=concurrency, duration_s=duration, max_lag_ms=max_lag_ms, max_lag_bytes=max_lag_bytes, drill=drill,
+    )  # fmt: skip
+    with err.status("benchmarking") as status:
+        result = run_replica_bench(config, step=lambda text: (status.update(text), err.log(text)))
+    if output_format is OutputFormat.json:
+        _emit(json.dumps(replica_bench_document(result), indent=2, ensure_ascii=False) + "\n", output)
+    else:
+        _console(output).print(replica_bench_text(result))
 
 
 def _console(output: Path | None) -> Console:

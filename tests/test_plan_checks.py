@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-import psycopg
 import pytest
 
 from advisor.checks import (p001_full_scan, p002_index_filter, p003_misestimate, p004_spill, p005_nested_loop,

@@ -333,6 +333,18 @@ class EmbeddedCluster:
             self.base_dir = None
         atexit.unregister(self.stop)
 
+    def halt(self) -> None:
+        """Stop the server but keep its data directory, so that ``resume()`` can start it again
+        (failure drills: a replica that goes away and comes back)."""
+        if self._proc is not None:
+            self._shutdown(self._proc)
+            self._proc = None
+
+    def resume(self) -> None:
+        """Start a server that ``halt()`` stopped, on the same port and data directory."""
+        if self._proc is None:
+            self._launch()
+
     @staticmethod
     def _shutdown(proc: subprocess.Popen) -> None:
         if proc.poll() is not None:
