@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 from enum import Enum
 from pathlib import Path
@@ -111,8 +112,8 @@ def demo(
     size = demo_run.Scale(lots=max(10, round(400 * scale)))
     folder = out or Path(f"advisor-demo-{time.strftime('%Y%m%d-%H%M%S')}")
     folder.mkdir(parents=True, exist_ok=True)
-    with err.status("starting") as status:
-        result = demo_run.run(size, step=lambda text: (status.update(text), err.log(text)))
+    with _steps("starting") as step:
+        result = demo_run.run(size, step=step)
     try:
         from advisor.scan import scan as run_scan
 
@@ -120,8 +121,7 @@ def demo(
         (folder / "workload.json").write_text(json.dumps(workload_document(workload), indent=2, ensure_ascii=False) + "\n")
         from advisor.indexes.advice import advise_workload, advised_queries
 
-        with err.status("scanning") as status:
-            step = lambda text: (status.update(text), err.log(text))  # noqa: E731
+        with _steps("scanning") as step:
             scanned = run_scan(workload, result.dsn, step=step)
             advice = advise_workload(result.dsn, advised_queries(workload), step=step)
         (folder / "scan.json").write_text(json.dumps(scan_document(scanned), indent=2, ensure_ascii=False) + "\n")
@@ -137,6 +137,13 @@ def demo(
             _wait_forever()
     finally:
         result.cluster.stop()
+
+
+@contextmanager
+def _steps(label: str):
+    """A status line on stderr that each step of long work updates, and a log line per step."""
+    with err.status(label) as status:
+        yield lambda text: (status.update(text), err.log(text))
 
 
 def _wait_forever() -> None:
@@ -199,9 +206,9 @@ def scan(
         raise AdvisorError("nothing to scan", "give --dsn (the database) and/or --log (its slow query log)")
     config = replace(DEFAULT, n1_min_repeats=n1_min_repeats, round_trip_ms=round_trip_ms or DEFAULT.round_trip_ms)
     loaded = _load(log or [], dsn if (pg_stat_statements or not log) else None, log_format, log_line_prefix, jobs, config)
-    with err.status("scanning") as status:
+    with _steps("scanning") as step:
         result = run_scan(build_workload(loaded), dsn, config=config, time_budget_s=time_budget,
-                          max_queries=max_queries, step=lambda text: (status.update(text), err.log(text)),
+                          max_queries=max_queries, step=step,
                           measure_round_trip=round_trip_ms is None)  # fmt: skip
     if output_format is ScanFormat.json:
         _emit(json.dumps(scan_document(result, show_values=show_values), indent=2, ensure_ascii=False) + "\n", output)
@@ -253,11 +260,11 @@ def suggest_indexes(
     else:
         loaded = _load(log or [], dsn if (pg_stat_statements or not log) else None, log_format, log_line_prefix, None, DEFAULT)
         queries = advised_queries(build_workload(loaded), by_time=weight is Weight.time, limit=max_queries)
-    with err.status("advising") as status:
+    with _steps("advising") as step:
         advice = advise_workload(
             dsn, queries, max_indexes=max_indexes, budget_bytes=None if budget_mb is None else int(budget_mb * 1024 * 1024),
             min_improvement=min_improvement, max_width=max_width, scratch=scratch, verify=verify,
-            step=lambda text: (status.update(text), err.log(text)),
+            step=step,
         )  # fmt: skip
     if output_format is AdviceFormat.json:
         _emit(json.dumps(advice_document(advice), indent=2, ensure_ascii=False) + "\n", output)
@@ -304,8 +311,8 @@ def bench_pool(
         modes=tuple(m.strip() for m in modes.split(",") if m.strip()) if modes else MODES,
         transports=tuple(t.strip() for t in transports.split(",") if t.strip()),
     )  # fmt: skip
-    with err.status("benchmarking") as status:
-        result = run_pool_bench(config, step=lambda text: (status.update(text), err.log(text)))
+    with _steps("benchmarking") as step:
+        result = run_pool_bench(config, step=step)
     if output_format is OutputFormat.json:
         _emit(json.dumps(pool_bench_document(result), indent=2, ensure_ascii=False) + "\n", output)
     else:
@@ -333,8 +340,8 @@ def bench_replicas(
         primary_dsn=primary, replica_dsns=tuple(replica or ()), local_replicas=local_replicas, read_ratio=read_ratio,
         concurrency=concurrency, duration_s=duration, max_lag_ms=max_lag_ms, max_lag_bytes=max_lag_bytes, drill=drill,
     )  # fmt: skip
-    with err.status("benchmarking") as status:
-        result = run_replica_bench(config, step=lambda text: (status.update(text), err.log(text)))
+    with _steps("benchmarking") as step:
+        result = run_replica_bench(config, step=step)
     if output_format is OutputFormat.json:
         _emit(json.dumps(replica_bench_document(result), indent=2, ensure_ascii=False) + "\n", output)
     else:
