@@ -8,12 +8,31 @@ that lowers the weighted workload cost most per byte of index it adds. Every
 move is costed by the planner itself, with hypothetical indexes, after all
 earlier picks, so two indexes that help the same queries are not both taken.
 
-Two additions over Extend as published: the candidate generator's composite
-indexes (equality columns by selectivity, then a range or the sort columns)
-are moves too, so a good composite need not be grown one column at a time
-through intermediate steps that may not pay on their own; and a final pass
-drops any chosen index whose removal costs the workload nothing, which frees
-budget (an early single-column pick made redundant by a later composite).
+Additions over Extend as published, each for a reason:
+
+- Composite moves: the candidate generator's composite indexes (equality
+  columns by selectivity, then a range or the sort columns) are moves too, so a
+  good composite need not be grown one column at a time through intermediate
+  steps that may not pay on their own.
+- Lazy re-costing (CELF): a move's last saving per byte bounds its next one, so
+  only moves that reach the top of a heap of bounds are costed again.
+- Usable-index filtering: a query is costed only with the indexes it could use
+  (one of their columns is one it reads on that table; partial and expression
+  indexes always count), so the what-if cache answers for every configuration
+  that differs only in indexes the query cannot use: same plans, about a
+  quarter fewer EXPLAINs on TPC-H.
+- Prune, fill, swap: after the greedy, any pick whose removal costs the
+  workload nothing is dropped (an early single-column index made redundant by
+  a later composite) and the freed bytes are filled greedily. Then a bounded
+  local search: ratio greedy is myopic (an early cheap pick can block a better
+  use of the same bytes), so each pick is tried against the candidates that fit
+  in its place, best saving-alone first; a candidate's saving when costed alone
+  bounds what it can save beside the others, so the loop stops as soon as no
+  remaining candidate can beat the best exchange found, and at most
+  SWAP_EVALUATIONS configurations are costed per round. The best exchange is
+  made, followed by another fill and prune; SWAP_ROUNDS rounds at most.
+  Every step only lowers the workload's cost, so the result is never worse
+  than plain Extend's, and the extra what-if work is bounded.
 """
 
 from __future__ import annotations
@@ -21,6 +40,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +53,9 @@ from advisor.indexes.model import AdvisedQuery, IndexCandidate, QueryCost, Recom
 from advisor.indexes.whatif import CandidateRejected, QueryNotCosted, WhatIf
 
 Step = Callable[[str], None]
+
+SWAP_ROUNDS = 2  # exchanges tried after the greedy (each followed by a greedy fill and a prune)
+SWAP_EVALUATIONS = 60  # configurations costed per exchange round, at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +130,9 @@ class _Search:
         self.max_width = max_width
         self.sizes: dict[IndexCandidate, int] = {}
         self.bounds: dict[tuple, float] = {}  # a move's last saving per byte (see _best_move)
+        self.usable: dict[tuple[str, IndexCandidate], bool] = {}
+        self.alone: dict[IndexCandidate, float] = {}  # saving when first costed (see _swap)
+        self._words: dict[str, frozenset[str]] = {}
 
     def _costable(self, q: AdvisedQuery) -> bool:
         """A query the server will not plan (refused, bad parameters, timeout) is left out, with why."""
@@ -123,11 +149,50 @@ class _Search:
         return self.sizes[c]
 
     def workload_cost(self, config: frozenset[IndexCandidate]) -> float:
-        return sum(q.weight * self.whatif.cost(q, config) for q in self.queries)
+        return sum(q.weight * self.whatif.cost(q, self._usable(q, config)) for q in self.queries)
+
+    def _usable(self, q: AdvisedQuery, config: frozenset[IndexCandidate]) -> frozenset[IndexCandidate]:
+        """The part of ``config`` the planner could use for ``q``: the others cannot change its plan.
+
+        A btree helps a query only through a column the query reads on that table (a qual on
+        any key column, a join, an order, a grouping, min/max, or an index-only scan of columns
+        it reads); an index none of whose columns the query mentions cannot. Partial and
+        expression indexes, tables the query reads no column of (count(*)), and tables the
+        parse did not see (views) are always kept. Costing ``q`` with the usable part only
+        gives the same plan and lets the cache answer for every other configuration.
+        """
+        return frozenset(c for c in config if self._can_use(q, c))
+
+    def _can_use(self, q: AdvisedQuery, c: IndexCandidate) -> bool:
+        key = (q.fingerprint, c)
+        if (known := self.usable.get(key)) is None:
+            use = self.found.uses.get(q.fingerprint, {}).get(c.table)
+            columns = [_bare(k) for k in (*c.columns, *c.include)]
+            if use is None or not use.read or c.where or c.method != "btree" or None in columns:
+                known = True
+            else:
+                words = self._words.get(q.fingerprint)
+                if words is None:
+                    words = self._words[q.fingerprint] = frozenset(re.findall(r"\w+", q.sql.lower()))
+                known = any(col in use.read or col.lower() in words for col in columns)
+            self.usable[key] = known
+        return known
 
     def run(self) -> list[IndexCandidate]:
-        chosen: list[IndexCandidate] = []
-        cost = self.workload_cost(frozenset())
+        chosen, cost = self._greedy([], self.workload_cost(frozenset()))
+        pruned, cost = self._prune(chosen, cost)
+        if len(pruned) < len(chosen):  # bytes freed: fill them
+            pruned, cost = self._prune(*self._greedy(pruned, cost))
+        chosen = pruned
+        for _ in range(SWAP_ROUNDS):
+            swapped = self._swap(chosen, cost)
+            if swapped is None:
+                break
+            chosen, cost = self._prune(*self._greedy(*swapped))
+        return chosen
+
+    def _greedy(self, chosen: list[IndexCandidate], cost: float) -> tuple[list[IndexCandidate], float]:
+        """Extend's loop: the best move per byte, until none is left that fits and pays."""
         while self.max_indexes is None or len(chosen) <= self.max_indexes:
             move = self._best_move(chosen, cost)
             if move is None:
@@ -135,7 +200,44 @@ class _Search:
             new_cost, replaced, added = move
             chosen = [c for c in chosen if c != replaced] + [added]
             cost = new_cost
-        return self._prune(chosen, cost)
+        return chosen, cost
+
+    def _swap(self, chosen: list[IndexCandidate], cost: float) -> tuple[list[IndexCandidate], float] | None:
+        """The best exchange of one pick for one candidate that fits in its place, or None.
+
+        Greedy by ratio is myopic: an early pick can block a larger index that would have
+        saved more for the same bytes. For each pick, dropping it costs ``loss``; a
+        candidate's saving alone (measured in the first round) bounds what it can save
+        after the others, so only candidates whose saving alone exceeds ``loss`` plus the
+        best gain so far are costed, largest first, and at most SWAP_EVALUATIONS in all.
+        """
+        if self.budget is None and self.max_indexes is None:
+            return None
+        best: tuple[float, list[IndexCandidate]] | None = None
+        budget_left = SWAP_EVALUATIONS
+        used = self._size_of(chosen)
+        picks = sorted(chosen, key=lambda c: -self.alone.get(c, 0.0))
+        for r in picks:
+            rest = [c for c in chosen if c != r]
+            loss = self.workload_cost(frozenset(rest)) - cost
+            room = math.inf if self.budget is None else self.budget - used + self.size(r)
+            options = sorted((a for a in self.alone if a not in chosen and a not in self.rejected
+                              and self.alone[a] > loss and self.sizes.get(a, math.inf) <= room),
+                             key=lambda a: -self.alone[a])
+            for a in options:
+                gain_so_far = best[0] if best else 0.0
+                if self.alone[a] - loss <= max(gain_so_far, cost * 1e-6) or budget_left <= 0:
+                    break
+                budget_left -= 1
+                try:
+                    new_cost = self.workload_cost(frozenset([*rest, a]))
+                except CandidateRejected:
+                    continue
+                if cost - new_cost > max(gain_so_far, cost * 1e-6):
+                    best = (cost - new_cost, [*rest, a])
+        if best is None:
+            return None
+        return best[1], cost - best[0]
 
     def _moves(self, chosen: list[IndexCandidate]):
         """(replaced, added) pairs: new candidates, and chosen indexes extended by one column."""
@@ -180,11 +282,12 @@ class _Search:
             if -bound <= 0:
                 return None
             found = self._evaluate(move, chosen, cost, current)
-            if found is None:  # no room in the budget, or rejected: it will not fit later either
-                self.bounds[move] = 0.0
+            if found is None:  # no room in the budget (until a pick is dropped), or rejected
                 continue
             ratio, new_cost = found
             self.bounds[move] = ratio
+            if move[0] is None and move[1] not in self.alone:
+                self.alone[move[1]] = cost - new_cost
             if cost - new_cost <= floor:
                 continue
             if not heap or ratio >= -heap[0][0]:
@@ -209,12 +312,21 @@ class _Search:
     def _size_of(self, config) -> int:
         return sum(self.size(c) for c in config)
 
-    def _prune(self, chosen: list[IndexCandidate], cost: float) -> list[IndexCandidate]:
+    def _prune(self, chosen: list[IndexCandidate], cost: float) -> tuple[list[IndexCandidate], float]:
         for c in list(chosen):
             without = [x for x in chosen if x != c]
-            if self.workload_cost(frozenset(without)) <= cost * (1 + 1e-9):
-                chosen = without
-        return chosen
+            new_cost = self.workload_cost(frozenset(without))
+            if new_cost <= cost * (1 + 1e-9):
+                chosen, cost = without, min(cost, new_cost)
+        return chosen, cost
+
+
+def _bare(key: str) -> str | None:
+    """A key's column name without its sort order; None for an expression."""
+    if "(" in key:
+        return None
+    name = re.sub(r"(?: (?:ASC|DESC))?(?: NULLS (?:FIRST|LAST))?$", "", key)
+    return name[1:-1].replace('""', '"') if name.startswith('"') else name
 
 
 def _recommendations(whatif: WhatIf, queries: list[AdvisedQuery], chosen: list[IndexCandidate], validation: str) -> tuple[Recommendation, ...]:
