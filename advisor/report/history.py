@@ -1,0 +1,375 @@
+"""The run history: each nightly run's query statistics and findings, to show trends and what changed.
+
+A SQLite file by default (``sqlite:///path`` or a bare path), or a PostgreSQL
+database (``postgresql://…``, run through psycopg 3). Tables are created when
+missing. Only masked SQL is stored (``Query.normalized``), never a sample with
+literals or parameters, and a run is filed under a
+database *name* (see ``database_label``), never a DSN: nothing here can hold a
+password.
+
+    with History("sqlite:///advisor-history.db") as h:
+        run_id = h.record(database_label(dsn), workload, findings)
+        change = h.compare(database_label(dsn))
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from urllib.parse import unquote, urlsplit
+
+from sqlalchemy import (BigInteger, Column, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text,
+                        create_engine, delete, insert, select)
+from sqlalchemy.engine import Engine
+
+from advisor import __version__
+from advisor.findings import Finding, Severity
+from advisor.workload.model import Workload
+
+metadata = MetaData()
+
+runs_table = Table(
+    "runs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("database", String(255), nullable=False),
+    Column("started_at", String(40), nullable=False),  # UTC ISO 8601, fixed width: sorts as text
+    Column("tool_version", String(40), nullable=False),
+    Column("source", Text, nullable=False, default=""),
+    Column("queries", Integer, nullable=False, default=0),
+    Column("statements", BigInteger, nullable=False, default=0),
+    Index("runs_database_started", "database", "started_at"),
+)
+
+query_stats_table = Table(
+    "query_stats",
+    metadata,
+    Column("run_id", Integer, ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("fingerprint", String(64), primary_key=True),
+    Column("normalized", Text, nullable=False),
+    Column("calls", BigInteger, nullable=False),
+    Column("total_ms", Float, nullable=False),
+    Column("p95_ms", Float, nullable=True),
+    Index("query_stats_fingerprint", "fingerprint"),
+)
+
+findings_table = Table(
+    "findings",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", Integer, ForeignKey("runs.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("code", String(32), nullable=False),
+    Column("fingerprint", String(64), nullable=True),
+    Column("severity", String(16), nullable=False),
+    Column("title", Text, nullable=False),
+    Column("impact_ms", Float, nullable=True),
+)
+
+
+# --- the data it returns ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    id: int
+    database: str
+    started_at: str
+    tool_version: str
+    source: str
+    queries: int
+    statements: int
+
+
+@dataclass(frozen=True, slots=True)
+class TrendPoint:
+    started_at: str
+    calls: int
+    total_ms: float
+    p95_ms: float | None
+
+    def __iter__(self):  # unpacks as (started_at, calls, total_ms, p95_ms)
+        return iter((self.started_at, self.calls, self.total_ms, self.p95_ms))
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFinding:
+    code: str
+    fingerprint: str | None
+    severity: Severity
+    title: str
+    impact_ms: float | None
+
+    @property
+    def key(self) -> tuple[str, str | None]:
+        return (self.code, self.fingerprint)
+
+
+@dataclass(frozen=True, slots=True)
+class Regression:
+    fingerprint: str
+    normalized: str
+    metrics: tuple[str, ...]  # which rose past the threshold: "p95_ms", "total_ms"
+    calls_before: int
+    calls_after: int
+    total_ms_before: float
+    total_ms_after: float
+    p95_ms_before: float | None
+    p95_ms_after: float | None
+
+    @property
+    def total_change_pct(self) -> float | None:
+        return _pct(self.total_ms_before, self.total_ms_after)
+
+    @property
+    def p95_change_pct(self) -> float | None:
+        return _pct(self.p95_ms_before, self.p95_ms_after)
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """The last run against the one before it. ``before`` is None when there is only one run (or none)."""
+
+    before: Run | None
+    after: Run | None
+    new_findings: tuple[StoredFinding, ...] = ()
+    resolved_findings: tuple[StoredFinding, ...] = ()
+    regressions: tuple[Regression, ...] = ()
+    threshold_pct: float = 20.0
+
+
+def _pct(before: float | None, after: float | None) -> float | None:
+    if before is None or after is None or before <= 0:
+        return None
+    return (after - before) / before * 100.0
+
+
+# --- names and URLs -----------------------------------------------------------------
+
+
+_KV_DBNAME = re.compile(r"\bdbname\s*=\s*('(?:[^'\\]|\\.)*'|\S+)")
+_KV_HOST = re.compile(r"\bhost\s*=\s*('(?:[^'\\]|\\.)*'|\S+)")
+_KV_PORT = re.compile(r"\bport\s*=\s*(\S+)")
+
+
+def database_label(dsn: str) -> str:
+    """What a run is filed under: ``host:port/dbname`` from a DSN, with no user and no password.
+
+    A plain name (no ``://`` and no ``=``) is returned as it is.
+    """
+    if "://" in dsn:
+        parts = urlsplit(dsn)
+        host = parts.hostname or ""
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        dbname = unquote(parts.path.lstrip("/"))
+        if not dbname:  # ?dbname=… in the query string
+            m = re.search(r"(?:^|&)dbname=([^&]*)", parts.query)
+            dbname = unquote(m.group(1)) if m else ""
+    elif "=" in dsn:
+        def kv(pattern: re.Pattern[str]) -> str:
+            m = pattern.search(dsn)
+            return re.sub(r"\\(.)", r"\1", m.group(1).strip("'")) if m else ""
+
+        host, port, dbname = kv(_KV_HOST), kv(_KV_PORT) or None, kv(_KV_DBNAME)
+    else:
+        return dsn
+    where = f"{host}:{port}" if host and port else host
+    return f"{where}/{dbname}" if where else dbname or "postgres"
+
+
+def engine_url(url: str) -> str:
+    """``postgresql://`` (and ``postgres://``) through psycopg 3; a bare path is a SQLite file."""
+    if re.match(r"postgres(?:ql)?://", url, re.IGNORECASE):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    if "://" not in url and not re.search(r"\w\s*=", url):
+        return "sqlite:///" + os.path.abspath(url)
+    return url
+
+
+def _make_engine(url: str) -> Engine:
+    if "://" not in url and re.search(r"\w\s*=", url):  # libpq key=value DSN
+        return create_engine("postgresql+psycopg://", connect_args={"conninfo": url})
+    url = engine_url(url)
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        folder = os.path.dirname(url[len("sqlite:///"):])
+        if folder:
+            os.makedirs(folder, exist_ok=True)
+    return create_engine(url)
+
+
+def _source_summary(workload: Workload) -> str:
+    """Where the workload came from, without credentials: log paths, and 'pg_stat_statements'."""
+    logs = [s for s in workload.sources if not s.startswith("pg_stat_statements")]
+    parts = []
+    if logs:
+        parts.append(f"{len(logs)} log file{'s' if len(logs) != 1 else ''}: " + ", ".join(logs))
+    if len(logs) != len(workload.sources):
+        parts.append("pg_stat_statements")
+    return "; ".join(parts)[:4000]
+
+
+def _utc_iso(when: datetime | str | None) -> str:
+    if when is None:
+        when = datetime.now(timezone.utc)
+    elif isinstance(when, str):
+        when = datetime.fromisoformat(when)
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when.astimezone(timezone.utc).isoformat(timespec="microseconds")
+
+
+# --- the store ------------------------------------------------------------------------
+
+
+class History:
+    def __init__(self, url: str, *, create: bool = True) -> None:
+        self.engine = _make_engine(url)
+        if create:
+            metadata.create_all(self.engine)
+
+    def __enter__(self) -> History:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- writing
+
+    def record(
+        self,
+        database: str,
+        workload: Workload,
+        findings: Iterable[Finding],
+        started_at: datetime | str | None = None,
+        *,
+        source: str | None = None,
+    ) -> int:
+        """Store one run; returns its id. ``database`` is a name; a DSN given by mistake is reduced to one."""
+        database = database_label(database)
+        queries: dict[str, dict] = {}
+        for q in workload.queries:
+            if q.fingerprint in queries:  # one row per fingerprint: fold any duplicate in
+                row = queries[q.fingerprint]
+                row["calls"] += q.calls
+                row["total_ms"] += q.total_ms
+                row["p95_ms"] = max(filter(None, (row["p95_ms"], q.p95_ms)), default=None)
+                continue
+            queries[q.fingerprint] = {"fingerprint": q.fingerprint, "normalized": q.normalized, "calls": q.calls,
+                                      "total_ms": q.total_ms, "p95_ms": q.p95_ms}
+        finding_rows = [{"code": f.code, "fingerprint": f.fingerprint, "severity": Severity(f.severity).name,
+                         "title": f.title, "impact_ms": f.impact_ms} for f in findings]
+        with self.engine.begin() as conn:
+            run_id = conn.execute(
+                insert(runs_table).values(
+                    database=database,
+                    started_at=_utc_iso(started_at),
+                    tool_version=__version__,
+                    source=source if source is not None else _source_summary(workload),
+                    queries=len(queries),
+                    statements=workload.statements,
+                ).returning(runs_table.c.id)
+            ).scalar_one()
+            if queries:
+                conn.execute(insert(query_stats_table), [dict(r, run_id=run_id) for r in queries.values()])
+            if finding_rows:
+                conn.execute(insert(findings_table), [dict(r, run_id=run_id) for r in finding_rows])
+        return run_id
+
+    def prune(self, database: str, keep: int) -> int:
+        """Keep the newest ``keep`` runs of ``database``; returns how many were deleted."""
+        database = database_label(database)
+        with self.engine.begin() as conn:
+            ids = conn.execute(
+                select(runs_table.c.id).where(runs_table.c.database == database)
+                .order_by(runs_table.c.started_at.desc(), runs_table.c.id.desc()).offset(max(keep, 0))
+            ).scalars().all()
+            # explicit deletes: SQLite enforces ON DELETE CASCADE only with a pragma
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                conn.execute(delete(findings_table).where(findings_table.c.run_id.in_(chunk)))
+                conn.execute(delete(query_stats_table).where(query_stats_table.c.run_id.in_(chunk)))
+                conn.execute(delete(runs_table).where(runs_table.c.id.in_(chunk)))
+        return len(ids)
+
+    # -- reading
+
+    def runs(self, database: str, limit: int = 10) -> list[Run]:
+        """The newest runs first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(runs_table).where(runs_table.c.database == database_label(database))
+                .order_by(runs_table.c.started_at.desc(), runs_table.c.id.desc()).limit(limit)
+            ).all()
+        return [Run(r.id, r.database, r.started_at, r.tool_version, r.source, r.queries, r.statements) for r in rows]
+
+    def trend(self, database: str, fingerprint: str, limit: int = 10) -> list[TrendPoint]:
+        """The fingerprint's numbers in the last ``limit`` runs that saw it, oldest first."""
+        r, q = runs_table.c, query_stats_table.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(r.started_at, q.calls, q.total_ms, q.p95_ms)
+                .select_from(runs_table.join(query_stats_table, q.run_id == r.id))
+                .where(r.database == database_label(database), q.fingerprint == fingerprint)
+                .order_by(r.started_at.desc(), r.id.desc()).limit(limit)
+            ).all()
+        return [TrendPoint(row.started_at, row.calls, row.total_ms, row.p95_ms) for row in reversed(rows)]
+
+    def findings(self, run_id: int) -> list[StoredFinding]:
+        f = findings_table.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(findings_table).where(f.run_id == run_id).order_by(f.id)).all()
+        return [StoredFinding(x.code, x.fingerprint, Severity[x.severity], x.title, x.impact_ms) for x in rows]
+
+    def query_stats(self, run_id: int) -> dict[str, tuple[str, int, float, float | None]]:
+        """fingerprint → (normalized, calls, total_ms, p95_ms) for one run."""
+        q = query_stats_table.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(query_stats_table).where(q.run_id == run_id)).all()
+        return {x.fingerprint: (x.normalized, x.calls, x.total_ms, x.p95_ms) for x in rows}
+
+    def compare(self, database: str, threshold_pct: float = 20.0, min_delta_ms: float = 0.0) -> Comparison:
+        """The last two runs: findings that appeared and went away, and queries that got slower.
+
+        A regression is a fingerprint in both runs whose p95 or total time rose
+        by more than ``threshold_pct`` percent (and by more than ``min_delta_ms``,
+        to keep sub-millisecond noise out when asked).
+        """
+        last = self.runs(database, limit=2)
+        if len(last) < 2:
+            return Comparison(None, last[0] if last else None, threshold_pct=threshold_pct)
+        after, before = last
+        old = {f.key: f for f in self.findings(before.id)}
+        new = {f.key: f for f in self.findings(after.id)}
+        stats_before, stats_after = self.query_stats(before.id), self.query_stats(after.id)
+        regressions = []
+        for fp, (normalized, calls, total, p95) in stats_after.items():
+            if fp not in stats_before:
+                continue
+            _, calls0, total0, p950 = stats_before[fp]
+            metrics = tuple(
+                name for name, a, b in (("p95_ms", p950, p95), ("total_ms", total0, total))
+                if (pct := _pct(a, b)) is not None and pct > threshold_pct and b - a > min_delta_ms
+            )
+            if metrics:
+                regressions.append(Regression(fp, normalized, metrics, calls0, calls, total0, total, p950, p95))
+        regressions.sort(key=lambda g: -(g.total_ms_after - g.total_ms_before))
+        return Comparison(
+            before,
+            after,
+            new_findings=tuple(f for k, f in new.items() if k not in old),
+            resolved_findings=tuple(f for k, f in old.items() if k not in new),
+            regressions=tuple(regressions),
+            threshold_pct=threshold_pct,
+        )
+
+
+__all__ = ["Comparison", "History", "Regression", "Run", "StoredFinding", "TrendPoint", "database_label",
+           "engine_url", "metadata"]
