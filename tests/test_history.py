@@ -152,7 +152,7 @@ def test_no_dsn_or_password_is_stored(history_url):
     with History(history_url) as h:
         label = database_label(TARGET_DSN)
         h.record(label, workload(query("a", 1, 1.0, 1.0),
-                                 sources=("/var/log/pg.log", f"pg_stat_statements (postgresql://alice:***@db.example.com/shop)")),
+                                 sources=("/var/log/pg.log", "pg_stat_statements (postgresql://alice:***@db.example.com/shop)")),
                  [finding("ADV001", "a")])
         h.record(TARGET_KV, workload(query("a", 2, 2.0, 1.0)), [finding("ADV001", "a")])  # a DSN given by mistake
         assert [r.database for r in h.runs(label)] == [label, label]
