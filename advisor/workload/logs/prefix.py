@@ -51,6 +51,7 @@ COMMON_PREFIXES = (
     "%t:%r:%u@%d:[%p]:",  # AWS RDS
     "%t:%h:%u@%d:[%p]:",
     "%m [%p] %c %q%u@%d app=%a ",  # advisor's embedded cluster
+    "%m [%p] %q%u@%d app=%a ",  # advisor's docker/ configuration
     "%m [%p] user=%u,db=%d ",
     "%m [%p] [queryid=%Q] %u@%d ",
     "%t [%p]: [%l-1] [%x] usr=%u,db=%d,appli=%a ",
