@@ -274,6 +274,42 @@ def suggest_indexes(
         _console(output).print(advice_summary(advice))
 
 
+@app.command()
+def report(
+    dsn: Annotated[str, typer.Option("--dsn", envvar="ADVISOR_DSN", help="The database to report on (read-only, as scan).")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for report.html, report.json and summary.md.")],
+    log: Annotated[Optional[list[str]], typer.Option("--log", help="A slow query log; only what was appended since the last run is read. Repeat for several.")] = None,
+    pg_stat_statements: Annotated[bool, typer.Option("--pg-stat-statements", help="Take the workload from pg_stat_statements too (the default when no --log is given).")] = False,
+    bench: Annotated[bool, typer.Option("--bench", help="Also run a short connection pool benchmark (2 s per arm, 1 and 4 clients).")] = False,
+    history: Annotated[Optional[str], typer.Option("--history", help="Run history: a SQLite path or a postgresql:// DSN (default OUT/history.sqlite).")] = None,
+    state: Annotated[Optional[Path], typer.Option("--state", help="Where the log offsets are kept (default OUT/.log-state.json).")] = None,
+    fail_on: Annotated[FailOn, typer.Option("--fail-on", help="Exit 1 when a finding at or above this severity exists.")] = FailOn.never,
+    fail_on_regression: Annotated[Optional[float], typer.Option("--fail-on-regression", min=0.0, help="Exit 1 when a query's p95 or total time rose by more than this % since the last run (also the regression threshold; default 20).")] = None,
+    keep_runs: Annotated[int, typer.Option("--keep-runs", min=1, help="Runs kept in the history per database.")] = 30,
+    log_format: Annotated[LogFormatChoice, typer.Option("--log-format")] = LogFormatChoice.auto,
+    log_line_prefix: Annotated[Optional[str], typer.Option("--log-line-prefix")] = None,
+    time_budget: Annotated[float, typer.Option("--time-budget", min=1.0, help="Seconds for explaining queries, in all.")] = 60.0,
+) -> None:
+    """The nightly job: ingest, scan, suggest indexes, compare with history; writes report.html, report.json, summary.md."""
+    from advisor.report.nightly import ReportOptions, run_report
+
+    options = ReportOptions(
+        dsn=dsn, out=out, logs=tuple(log or ()), pg_stat_statements=pg_stat_statements, bench=bench, history=history,
+        state=str(state) if state else None, fail_on=None if fail_on is FailOn.never else Severity[fail_on.value],
+        fail_on_regression=fail_on_regression, keep_runs=keep_runs, log_format=log_format.value,
+        log_line_prefix=log_line_prefix, time_budget_s=time_budget,
+    )  # fmt: skip
+    with _steps("reporting") as step:
+        doc, code = run_report(options, step=step)
+    s = doc["summary"]
+    print(f"{s['statements']:,} statements, {s['queries']:,} queries, {s['findings']} findings, "
+          f"{s['new_findings']} new, {s['regressions']} regressions; report: {out / 'report.html'}")
+    for reason in doc["exit"]["reasons"]:
+        err.print(f"[red]{reason}[/red]" if code == 2 else reason, highlight=False, soft_wrap=True)
+    if code:
+        raise typer.Exit(code)
+
+
 bench_app = typer.Typer(help="Measure the server: connection pooling (pool), read-replica routing (replicas).", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 

@@ -68,3 +68,9 @@ if [ ! -f "$sharedir/extension/hypopg.control" ]; then
         || say "HypoPG is missing and could not be installed: run 'sudo apt-get install postgresql-$pg_major-hypopg' (index advice falls back to real indexes on scratch databases)"
 fi
 say "PostgreSQL $pg_major at $bindir; HypoPG $( [ -f "$sharedir/extension/hypopg.control" ] && echo present || echo absent )"
+
+# --- Chromium, to render the HTML report in its test (tests/test_report.py) ------------
+if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
+    apt_install chromium \
+        || say "chromium is missing and could not be installed: run 'sudo apt-get install chromium' (the HTML report test skips without it, and fails in CI)"
+fi
