@@ -115,23 +115,15 @@ def demo(
     with _steps("starting") as step:
         result = demo_run.run(size, step=step)
     try:
-        from advisor.scan import scan as run_scan
+        from advisor.report.nightly import ReportOptions, run_report, summary_markdown
 
-        workload = build_workload(result.scan)
-        (folder / "workload.json").write_text(json.dumps(workload_document(workload), indent=2, ensure_ascii=False) + "\n")
-        from advisor.indexes.advice import advise_workload, advised_queries
-
-        with _steps("scanning") as step:
-            scanned = run_scan(workload, result.dsn, step=step)
-            advice = advise_workload(result.dsn, advised_queries(workload), step=step)
-        (folder / "scan.json").write_text(json.dumps(scan_document(scanned), indent=2, ensure_ascii=False) + "\n")
-        (folder / "indexes.json").write_text(json.dumps(advice_document(advice), indent=2, ensure_ascii=False) + "\n")
-        console = Console()
-        console.print(workload_summary(workload, top=10))
-        console.print(scan_summary(scanned, top=10))
-        console.print(advice_summary(advice))
-        print(f"\nreplayed {result.statements_sent} statements; the server log is {result.cluster.stderr_log}")
-        print(f"results (JSON): {folder / 'workload.json'}, {folder / 'scan.json'}, {folder / 'indexes.json'}")
+        with _steps("reporting") as step:
+            options = ReportOptions(dsn=result.dsn, out=folder, logs=(str(result.cluster.stderr_log),),
+                                    pg_stat_statements=True, bench=True)  # fmt: skip
+            doc, _ = run_report(options, step=step)
+        print(summary_markdown(doc))
+        print(f"replayed {result.statements_sent} statements; the server log is {result.cluster.stderr_log}")
+        print(f"report: {(folder / 'report.html').resolve()}  (and report.json, summary.md)")
         if keep:
             print(f"the demo database keeps running: {result.dsn}  (stop it with Ctrl-C)")
             _wait_forever()

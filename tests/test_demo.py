@@ -18,8 +18,11 @@ def test_demo_replays_the_workload_and_reads_it_back(tmp_path):
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
-    assert "Top" in run.stdout and "replayed" in run.stdout
-    doc = json.loads((tmp_path / "workload.json").read_text())
+    assert "replayed" in run.stdout and "report.html" in run.stdout
+    assert (tmp_path / "report.html").exists() and (tmp_path / "summary.md").exists()
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["scan"]["findings"] and report["bench"] is not None
+    doc = report["workload"]
     calls = {q["fingerprint"]: q["calls"] for q in doc["queries"]}
     # 40 requests cycle through 6 pages: 7 lot overviews, each looking up the wafers of
     # every active lot one by one; scale 0.05 makes 20 lots, of which 2 are active.
