@@ -95,9 +95,9 @@ def parse(
     workload = _sorted(build_workload(scan), sort)
     if output_format is OutputFormat.json:
         document = workload_document(workload, top=top, show_values=show_values)
-        _emit(json.dumps(document, indent=2, ensure_ascii=False) + "\n", output)
+        _emit_json(document, output)
     else:
-        _console(output).print(workload_summary(workload, top=top or 20))
+        _print(workload_summary(workload, top=top or 20), output)
 
 
 @app.command()
@@ -203,11 +203,11 @@ def scan(
                           max_queries=max_queries, step=step,
                           measure_round_trip=round_trip_ms is None)  # fmt: skip
     if output_format is ScanFormat.json:
-        _emit(json.dumps(scan_document(result, show_values=show_values), indent=2, ensure_ascii=False) + "\n", output)
+        _emit_json(scan_document(result, show_values=show_values), output)
     elif output_format is ScanFormat.markdown:
         _emit(scan_markdown(result, top=top), output)
     else:
-        _console(output).print(scan_summary(result, top=top))
+        _print(scan_summary(result, top=top), output)
     if fail_on is not FailOn.never and any(f.severity >= Severity[fail_on.value] for f in result.findings):
         raise typer.Exit(1)
 
@@ -259,11 +259,11 @@ def suggest_indexes(
             step=step,
         )  # fmt: skip
     if output_format is AdviceFormat.json:
-        _emit(json.dumps(advice_document(advice), indent=2, ensure_ascii=False) + "\n", output)
+        _emit_json(advice_document(advice), output)
     elif output_format is AdviceFormat.sql:
         _emit(advice_migration(advice), output)
     else:
-        _console(output).print(advice_summary(advice))
+        _print(advice_summary(advice), output)
 
 
 @app.command()
@@ -342,9 +342,9 @@ def bench_pool(
     with _steps("benchmarking") as step:
         result = run_pool_bench(config, step=step)
     if output_format is OutputFormat.json:
-        _emit(json.dumps(pool_bench_document(result), indent=2, ensure_ascii=False) + "\n", output)
+        _emit_json(pool_bench_document(result), output)
     else:
-        _console(output).print(pool_bench_text(result))
+        _print(pool_bench_text(result), output)
 
 
 @bench_app.command("replicas")
@@ -371,13 +371,22 @@ def bench_replicas(
     with _steps("benchmarking") as step:
         result = run_replica_bench(config, step=step)
     if output_format is OutputFormat.json:
-        _emit(json.dumps(replica_bench_document(result), indent=2, ensure_ascii=False) + "\n", output)
+        _emit_json(replica_bench_document(result), output)
     else:
-        _console(output).print(replica_bench_text(result))
+        _print(replica_bench_text(result), output)
 
 
-def _console(output: Path | None) -> Console:
-    return Console(file=open(output, "w"), width=200) if output else Console()
+def _print(renderable, output: Path | None) -> None:
+    """A Rich rendering to the terminal, or to a file (closed after, at a width that does not fold)."""
+    if output is None:
+        Console().print(renderable)
+        return
+    with open(output, "w") as file:
+        Console(file=file, width=200).print(renderable)
+
+
+def _emit_json(document: dict, output: Path | None) -> None:
+    _emit(json.dumps(document, indent=2, ensure_ascii=False) + "\n", output)
 
 
 def _sorted(workload, sort: SortKey):
