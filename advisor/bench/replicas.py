@@ -40,7 +40,7 @@ JSON document (``schema_version`` 1)::
                           failed_requests, replica_reads, primary_reads, fallbacks, ejections, note
     lag                   {interval_ms, arms: [{name, start_s, end_s}],
                            replicas: [{dsn, samples: [[t_s, lag_bytes, lag_ms], …]}]}  (null values: probe failed)
-    drill                 null, or {replica, stopped_at_s, ejected_after_s, failed_reads, failed_reads_after_ejection,
+    drill                 null, or {replica, stopped_at_s, ejected_after_s, failed_reads, failed_reads_after_ejection (while down), failed_reads_after_restart,
                           reads_on_stopped_after_ejection, restarted, readmitted_after_s, first_read_after_restart_s,
                           reads, note}
     verdict               {summary: [sentences]}
@@ -343,7 +343,8 @@ def _drill(cfg: ReplicaBenchConfig, primary: str, replicas: list[str], victim, s
         return None
 
     out: dict = {"replica": redact_dsn(replicas[index]), "stopped_at_s": None, "ejected_after_s": None,
-                 "failed_reads": 0, "failed_reads_after_ejection": 0, "reads_on_stopped_after_ejection": 0,
+                 "failed_reads": 0, "failed_reads_after_ejection": 0, "failed_reads_after_restart": 0,
+                 "reads_on_stopped_after_ejection": 0,
                  "restarted": False, "readmitted_after_s": None, "first_read_after_restart_s": None,
                  "reads": 0, "note": None}
     threads = [threading.Thread(target=reader, args=(i,), daemon=True) for i in range(cfg.concurrency)]
@@ -387,8 +388,11 @@ def _drill(cfg: ReplicaBenchConfig, primary: str, replicas: list[str], victim, s
     t_eject = t_stop + out["ejected_after_s"] if out["ejected_after_s"] is not None else None
     out["failed_reads"] = sum(1 for ts, _, ok in entries if not ok and ts >= t_stop)
     if t_eject is not None:
-        out["failed_reads_after_ejection"] = sum(1 for ts, _, ok in entries if not ok and ts > t_eject)
+        # While the replica is down and ejected: the window the router must route around it.
+        # Reads during its restart are a separate matter (failed_reads_after_restart).
         until = t_restart if t_restart is not None else float("inf")
+        out["failed_reads_after_ejection"] = sum(1 for ts, _, ok in entries if not ok and t_eject < ts < until)
+        out["failed_reads_after_restart"] = sum(1 for ts, _, ok in entries if not ok and ts >= until)
         out["reads_on_stopped_after_ejection"] = sum(1 for ts, p, ok in entries if ok and p == port and t_eject < ts < until)
     return out
 
