@@ -8,7 +8,7 @@ import json
 import os
 from pathlib import Path
 
-from advisor.workload.ingest import Part, parse_part
+from advisor.workload.ingest import build_workload, scan_logs
 from advisor.workload.logs.formats import LogFormat, read_executions
 from advisor.workload.logs.offsets import (line_boundary, load_state, new_state, plan_incremental, save_state,
                                            update_state)
@@ -64,14 +64,35 @@ def test_append_reads_only_the_new_part(tmp_path):
     assert seen == {"postgresql.log": ["SELECT * FROM t3 WHERE id = 3", "SELECT 'multi\nline'"]}
     assert plan.reads[0].reason == "appended"
 
-    # the same through the ingest part parser, as the report will do it
+    # the same through scan_logs, as the report does it
     append(log, line(5) + line(6))
     plan = plan_incremental([str(log)], state)
     (read,) = plan.reads
-    stats, _, tally = parse_part(Part(read.path, FMT, read.start, read.end))
-    assert stats.statements == 2 and tally.lines == 2
-    assert {q.normalized for q in stats.queries_by_total_time()} == {"SELECT * FROM t5 WHERE id = $1",
-                                                                      "SELECT * FROM t6 WHERE id = $1"}
+    scan = scan_logs([read.path], jobs=1, ranges={read.path: (read.start, read.end)}, formats={read.path: FMT})
+    (tally,) = scan.tallies
+    assert scan.stats.statements == 2 and tally.lines == 2
+    assert {q.normalized for q in scan.stats.queries_by_total_time()} == {"SELECT * FROM t5 WHERE id = $1",
+                                                                           "SELECT * FROM t6 WHERE id = $1"}
+
+
+def test_scan_logs_reads_only_the_range_and_numbers_its_lines_from_the_start(tmp_path):
+    """Bad lines of a range are numbered from its start: line 1 is the line at ``start``."""
+    log = tmp_path / "postgresql.log"
+    before = line(1) + "garbage before\n" + line(2)
+    after = line(5)  # past the end of the range
+    log.write_text(before + line(3) + "garbage in\n" + line(4, "SELECT 'multi\n\tline'") + "more garbage\n" + after)
+    path, start, end = str(log), len(before.encode()), log.stat().st_size - len(after.encode())
+    whole = build_workload(scan_logs([path], jobs=1, formats={path: FMT}))
+    assert [s.line for s in whole.skipped] == [2, 5, 8]
+
+    for jobs in (1, 4):  # a range is one part, however many workers (and however small the parts may be)
+        scan = scan_logs([path], jobs=jobs, min_part_bytes=1, ranges={path: (start, end)}, formats={path: FMT})
+        w = build_workload(scan)
+        assert w.statements == 2 and w.lines == 5 and w.skipped_count == 2
+        assert {q.normalized for q in w.queries} == {"SELECT * FROM t3 WHERE id = $1", "SELECT $1"}
+        assert [(s.file, s.line, s.text) for s in w.skipped] == [(path, 2, "garbage in"), (path, 5, "more garbage")]
+        lines_before = before.count("\n")
+        assert [s.line + lines_before for s in w.skipped] == [s.line for s in whole.skipped if s.line > lines_before]
 
 
 def test_partial_last_line_waits_until_complete(tmp_path):

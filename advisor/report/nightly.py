@@ -35,7 +35,7 @@ from advisor.errors import AdvisorError
 from advisor.findings import Severity
 from advisor.report.history import Comparison, History, database_label
 from advisor.report.jsondoc import advice_document, scan_document, workload_document
-from advisor.workload.ingest import LogScan, Part, _merge_tally, build_workload, parse_part
+from advisor.workload.ingest import LogScan, build_workload, scan_logs
 from advisor.workload.logs import offsets
 from advisor.workload.logs.formats import sniff
 from advisor.workload.logs.reader import expand
@@ -188,9 +188,8 @@ def run_report(opts: ReportOptions, step: Step = lambda _: None) -> tuple[dict, 
 
 
 def _ingest(opts: ReportOptions, state_path: str, run: _Run) -> tuple[LogScan, dict | None, list[dict]]:
-    scan = LogScan(WorkloadStats(), [], {}, SessionPatterns(DEFAULT))
     if not opts.logs:
-        return scan, None, []
+        return LogScan(WorkloadStats(), [], {}, SessionPatterns(DEFAULT)), None, []
     try:
         files = [p for p in expand(list(opts.logs)) if p != "-"]
     except OSError as e:
@@ -198,19 +197,14 @@ def _ingest(opts: ReportOptions, state_path: str, run: _Run) -> tuple[LogScan, d
     state = offsets.load_state(state_path)
     formats = {os.path.abspath(p): sniff(p, opts.log_format, opts.log_line_prefix) for p in files}
     plan = offsets.plan_incremental(files, state, formats)
-    for note in plan.notes:
-        scan.notes.append(note)
-    reads = []
-    for read in plan.reads:
-        fmt = formats[read.path]
-        scan.formats[read.path] = fmt
-        stats, patterns, tally = parse_part(Part(read.path, fmt, read.start, read.end, config=DEFAULT))
-        scan.stats.merge(stats)
-        scan.patterns.merge(patterns)
-        _merge_tally(scan.tallies, Part(read.path, fmt, 0), tally)
-        reads.append({"path": read.path, "start": read.start, "end": read.end, "reason": read.reason})
+    ranges = {read.path: (read.start, read.end) for read in plan.reads}
+    # formats: parse in the format the plan's unit boundaries were found with, not a second sniff.
+    # jobs=1: ranges are never split, so each is parsed here, in order.
+    scan = scan_logs([read.path for read in plan.reads], jobs=1, config=DEFAULT, ranges=ranges, formats=formats)
+    scan.notes.extend(plan.notes)
     for path, why in plan.skipped:
         run.skip(f"log {path}", why)
+    reads = [{"path": read.path, "start": read.start, "end": read.end, "reason": read.reason} for read in plan.reads]
     return scan, state, reads
 
 

@@ -8,7 +8,7 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 
@@ -24,6 +24,7 @@ from advisor.workload.stat_statements import read_pg_stat_statements
 from advisor.workload.stats import WorkloadStats
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes in all)
+ByteRange = tuple[int, int | None]  # [start, end) of a file; end None: to its end
 MIN_PART_BYTES = 32 << 20  # below this, starting a worker costs more than it saves
 
 
@@ -37,12 +38,13 @@ class Part:
     end: int | None = None
     config: Thresholds = DEFAULT
     sessions: bool = True  # also look for N+1 runs and cache repeats (parse shows neither)
+    continues: bool = False  # follows the previous part of the same file: its lines are numbered on from there
 
     @property
     def size(self) -> int:
         if self.end is not None:
             return self.end - self.start
-        return os.path.getsize(self.path) if self.path != "-" else 0
+        return os.path.getsize(self.path) - self.start if self.path != "-" else 0
 
 
 @dataclass(slots=True)
@@ -76,11 +78,22 @@ def scan_logs(
     min_part_bytes: int = MIN_PART_BYTES,
     config: Thresholds = DEFAULT,
     sessions: bool = True,
+    ranges: Mapping[str, ByteRange] | None = None,
+    formats: Mapping[str, LogFormat] | None = None,
 ) -> LogScan:
+    """Parse the logs, split into parts for ``jobs`` workers, and merge what they found in file order.
+
+    ``ranges`` (path → (start, end)) reads only those bytes of a file, as offsets.plan_incremental
+    plans them: ``start`` must begin a line, and lines are numbered from there (line 1 is the one at
+    ``start``). ``formats`` (path → LogFormat) are used instead of sniffing, so a range is parsed in the
+    format it was planned with. Paths are matched as they come out of glob expansion.
+    """
     files = [_spool_stdin() if path == "-" else path for path in expand(paths)]
     jobs = jobs or os.cpu_count() or 1
-    formats = {path: sniff(path, log_format, prefix) for path in files}
-    parts = [replace(part, config=config, sessions=sessions) for path in files for part in _split(path, formats[path], jobs, min_part_bytes)]
+    ranges, given = ranges or {}, formats or {}
+    formats = {path: given[path] if path in given else sniff(path, log_format, prefix) for path in files}
+    parts = [replace(part, config=config, sessions=sessions) for path in files
+             for part in _split(path, formats[path], jobs, min_part_bytes, ranges.get(path))]
     total = sum(p.size for p in parts)
     results = _run(parts, jobs, progress, total)
     scan = LogScan(WorkloadStats(), [], formats, SessionPatterns(config))
@@ -101,11 +114,14 @@ def _spool_stdin() -> str:
     return path
 
 
-def _split(path: str, fmt: LogFormat, jobs: int, min_part_bytes: int) -> list[Part]:
+def _split(path: str, fmt: LogFormat, jobs: int, min_part_bytes: int, span: ByteRange | None = None) -> list[Part]:
+    if span is not None:  # split_points cuts whole files only
+        return [Part(path, fmt, *span)]
     # Compressed streams cannot be entered in the middle: one part each.
     if jobs == 1 or not fmt.splittable or is_compressed(path):
         return [Part(path, fmt)]
-    return [Part(path, fmt, start, end) for start, end in split_points(path, jobs, fmt.is_unit_start(), min_part_bytes)]
+    points = split_points(path, jobs, fmt.is_unit_start(), min_part_bytes)
+    return [Part(path, fmt, start, end, continues=start > 0) for start, end in points]
 
 
 def parse_part(part: Part) -> tuple[WorkloadStats, SessionPatterns, Tally]:
@@ -145,8 +161,8 @@ def _run(parts: list[Part], jobs: int, progress: Progress | None, total: int):
 
 
 def _merge_tally(tallies: list[Tally], part: Part, tally: Tally) -> None:
-    """Parts of one file are numbered from 1: shift them by the lines before."""
-    if not tallies or tallies[-1].file != part.path or part.start == 0:
+    """Every part is numbered from 1: one that continues a file is shifted by the lines of the parts before."""
+    if not part.continues:
         tallies.append(tally)
         return
     whole = tallies[-1]

@@ -21,9 +21,10 @@ line that starts a unit of work (statement + DETAIL parameters + continuation
 lines), so an execution is never cut in two across runs.
 
     state = load_state(path)
-    plan = plan_incremental(logs, state)
+    plan = plan_incremental(logs, state, formats)
+    ranges = {read.path: (read.start, read.end) for read in plan.reads}
+    scan = scan_logs(list(ranges), ranges=ranges, formats=formats)  # advisor.workload.ingest
     for read in plan.reads:
-        ... Part(read.path, fmt, read.start, read.end) ...
         update_state(state, read.path, read.end)
     save_state(path, state)
 """
