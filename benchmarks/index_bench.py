@@ -13,7 +13,9 @@ hypothetical indexes in one session:
 - two reference index sets: one single-column index per predicate column, and one index
   per foreign key (TPC-H's spec FKs);
 - the advisor: `advisor.indexes.selection.advise()` for each budget (and each index-count
-  limit); its recommended indexes are re-created here as hypothetical indexes and the
+  limit), once on the 22 queries and once on the 21 without Q20 (whose cost is 99.7 % of
+  the total, so advice for all 22 is advice for Q20; the targets are judged on the
+  second); its recommended indexes are re-created here as hypothetical indexes and the
   22 queries costed again, so every arm is measured the same way in the same run.
 
 The same figures for the `advisor demo` fixture workload follow. Results go to stdout
@@ -222,15 +224,18 @@ def candidate_definition(rec) -> str:
 
 
 def run_advisor(dsn: str, wl: Workload, base: list[float], budget_mb: float | None, max_indexes: int | None,
-                max_width: int, verbose: bool) -> dict:
+                max_width: int, verbose: bool, without: str | None = None) -> dict:
+    """One advice run on the workload (less the query labelled ``without``), costed on all of it."""
     advise, AdvisedQuery, err = load_advise()
-    run: dict = {"budget_mb": budget_mb, "max_indexes": max_indexes, "max_width": max_width}
+    run: dict = {"budget_mb": budget_mb, "max_indexes": max_indexes, "max_width": max_width, "without": without}
     if advise is None:
         return {**run, "error": f"advisor not importable: {err}"}
     from advisor.workload.fingerprint import fingerprint
 
     queries = []
-    for sql, w in zip(wl.sqls, wl.weights):
+    for label, sql, w in zip(wl.labels, wl.sqls, wl.weights):
+        if label == without:
+            continue
         fp = fingerprint(sql)
         queries.append(AdvisedQuery(fp.id, sql, None, w, fp.normalized))
     step = (lambda s: log(f"    advisor: {s}")) if verbose else (lambda _: None)
@@ -322,10 +327,15 @@ def bench_workload(dsn: str, wl: Workload, runs: list[tuple[float | None, int | 
             m = hypo_cost(dsn, wl, definitions)
             result["references"][name] = {**m, "count": len(definitions), **summarize(wl, base, m["costs"])}
     if not args.no_advisor and load_advise()[0] is not None:
-        for budget_mb, max_indexes in runs:
-            label = f"budget {budget_mb:g} MB" if budget_mb is not None else f"max {max_indexes} indexes"
-            with timer(f"{wl.name}: advisor, {label}"):
-                result["advisor"].append(run_advisor(dsn, wl, base, budget_mb, max_indexes, args.max_width, args.verbose))
+        # With the excluded query (Q20: 99.7 % of TPC-H's cost) in the workload, any cost-minimising
+        # advisor spends its budget on it; the "without" figure is the advice for the workload without it.
+        for without in (None, wl.excluded) if wl.excluded else (None,):
+            for budget_mb, max_indexes in runs:
+                label = f"budget {budget_mb:g} MB" if budget_mb is not None else f"max {max_indexes} indexes"
+                label += f", workload without {without}" if without else ""
+                with timer(f"{wl.name}: advisor, {label}"):
+                    result["advisor"].append(run_advisor(dsn, wl, base, budget_mb, max_indexes, args.max_width,
+                                                         args.verbose, without))
     return result
 
 
@@ -349,7 +359,8 @@ def print_summary(title: str, wl: Workload, res: dict) -> None:
         print(f"{REFERENCE_TITLES.get(name, name):<37} {'-':>9} {r['count']:>5} {'-':>8} {r['hypopg_size_bytes'] / MB:>8.1f} {r['rel_all']:>8.3f} "
               f"{_fmt(r.get(key), '.3f', '') if key else '':>10} {'-':>8} {'-':>7}")
     for r in res["advisor"]:
-        arm = "advisor" + (f" (max {r['max_indexes']} idx)" if r.get("max_indexes") is not None else "")
+        arm = "advisor" + (f", without {r['without']}" if r.get("without") else (", all queries" if wl.excluded else ""))
+        arm += f" (max {r['max_indexes']} idx)" if r.get("max_indexes") is not None else ""
         budget = _fmt(r.get("budget_mb"), ".0f")
         if "error" in r:
             print(f"{arm:<37} {budget:>9}  ERROR {r['error'][:120]}")
@@ -364,6 +375,8 @@ def print_per_query(wl: Workload, res: dict) -> None:
     for r in res["advisor"]:
         if "costs" in r:
             label = f"adv {r['budget_mb']:g}MB" if r.get("budget_mb") is not None else f"adv {r['max_indexes']}idx"
+            if r.get("without"):
+                label = label.replace("adv ", "") + "-" + r["without"]
             arms.append((label, r["costs"]))
     width = max(len(lab) for lab in wl.labels) if wl.name == "tpch" else 48
     print(f"\n{wl.name}: cost per query relative to the baseline (1.000 = no help)")
@@ -378,6 +391,7 @@ def print_recommendations(res: dict) -> None:
         if not r.get("recommendations"):
             continue
         label = f"budget {r['budget_mb']:g} MB" if r.get("budget_mb") is not None else f"max {r['max_indexes']} indexes"
+        label += f", workload without {r['without']}" if r.get("without") else ""
         own = r["advisor_cost_after"] / r["advisor_cost_before"] if r.get("advisor_cost_before") else float("nan")
         print(f"\nrecommended at {label} (the advisor's own workload cost: {r['advisor_cost_before']:,.0f} → "
               f"{r['advisor_cost_after']:,.0f}, {own:.3f}):")
@@ -389,7 +403,8 @@ def print_recommendations(res: dict) -> None:
 
 def verdicts(res: dict, sf: float, scaled: bool) -> list[dict]:
     out = []
-    by_budget = {r["budget_nominal_mb"]: r for r in res["advisor"] if "rel_no_q20" in r and r.get("max_indexes") is None}
+    by_budget = {r["budget_nominal_mb"]: r for r in res["advisor"]
+                 if "rel_no_q20" in r and r.get("max_indexes") is None and r.get("without") == "Q20"}
     for t in TARGETS:
         r = by_budget.get(t["budget_mb"])
         v = {**t, "seconds": TARGET_SECONDS, "applies": sf == 1 or scaled}
@@ -401,7 +416,8 @@ def verdicts(res: dict, sf: float, scaled: bool) -> list[dict]:
 
 
 def print_verdicts(vs: list[dict], sf: float, scaled: bool) -> None:
-    print("\ntargets (at SF 1): relative cost without Q20 ≤ 0.42 within 1000 MB, ≤ 0.46 within 680 MB, each in < 10 s")
+    print("\ntargets (at SF 1): relative cost without Q20 ≤ 0.42 within 1000 MB, ≤ 0.46 within 680 MB, each in < 10 s"
+          "\n  (measured on the advice for the 21 queries without Q20)")
     if sf != 1:
         note = (f"budgets scaled by SF {sf:g}: indicative only" if scaled
                 else f"this run is SF {sf:g} with absolute budgets: not comparable (use --scale-budgets, or --sf 1)")

@@ -26,7 +26,8 @@ __all__ = ["Catalog", "Column", "ForeignKey", "Index", "SETTINGS", "Table", "rea
 # The settings the checks and the index advisor read (cost model, memory, plan caching).
 SETTINGS = ("work_mem", "random_page_cost", "seq_page_cost", "effective_cache_size", "track_io_timing",
             "max_connections", "shared_buffers", "default_statistics_target", "plan_cache_mode",
-            "hash_mem_multiplier", "max_parallel_workers", "max_worker_processes")
+            "hash_mem_multiplier", "max_parallel_workers", "max_worker_processes", "cpu_operator_cost",
+            "cpu_index_tuple_cost")
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from advisor.indexes.existing import quote_ident
 
@@ -17,6 +17,7 @@ class IndexCandidate:
     include: tuple[str, ...] = ()
     where: str | None = None  # a partial index's predicate
     method: str = "btree"
+    fillfactor: int | None = None  # 100 on a static table (see candidates.static_table); None: the default
 
     @property
     def name(self) -> str:
@@ -33,6 +34,8 @@ class IndexCandidate:
         text = f"ON {target} USING {self.method} ({keys})"
         if self.include:
             text += f" INCLUDE ({', '.join(quote_ident(c) for c in self.include)})"
+        if self.fillfactor is not None:
+            text += f" WITH (fillfactor = {self.fillfactor})"
         if self.where:
             text += f" WHERE {self.where}"
         return text
@@ -41,7 +44,7 @@ class IndexCandidate:
         return f"CREATE INDEX CONCURRENTLY {quote_ident(self.name)} {self.definition()};"
 
     def extended(self, column: str) -> IndexCandidate:
-        return IndexCandidate(self.table, (*self.columns, column), self.include, self.where, self.method)
+        return replace(self, columns=(*self.columns, column))
 
 
 _ORDER = re.compile(r"^(?P<name>.+?)(?P<order>(?: (?:ASC|DESC))?(?: NULLS (?:FIRST|LAST))?)$")
@@ -82,3 +85,4 @@ class Recommendation:
     queries: tuple[QueryCost, ...]  # the queries whose cost it lowers, before → after
     validated: str  # "hypothetical" (HypoPG), "real index, rolled back" (scratch), "measured" (--verify)
     measured: dict = field(default_factory=dict)  # --verify: fingerprint -> {"before_ms", "after_ms"}
+    write_cost: float = 0.0  # what it adds to the workload's writes, in weighted planner cost (maintenance.py)

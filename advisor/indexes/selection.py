@@ -14,8 +14,18 @@ Additions over Extend as published, each for a reason:
   columns by selectivity, then a range or the sort columns) are moves too, so a
   good composite need not be grown one column at a time through intermediate
   steps that may not pay on their own.
+- Wider moves: a chosen index can also grow by a column its queries only read
+  (a covering key: TPC-H Q17's (l_partkey, l_quantity)), turn into a candidate
+  that starts with its keys (an INCLUDE variant), or merge another candidate's
+  columns with the same leading key into its INCLUDE list (index merging,
+  Chaudhuri and Narasayya, ICDE 1999): one index for two queries' index-only scans.
+- Write overhead: the cost of a configuration is the weighted planner cost of
+  the queries plus what its indexes add to the workload's writes
+  (advisor/indexes/maintenance.py), so an index pays for its upkeep.
 - Lazy re-costing (CELF): a move's last saving per byte bounds its next one, so
-  only moves that reach the top of a heap of bounds are costed again.
+  only moves that reach the top of a heap of bounds are costed again. The bound
+  is not a law (an index can start to pay beside a later pick), so before the
+  search stops every move is costed afresh once.
 - Usable-index filtering: a query is costed only with the indexes it could use
   (one of their columns is one it reads on that table; partial and expression
   indexes always count), so the what-if cache answers for every configuration
@@ -43,17 +53,19 @@ import math
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from advisor.db.catalog import read_catalog
 from advisor.db.connect import connect
 from advisor.indexes.candidates import CandidateSet, workload_candidates
 from advisor.indexes.existing import IndexIssue, index_issues
+from advisor.indexes.maintenance import WriteLoad, workload_writes
 from advisor.indexes.model import AdvisedQuery, IndexCandidate, QueryCost, Recommendation
 from advisor.indexes.whatif import CandidateRejected, QueryNotCosted, WhatIf
 
 Step = Callable[[str], None]
 
+MAX_MERGED_INCLUDE = 5  # INCLUDE columns of a merged index, at most
 SWAP_ROUNDS = 2  # exchanges tried after the greedy (each followed by a greedy fill and a prune)
 SWAP_EVALUATIONS = 60  # configurations costed per exchange round, at most
 
@@ -92,11 +104,13 @@ def advise(
     step(f"generating candidates for {len(queries)} queries")
     found = workload_candidates(queries, catalog, max_width=max_width)
     with WhatIf(dsn, backend=backend, scratch=scratch) as whatif:
-        search = _Search(whatif, queries, found, max_indexes, budget_bytes, min_improvement, max_width)
+        costable, left_out = _costable(whatif, queries)
+        writes = WriteLoad(workload_writes(costable, found, whatif.rows_changed), catalog)
+        search = _Search(whatif, costable, found, writes, max_indexes, budget_bytes, min_improvement, max_width)
         step(f"searching {len(found.candidates)} candidates with the planner's costs")
         chosen = search.run()
         validation = "hypothetical" if backend == "hypopg" else "real index, rolled back"
-        recommendations = _recommendations(whatif, search.queries, chosen, validation)
+        recommendations = _recommendations(whatif, search.queries, chosen, validation, writes)
         before = search.workload_cost(frozenset())
         after = search.workload_cost(frozenset(chosen))
         per_query = tuple(_query_cost(whatif, q, frozenset(), frozenset(chosen)) for q in search.queries)
@@ -109,20 +123,36 @@ def advise(
         seconds=time.perf_counter() - started,
         moot=tuple(found.moot),
         existing_index_findings=tuple(index_issues(catalog)),
-        notes=(*search.notes, *_write_notes(catalog, chosen, queries)),
+        notes=(*left_out, *search.notes, *writes.notes(chosen)),
         validation=validation,
         per_query=per_query,
     )
 
 
+def _costable(whatif: WhatIf, queries: list[AdvisedQuery]) -> tuple[list[AdvisedQuery], list[str]]:
+    """The queries the server will plan; the others (refused, bad parameters, timeout) with why."""
+    kept, notes = [], []
+    for q in queries:
+        try:
+            whatif.cost(q, frozenset())
+        except QueryNotCosted as e:
+            notes.append(f"query {q.fingerprint} left out: {e.cause}")
+        else:
+            kept.append(q)
+    return kept, notes
+
+
 class _Search:
     """Extend with composite candidates and a pruning pass (see the module docstring)."""
 
-    def __init__(self, whatif: WhatIf, queries, found: CandidateSet, max_indexes, budget_bytes, min_improvement, max_width):
+    def __init__(self, whatif: WhatIf, queries, found: CandidateSet, writes: WriteLoad, max_indexes, budget_bytes,
+                 min_improvement, max_width):
         self.whatif = whatif
         self.notes: list[str] = []
-        self.queries = [q for q in queries if found.by_query.get(q.fingerprint) and self._costable(q)]
+        self.queries = [q for q in queries if found.by_query.get(q.fingerprint)]
         self.found = found
+        self.writes = writes
+        self.write_costs: dict[IndexCandidate, float] = {}
         self.rejected: set[IndexCandidate] = set()
         self.max_indexes = max_indexes
         self.budget = budget_bytes
@@ -133,15 +163,7 @@ class _Search:
         self.usable: dict[tuple[str, IndexCandidate], bool] = {}
         self.alone: dict[IndexCandidate, float] = {}  # saving when first costed (see _swap)
         self._words: dict[str, frozenset[str]] = {}
-
-    def _costable(self, q: AdvisedQuery) -> bool:
-        """A query the server will not plan (refused, bad parameters, timeout) is left out, with why."""
-        try:
-            self.whatif.cost(q, frozenset())
-        except QueryNotCosted as e:
-            self.notes.append(f"query {q.fingerprint} left out: {e.cause}")
-            return False
-        return True
+        self._wider: dict[tuple[str, tuple[str, ...]], list[IndexCandidate]] | None = None
 
     def size(self, c: IndexCandidate) -> int:
         if c not in self.sizes:
@@ -149,7 +171,14 @@ class _Search:
         return self.sizes[c]
 
     def workload_cost(self, config: frozenset[IndexCandidate]) -> float:
-        return sum(q.weight * self.whatif.cost(q, self._usable(q, config)) for q in self.queries)
+        """The weighted planner cost of the queries, plus what the indexes add to the workload's writes."""
+        reads = sum(q.weight * self.whatif.cost(q, self._usable(q, config)) for q in self.queries)
+        return reads + sum(self.write_cost(c) for c in config)
+
+    def write_cost(self, c: IndexCandidate) -> float:
+        if c not in self.write_costs:
+            self.write_costs[c] = self.writes.cost(c)
+        return self.write_costs[c]
 
     def _usable(self, q: AdvisedQuery, config: frozenset[IndexCandidate]) -> frozenset[IndexCandidate]:
         """The part of ``config`` the planner could use for ``q``: the others cannot change its plan.
@@ -195,6 +224,13 @@ class _Search:
         """Extend's loop: the best move per byte, until none is left that fits and pays."""
         while self.max_indexes is None or len(chosen) <= self.max_indexes:
             move = self._best_move(chosen, cost)
+            if move is None and self.bounds:
+                # The bounds assume an index saves less as others are added. Not always: an
+                # index can pay only beside a later pick (a supplier index that makes a join
+                # index-only once lineitem has an index on l_suppkey). Before stopping, cost
+                # every move afresh once.
+                self.bounds.clear()
+                move = self._best_move(chosen, cost)
             if move is None:
                 break
             new_cost, replaced, added = move
@@ -240,18 +276,26 @@ class _Search:
         return best[1], cost - best[0]
 
     def _moves(self, chosen: list[IndexCandidate]):
-        """(replaced, added) pairs: new candidates, and chosen indexes extended by one column."""
+        """(replaced, added) pairs: new candidates; chosen indexes extended by one column; and
+        chosen indexes widened into a candidate that starts with the same keys (a covering
+        variant with INCLUDE columns, or a longer composite)."""
         for c in self.found.candidates:
             if c not in chosen and (self.max_indexes is None or len(chosen) < self.max_indexes):
                 yield None, c
         for c in chosen:
-            if len(c.columns) >= self.max_width or c.include or c.where:
+            if c.where:
                 continue
-            for column in self._extensions(c):
-                yield c, c.extended(column)
+            if len(c.columns) < self.max_width and not c.include:
+                for column in self._extensions(c):
+                    yield c, c.extended(column)
+            for d in (*self._widenings(c), *self._merges(c)):
+                if d not in chosen:
+                    yield c, d
 
     def _extensions(self, c: IndexCandidate) -> list[str]:
-        """Columns that queries using the index's leading column also filter, join, sort or group on."""
+        """Columns that queries using the index's leading column also filter, join, sort, group
+        on or read: a read column as the next key makes the scan index-only, as INCLUDE
+        would, and can still serve a range or an order."""
         columns: dict[str, None] = {}
         for uses in self.found.uses.values():
             use = uses.get(c.table)
@@ -259,8 +303,34 @@ class _Search:
                 continue
             attributes = [*use.equality, *use.range, *use.join, *(col for col, _ in use.order), *use.group]
             if c.columns[0] in attributes:
-                columns.update(dict.fromkeys(a for a in attributes if a not in c.columns))
+                columns.update(dict.fromkeys(a for a in (*attributes, *use.read) if a not in c.columns))
         return list(columns)
+
+    def _merges(self, c: IndexCandidate) -> list[IndexCandidate]:
+        """``c`` covering what another candidate with the same leading key also covers: its keys,
+        then the other's key and INCLUDE columns as INCLUDE columns (index merging, Chaudhuri
+        and Narasayya, ICDE 1999): one index serving two queries' index-only scans."""
+        if self._wider is None:
+            self._widenings(c)
+        merged = []
+        for d in self._wider.get((c.table, c.columns[:1]), []):
+            extra = [k for k in (*d.columns, *d.include) if k not in c.columns and k not in c.include]
+            if d.where or not extra or any(_bare(k) is None or _bare(k) != k for k in extra):
+                continue
+            include = tuple(dict.fromkeys((*c.include, *extra)))
+            if len(include) <= MAX_MERGED_INCLUDE:
+                merged.append(replace(c, include=include))
+        return list(dict.fromkeys(merged))
+
+    def _widenings(self, c: IndexCandidate) -> list[IndexCandidate]:
+        """Candidates with ``c``'s keys first and more after them or in INCLUDE."""
+        if self._wider is None:
+            self._wider = {}
+            for d in self.found.candidates:
+                for n in range(1, len(d.columns) + 1):
+                    self._wider.setdefault((d.table, d.columns[:n]), []).append(d)
+        return [d for d in self._wider.get((c.table, c.columns), []) if d != c and not d.where
+                and set(c.include) <= set(d.include) | set(d.columns)]
 
     def _best_move(self, chosen: list[IndexCandidate], cost: float):
         """The move with the most cost saved per byte, among those that save at least the floor.
@@ -329,46 +399,17 @@ def _bare(key: str) -> str | None:
     return name[1:-1].replace('""', '"') if name.startswith('"') else name
 
 
-def _recommendations(whatif: WhatIf, queries: list[AdvisedQuery], chosen: list[IndexCandidate], validation: str) -> tuple[Recommendation, ...]:
+def _recommendations(whatif: WhatIf, queries: list[AdvisedQuery], chosen: list[IndexCandidate], validation: str,
+                     writes: WriteLoad) -> tuple[Recommendation, ...]:
     config = frozenset(chosen)
     helped: dict[IndexCandidate, list[QueryCost]] = {c: [] for c in chosen}
     for q in queries:
         for c in whatif.used(q, config) & config:
             helped[c].append(_query_cost(whatif, q, frozenset(), config))
-    recs = [Recommendation(c, whatif.size(c), tuple(helped[c]), validation) for c in chosen]
-    recs.sort(key=lambda r: -sum(q.weight * (q.cost_before - q.cost_after) for q in r.queries))
+    recs = [Recommendation(c, whatif.size(c), tuple(helped[c]), validation, write_cost=writes.cost(c)) for c in chosen]
+    recs.sort(key=lambda r: r.write_cost - sum(q.weight * (q.cost_before - q.cost_after) for q in r.queries))
     return tuple(recs)
 
 
 def _query_cost(whatif: WhatIf, q: AdvisedQuery, before: frozenset, after: frozenset) -> QueryCost:
     return QueryCost(q.fingerprint, q.normalized, q.weight, whatif.cost(q, before), whatif.cost(q, after))
-
-
-def _write_notes(catalog, chosen: list[IndexCandidate], queries: list[AdvisedQuery]) -> list[str]:
-    """Every index taxes writes; on an updated column it also ends HOT updates of the table."""
-    notes = []
-    for c in chosen:
-        table = catalog.tables.get(c.table)
-        if table is None:
-            continue
-        churn = table.n_tup_upd + table.n_tup_del  # not inserts: those may be the initial load
-        reads = table.seq_scan + table.idx_scan
-        if churn > reads:
-            notes.append(f"{c.name}: {c.table} has had more rows updated and deleted ({churn:,}) than scans ({reads:,}); every write will maintain this index too")
-        if table.n_tup_hot_upd and any(_updates_column(q.sql, c.table, c.columns) for q in queries):
-            notes.append(f"{c.name}: indexes a column that UPDATEs set, so those updates can no longer be HOT ({table.n_tup_hot_upd:,} were)")
-    return notes
-
-
-def _updates_column(sql: str, table: str, columns: tuple[str, ...]) -> bool:
-    import sqlglot
-    from sqlglot import exp
-
-    try:
-        tree = sqlglot.parse_one(sql, read="postgres")
-    except sqlglot.errors.ParseError:
-        return False
-    if not isinstance(tree, exp.Update) or tree.this.name != table.rsplit(".", 1)[-1]:
-        return False
-    assigned = {e.this.name for e in tree.expressions if isinstance(e, exp.EQ) and isinstance(e.this, exp.Column)}
-    return bool(assigned & set(columns))

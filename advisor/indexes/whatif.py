@@ -88,6 +88,7 @@ class CandidateRejected(AdvisorError):
 class _Costed:
     cost: float
     used: frozenset[IndexCandidate]
+    rows_changed: float = 0.0  # rows the plan's ModifyTable takes in: what an INSERT/UPDATE/DELETE writes
 
 
 @dataclass(slots=True)
@@ -216,6 +217,11 @@ class WhatIf:
         config = frozenset(config)
         return self._evaluate(query, config).used & config
 
+    def rows_changed(self, query: AdvisedQuery) -> float:
+        """The rows a data-changing statement writes, by the planner's estimate with today's indexes
+        (0 for a read)."""
+        return self._evaluate(query, frozenset()).rows_changed
+
     def size(self, candidate: IndexCandidate) -> int:
         """Estimated bytes: HypoPG's estimate, or the size of the index built for real."""
         if candidate not in self._sizes:
@@ -309,7 +315,8 @@ class WhatIf:
                 return self._evaluate(query, config)
         names = _index_names(plan["Plan"])
         result = _Costed(float(plan["Plan"]["Total Cost"]),
-                         frozenset(self._by_name[n] for n in names if n in self._by_name))
+                         frozenset(self._by_name[n] for n in names if n in self._by_name),
+                         _rows_changed(plan["Plan"]))
         self._cache[key] = result
         return result
 
@@ -566,6 +573,12 @@ def _walk(node: dict):
     yield node
     for child in node.get("Plans", ()):
         yield from _walk(child)
+
+
+def _rows_changed(plan: dict) -> float:
+    """Rows entering the ModifyTable nodes (at the root, or in a data-changing CTE)."""
+    return sum(float(node["Plans"][0]["Plan Rows"]) for node in _walk(plan)
+               if node["Node Type"] == "ModifyTable" and node.get("Plans"))
 
 
 def _index_names(plan: dict) -> set[str]:

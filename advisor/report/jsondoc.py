@@ -151,8 +151,10 @@ def advice_document(advice) -> dict:
                 "columns": list(r.candidate.columns),
                 "include": list(r.candidate.include),
                 "where": r.candidate.where,
+                "fillfactor": r.candidate.fillfactor,
                 "ddl": r.candidate.ddl(),
                 "estimated_size_bytes": r.estimated_size_bytes,
+                "write_cost": round(r.write_cost, 2),
                 "validated": r.validated,
                 "queries": [
                     {"fingerprint": q.fingerprint, "normalized": q.normalized, "weight": q.weight,

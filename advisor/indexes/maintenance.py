@@ -1,0 +1,137 @@
+"""What a new index costs the workload's writes, in the planner's cost units.
+
+PostgreSQL's planner prices an INSERT, UPDATE or DELETE without the work of keeping
+indexes up to date, so an advisor that only compares plan costs would add indexes for
+free. Here every index entry written is charged as one page dirtied (``seq_page_cost``)
+plus the comparisons that find its place (``cpu_operator_cost`` per level of a binary
+search over the table's rows) and the entry itself (``cpu_index_tuple_cost``):
+
+- each row an INSERT (or MERGE … INSERT) writes adds an entry to every index;
+- an UPDATE that is already not HOT (it sets a column some index of the table covers)
+  adds an entry to every index, the new one too;
+- an UPDATE that is HOT today stays HOT unless the new index covers a column it sets;
+  then the update writes an entry to every index of the table, the old ones too, and
+  the whole of that is charged to the new index — and said, since HOT updates are lost;
+- a DELETE leaves its entries to VACUUM: not charged.
+
+Rows are the planner's estimate for the statement (its ModifyTable's input) times the
+statement's weight in the workload, as read costs are weighted. Writes the workload does
+not contain (a log of slow statements only) cannot be charged; notes say where the
+table's own counters show such traffic.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from advisor.db.catalog import Catalog, Table
+from advisor.indexes.candidates import CandidateSet
+from advisor.indexes.model import AdvisedQuery, IndexCandidate
+
+_DEFAULTS = {"seq_page_cost": 1.0, "cpu_operator_cost": 0.0025, "cpu_index_tuple_cost": 0.005}
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """One data-changing statement of the workload on one table."""
+
+    fingerprint: str
+    table: str  # "schema.name"
+    kind: str  # "insert", "update", "delete", "merge"
+    rows: float  # rows written per execution (planner estimate) × the statement's weight
+    assigned: frozenset[str]  # columns an UPDATE sets
+
+
+class WriteLoad:
+    """The workload's writes, and what each candidate index would add to them."""
+
+    def __init__(self, writes: Iterable[Write], catalog: Catalog) -> None:
+        self.catalog = catalog
+        self.by_table: dict[str, list[Write]] = {}
+        for w in writes:
+            self.by_table.setdefault(w.table, []).append(w)
+
+    def cost(self, candidate: IndexCandidate) -> float:
+        """The maintenance the index adds to the workload's writes (0 for a table it does not write)."""
+        writes = self.by_table.get(candidate.table)
+        table = self.catalog.tables.get(candidate.table)
+        if not writes or table is None:
+            return 0.0
+        entries = 0.0
+        for w in writes:
+            if w.kind == "insert" or (w.kind == "merge" and not w.assigned):
+                entries += w.rows
+            elif w.kind in ("update", "merge"):
+                if not _hot(w, table):
+                    entries += w.rows
+                elif w.assigned & _columns(candidate, table):
+                    entries += w.rows * (1 + len(table.indexes))
+        return entries * _entry_cost(table, self.catalog.settings)
+
+    def ends_hot(self, candidate: IndexCandidate) -> list[Write]:
+        """The updates that are HOT today and would not be with ``candidate``."""
+        table = self.catalog.tables.get(candidate.table)
+        if table is None:
+            return []
+        return [w for w in self.by_table.get(candidate.table, ()) if w.kind in ("update", "merge")
+                and w.assigned and _hot(w, table) and w.assigned & _columns(candidate, table)]
+
+    def notes(self, chosen: Iterable[IndexCandidate]) -> list[str]:
+        """What the recommendations do to writes, in words."""
+        notes = []
+        for c in chosen:
+            lost = self.ends_hot(c)
+            table = self.catalog.tables.get(c.table)
+            if lost and table is not None:
+                columns = ", ".join(sorted(set().union(*(w.assigned & _columns(c, table) for w in lost))))
+                notes.append(f"{c.name}: covers {columns}, which {len(lost)} UPDATE statement(s) of the workload set, "
+                             "so those updates can no longer be HOT; its write cost includes every index entry they will write")
+            if table is not None and c.table not in self.by_table and table.n_tup_upd + table.n_tup_del > table.seq_scan + table.idx_scan:
+                churn = table.n_tup_upd + table.n_tup_del
+                notes.append(f"{c.name}: {c.table} has had more rows updated and deleted ({churn:,}) than scans; the workload "
+                             "holds none of those writes, so this index's write cost is not counted")
+        return notes
+
+
+def workload_writes(queries: Iterable[AdvisedQuery], found: CandidateSet,
+                    rows_changed: Callable[[AdvisedQuery], float]) -> list[Write]:
+    """Every (statement, table it writes) of the workload, with its weighted rows."""
+    writes = []
+    for q in queries:
+        for table, use in found.uses.get(q.fingerprint, {}).items():
+            if use.write:
+                writes.append(Write(q.fingerprint, table, use.write, q.weight * rows_changed(q), frozenset(use.assigned)))
+    return writes
+
+
+def _hot(w: Write, table: Table) -> bool:
+    """An UPDATE that can be HOT today: it sets no column an existing index covers."""
+    covered = set()
+    for index in table.indexes:
+        covered |= _index_columns(index.columns, index.include, index.predicate, table)
+    return not (w.assigned & covered)
+
+
+def _columns(c: IndexCandidate, table: Table) -> frozenset[str]:
+    return _index_columns(c.columns, c.include, c.where, table)
+
+
+def _index_columns(keys, include, predicate, table: Table) -> frozenset[str]:
+    """The table columns an index reads: keys (columns inside expressions too), INCLUDE, predicate."""
+    words = re.findall(r'"((?:[^"]|"")+)"|([A-Za-z_][A-Za-z0-9_$]*)', " ".join([*keys, *include, predicate or ""]))
+    names = {quoted.replace('""', '"') or bare for quoted, bare in words}
+    return frozenset(names & set(table.columns))
+
+
+def _entry_cost(table: Table, settings: dict[str, str]) -> float:
+    def setting(name: str) -> float:
+        try:
+            return float(settings.get(name, _DEFAULTS[name]))
+        except ValueError:
+            return _DEFAULTS[name]
+
+    levels = math.log2(max(table.rows, 2.0))
+    return setting("seq_page_cost") + setting("cpu_index_tuple_cost") + setting("cpu_operator_cost") * levels
