@@ -21,6 +21,7 @@ from advisor import __version__
 from advisor.errors import AdvisorError
 from advisor.checks.config import DEFAULT
 from advisor.findings import Severity
+from advisor.indexes.model import MIN_IMPROVEMENT
 from advisor.report.jsondoc import advice_document, scan_document, workload_document
 from advisor.report.markdown import scan_markdown
 from advisor.report.migration import advice_migration
@@ -233,12 +234,13 @@ def suggest_indexes(
     log_line_prefix: Annotated[Optional[str], typer.Option("--log-line-prefix")] = None,
     max_indexes: Annotated[Optional[int], typer.Option("--max-indexes", min=1, help="At most this many new indexes.")] = None,
     budget_mb: Annotated[Optional[float], typer.Option("--budget-mb", min=0.0, help="At most this much new index, by HypoPG's size estimates.")] = None,
-    min_improvement: Annotated[float, typer.Option("--min-improvement", min=0.0, help="A pick must lower the workload's cost by at least this % of what it is before that pick.")] = 1.0,
+    min_improvement: Annotated[float, typer.Option("--min-improvement", min=0.0, help="A pick must lower the workload's cost by at least this % of what it is before that pick.")] = MIN_IMPROVEMENT,
     max_width: Annotated[int, typer.Option("--max-width", min=1, max=8, help="Columns per index at most.")] = 3,
     weight: Annotated[Weight, typer.Option("--weight", help="Weigh each query by its calls or its total time.")] = Weight.calls,
     max_queries: Annotated[int, typer.Option("--max-queries", min=1, help="The top queries by total time that are costed.")] = 200,
     scratch: Annotated[bool, typer.Option("--scratch", help="This database is a scratch copy: without HypoPG, real indexes are built in a transaction that is rolled back.")] = False,
     verify: Annotated[bool, typer.Option("--verify", help="With --scratch: build the picks for real (rolled back) and measure the queries before and after.")] = False,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, max=16, help="Sessions that cost index configurations in parallel (HypoPG); the advice is the same for any number.")] = 2,
     output_format: Annotated[AdviceFormat, typer.Option("--format")] = AdviceFormat.text,
     output: Annotated[Optional[Path], typer.Option("--output", "-o")] = None,
 ) -> None:
@@ -256,7 +258,7 @@ def suggest_indexes(
         advice = advise_workload(
             dsn, queries, max_indexes=max_indexes, budget_bytes=None if budget_mb is None else int(budget_mb * 1024 * 1024),
             min_improvement=min_improvement, max_width=max_width, scratch=scratch, verify=verify,
-            step=step,
+            sessions=jobs, step=step,
         )  # fmt: skip
     if output_format is AdviceFormat.json:
         _emit_json(advice_document(advice), output)

@@ -10,6 +10,7 @@ from advisor.db.catalog import read_catalog
 from advisor.indexes.candidates import selectivity, static_table
 from advisor.indexes.model import AdvisedQuery
 from advisor.indexes.selection import advise
+from advisor.indexes.whatif import WhatIf
 from advisor.workload.fingerprint import fingerprint
 
 MB = 1024 * 1024
@@ -175,3 +176,31 @@ def test_char_n_values_match_their_padded_statistics(dsn):
     # pg_stats prints char(10) values padded ('AIR       '); the literal in a query is 'AIR'
     assert selectivity("mode", table, ("AIR",)) == pytest.approx(0.3, abs=0.03)
     assert selectivity("mode", table, ("AIR", "RAIL")) == pytest.approx(0.6, abs=0.03)
+
+
+WORKLOAD = ((AVG_QUANTITY, 100), (BY_SUPPLIER, 5), (SHIPPED_PRICE, 10), (SHIPPED_QUANTITY, 10), (BY_ACCOUNT, 3),
+            (BY_STATUS, 7), (INSERT_EVENT, 2))
+
+
+def test_parallel_sessions_give_the_same_advice(dsn):
+    one = advise(dsn, queries(*WORKLOAD), sessions=1)
+    three = advise(dsn, queries(*WORKLOAD), sessions=3)
+    assert [r.candidate for r in three.recommendations] == [r.candidate for r in one.recommendations]
+    assert three.workload_cost_after == one.workload_cost_after
+    assert [(q.cost_before, q.cost_after) for q in three.per_query] == [(q.cost_before, q.cost_after) for q in one.per_query]
+
+
+def test_prefetched_costs_are_the_ones_cost_would_compute(dsn):
+    qs = queries(*WORKLOAD)
+    with psycopg.connect(dsn) as conn:
+        catalog = read_catalog(conn)
+    from advisor.indexes.candidates import workload_candidates
+
+    configs = [frozenset([c]) for c in workload_candidates(qs, catalog).candidates[:6]]
+    with WhatIf(dsn, sessions=3) as parallel, WhatIf(dsn) as serial:
+        parallel.prefetch((q, config) for config in configs for q in qs)
+        calls = parallel.whatif_calls
+        assert calls >= len(qs)  # the helpers' EXPLAINs are counted
+        assert [parallel.cost(q, config) for config in configs for q in qs] == \
+               [serial.cost(q, config) for config in configs for q in qs]
+        assert parallel.whatif_calls == calls  # every answer came from the cache

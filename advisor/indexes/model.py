@@ -8,6 +8,9 @@ from dataclasses import dataclass, field, replace
 from advisor.indexes.existing import quote_ident
 
 
+MIN_IMPROVEMENT = 0.5  # the % of the workload's cost (before a pick) a pick must save, by default
+
+
 @dataclass(frozen=True, slots=True)
 class IndexCandidate:
     """An index that could exist: what the what-if engine creates and the selection picks."""

@@ -60,12 +60,13 @@ from advisor.db.connect import connect
 from advisor.indexes.candidates import CandidateSet, workload_candidates
 from advisor.indexes.existing import IndexIssue, index_issues
 from advisor.indexes.maintenance import WriteLoad, workload_writes
-from advisor.indexes.model import AdvisedQuery, IndexCandidate, QueryCost, Recommendation
+from advisor.indexes.model import MIN_IMPROVEMENT, AdvisedQuery, IndexCandidate, QueryCost, Recommendation
 from advisor.indexes.whatif import CandidateRejected, QueryNotCosted, WhatIf
 
 Step = Callable[[str], None]
 
 MAX_MERGED_INCLUDE = 5  # INCLUDE columns of a merged index, at most
+PREFETCH_AHEAD = 3  # moves costed ahead, beside the one on top of the heap (see _prefetch)
 SWAP_ROUNDS = 2  # exchanges tried after the greedy (each followed by a greedy fill and a prune)
 SWAP_EVALUATIONS = 60  # configurations costed per exchange round, at most
 
@@ -90,10 +91,11 @@ def advise(
     *,
     max_indexes: int | None = None,
     budget_bytes: int | None = None,
-    min_improvement: float = 0.0,
+    min_improvement: float = MIN_IMPROVEMENT,
     max_width: int = 3,
     backend: str = "hypopg",
     scratch: bool = False,
+    sessions: int = 2,
     step: Step = lambda _: None,
 ) -> Advice:
     """The set of indexes that lowers the workload's cost most within the limits."""
@@ -103,7 +105,7 @@ def advise(
         catalog = read_catalog(conn)
     step(f"generating candidates for {len(queries)} queries")
     found = workload_candidates(queries, catalog, max_width=max_width)
-    with WhatIf(dsn, backend=backend, scratch=scratch) as whatif:
+    with WhatIf(dsn, backend=backend, scratch=scratch, sessions=sessions) as whatif:
         costable, left_out = _costable(whatif, queries)
         writes = WriteLoad(workload_writes(costable, found, whatif.rows_changed), catalog)
         search = _Search(whatif, costable, found, writes, max_indexes, budget_bytes, min_improvement, max_width)
@@ -347,10 +349,12 @@ class _Search:
         order = itertools.count()
         heap = [(-self.bounds.get(move, math.inf), next(order), move) for move in self._moves(chosen) if move[1] not in self.rejected]
         heapq.heapify(heap)
+        self._prefetch([m for b, _, m in heap if b == -math.inf], chosen, current)  # never costed: all will be
         while heap:
             bound, _, move = heapq.heappop(heap)
             if -bound <= 0:
                 return None
+            self._prefetch([move, *(m for _, _, m in heapq.nsmallest(PREFETCH_AHEAD, heap))], chosen, current)
             found = self._evaluate(move, chosen, cost, current)
             if found is None:  # no room in the budget (until a pick is dropped), or rejected
                 continue
@@ -365,14 +369,28 @@ class _Search:
             heapq.heappush(heap, (-ratio, next(order), move))
         return None
 
+    def _prefetch(self, moves, chosen: list[IndexCandidate], current: int) -> None:
+        """Have the what-if engine cost these moves' configurations ahead, in parallel sessions."""
+        try:
+            configs = [_after(m, chosen) for m in moves if self._growth(m, current) is not None]
+        except CandidateRejected:
+            return  # met again, and recorded, when the move itself is evaluated
+        self.whatif.prefetch((q, self._usable(q, config)) for config in configs for q in self.queries)
+
+    def _growth(self, move, current: int) -> int | None:
+        """The bytes a move adds, or None when they do not fit the budget."""
+        replaced, added = move
+        grown = self.size(added) - (self.size(replaced) if replaced else 0)
+        return None if self.budget is not None and current + grown > self.budget else grown
+
     def _evaluate(self, move, chosen: list[IndexCandidate], cost: float, current: int) -> tuple[float, float] | None:
         """(saving per byte, the workload's cost after the move), or None if it cannot be made."""
         replaced, added = move
         try:
-            grown = self.size(added) - (self.size(replaced) if replaced else 0)
-            if self.budget is not None and current + grown > self.budget:
+            grown = self._growth(move, current)
+            if grown is None:
                 return None
-            new_cost = self.workload_cost(frozenset([*(c for c in chosen if c != replaced), added]))
+            new_cost = self.workload_cost(_after(move, chosen))
         except CandidateRejected as e:  # the server would not build it: never offer it again
             self.rejected.add(added)
             self.notes.append(f"candidate {added.definition()} rejected by the server: {e.cause}")
@@ -389,6 +407,12 @@ class _Search:
             if new_cost <= cost * (1 + 1e-9):
                 chosen, cost = without, min(cost, new_cost)
         return chosen, cost
+
+
+def _after(move, chosen: list[IndexCandidate]) -> frozenset[IndexCandidate]:
+    """The configuration a (replaced, added) move leads to."""
+    replaced, added = move
+    return frozenset([*(c for c in chosen if c != replaced), added])
 
 
 def _bare(key: str) -> str | None:

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
 
@@ -138,7 +139,7 @@ class WhatIf:
     """
 
     def __init__(self, dsn: str, *, backend: Backend = "hypopg", scratch: bool = False,
-                 statement_timeout_ms: int = 30_000) -> None:
+                 statement_timeout_ms: int = 30_000, sessions: int = 1) -> None:
         if backend not in ("hypopg", "real"):
             raise ValueError(f"unknown what-if backend {backend!r}: 'hypopg' or 'real'")
         if backend == "real" and not scratch:
@@ -160,6 +161,8 @@ class WhatIf:
         self._present: dict[IndexCandidate, _Index] = {}  # hypothetical now, or built in our transaction
         self._by_name: dict[str, IndexCandidate] = {}
         self._built = 0  # real backend: names advisor_whatif_<n>
+        self._sessions = max(1, sessions) if backend == "hypopg" else 1  # see prefetch()
+        self._helpers: list[WhatIf] | None = None
         self._session = _Session(dsn, statement_timeout_ms)  # AdvisorConnectionError if it fails
         # The same EXPLAIN text runs under many configurations: never let psycopg prepare it server-side.
         self._session.conn.prepare_threshold = None
@@ -182,6 +185,8 @@ class WhatIf:
 
     def close(self) -> None:
         """Remove every hypothetical index (or roll the scratch transaction back) and disconnect."""
+        for helper in self._helpers or ():
+            helper.close()
         if self._session.conn.closed:
             return
         try:
@@ -216,6 +221,71 @@ class WhatIf:
         """The members of ``config`` that the plan uses."""
         config = frozenset(config)
         return self._evaluate(query, config).used & config
+
+    def prefetch(self, pairs: Iterable[tuple[AdvisedQuery, frozenset[IndexCandidate]]]) -> None:
+        """Cost (query, configuration) pairs ahead of need, spread over ``sessions`` sessions
+        that plan in parallel; the answers land in the cache, so later calls find them there.
+
+        Only the wall time changes: every answer is the one a call of cost() would have got,
+        and the search that asks stays sequential and deterministic. HypoPG only (the scratch
+        backend's indexes exist in one session's transaction); a helper session that fails
+        is dropped, and its share is left for cost() to do.
+        """
+        if self._sessions < 2:
+            return
+        misses: dict[tuple, tuple[AdvisedQuery, frozenset[IndexCandidate]]] = {}
+        for query, config in pairs:
+            try:
+                info = self._query(query)
+            except QueryNotCosted:
+                continue
+            key = (info.key, self._relevant(config, info.tables))
+            if key not in self._cache:
+                misses.setdefault(key, (query, config))
+        if len(misses) < 2:
+            return
+        helpers = self._start_helpers()
+        work = list(misses.values())
+        shares = [work[i::len(helpers) + 1] for i in range(len(helpers) + 1)]
+        with ThreadPoolExecutor(len(helpers)) as pool:
+            running = [pool.submit(h._cost_all, share) for h, share in zip(helpers, shares[1:])]
+            self._cost_all(shares[0])
+            for helper, done in zip(helpers, running):
+                if done.result():
+                    self._adopt(helper)
+                else:
+                    helper.close()
+                    self._helpers.remove(helper)
+
+    def _start_helpers(self) -> list[WhatIf]:
+        if self._helpers is None:
+            self._helpers = []
+            for _ in range(self._sessions - 1):
+                try:
+                    self._helpers.append(WhatIf(self._dsn, statement_timeout_ms=self._timeout_ms))
+                except AdvisorError:
+                    break  # too few connections left: go on with those we have
+        return self._helpers
+
+    def _cost_all(self, pairs: list[tuple[AdvisedQuery, frozenset[IndexCandidate]]]) -> bool:
+        """Cost each pair (for the cache); False if this session broke on the way."""
+        for query, config in pairs:
+            try:
+                self._evaluate(query, config)
+            except (QueryNotCosted, CandidateRejected):
+                continue  # cached, or to be met again by whoever asks for it
+            except (AdvisorError, psycopg.Error):
+                return False
+        return True
+
+    def _adopt(self, helper: WhatIf) -> None:
+        """Take a helper's new answers and counts. Keys name queries and candidates, never
+        session-local oids, so an answer from any session holds in every other."""
+        self._cache.update(helper._cache)
+        helper._cache.clear()
+        self.whatif_calls += helper.whatif_calls
+        self.whatif_ms += helper.whatif_ms
+        helper.whatif_calls, helper.whatif_ms = 0, 0.0
 
     def rows_changed(self, query: AdvisedQuery) -> float:
         """The rows a data-changing statement writes, by the planner's estimate with today's indexes
