@@ -75,8 +75,8 @@ def test_append_reads_only_the_new_part(tmp_path):
                                                                            "SELECT * FROM t6 WHERE id = $1"}
 
 
-def test_scan_logs_reads_only_the_range_and_numbers_its_lines_from_the_start(tmp_path):
-    """Bad lines of a range are numbered from its start: line 1 is the line at ``start``."""
+def test_scan_logs_reads_only_the_range_and_keeps_file_line_numbers(tmp_path):
+    """A range reads only its bytes; its bad lines keep their line numbers in the whole file."""
     log = tmp_path / "postgresql.log"
     before = line(1) + "garbage before\n" + line(2)
     after = line(5)  # past the end of the range
@@ -90,9 +90,8 @@ def test_scan_logs_reads_only_the_range_and_numbers_its_lines_from_the_start(tmp
         w = build_workload(scan)
         assert w.statements == 2 and w.lines == 5 and w.skipped_count == 2
         assert {q.normalized for q in w.queries} == {"SELECT * FROM t3 WHERE id = $1", "SELECT $1"}
-        assert [(s.file, s.line, s.text) for s in w.skipped] == [(path, 2, "garbage in"), (path, 5, "more garbage")]
-        lines_before = before.count("\n")
-        assert [s.line + lines_before for s in w.skipped] == [s.line for s in whole.skipped if s.line > lines_before]
+        assert [(s.file, s.line, s.text) for s in w.skipped] == [(path, 5, "garbage in"), (path, 8, "more garbage")]
+        assert [s.line for s in w.skipped] == [s.line for s in whole.skipped if s.line > before.count("\n")]
 
 
 def test_partial_last_line_waits_until_complete(tmp_path):

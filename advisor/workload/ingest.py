@@ -84,8 +84,8 @@ def scan_logs(
     """Parse the logs, split into parts for ``jobs`` workers, and merge what they found in file order.
 
     ``ranges`` (path → (start, end)) reads only those bytes of a file, as offsets.plan_incremental
-    plans them: ``start`` must begin a line, and lines are numbered from there (line 1 is the one at
-    ``start``). ``formats`` (path → LogFormat) are used instead of sniffing, so a range is parsed in the
+    plans them: ``start`` must begin a line. Skipped lines keep their line numbers in the whole
+    file, so a report can send the reader to them. ``formats`` (path → LogFormat) are used instead of sniffing, so a range is parsed in the
     format it was planned with. Paths are matched as they come out of glob expansion.
     """
     files = [_spool_stdin() if path == "-" else path for path in expand(paths)]
@@ -100,8 +100,21 @@ def scan_logs(
     for part, (stats, patterns, tally) in zip(parts, results):
         scan.stats.merge(stats)
         scan.patterns.merge(patterns)
+        if part.start and not part.continues and tally.skipped:  # a range: number its lines in the file
+            offset = _lines_before(part.path, part.start)
+            tally.skipped = [replace(s, line=s.line + offset) for s in tally.skipped]
         _merge_tally(scan.tallies, part, tally)
     return scan
+
+
+def _lines_before(path: str, offset: int) -> int:
+    """Newlines in the first ``offset`` bytes of an uncompressed file (read only when a range has bad lines)."""
+    count = 0
+    with open(path, "rb") as f:
+        while offset > 0 and (block := f.read(min(offset, 1 << 20))):
+            count += block.count(b"\n")
+            offset -= len(block)
+    return count
 
 
 def _spool_stdin() -> str:
