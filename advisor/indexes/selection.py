@@ -312,10 +312,8 @@ class _Search:
         """``c`` covering what another candidate with the same leading key also covers: its keys,
         then the other's key and INCLUDE columns as INCLUDE columns (index merging, Chaudhuri
         and Narasayya, ICDE 1999): one index serving two queries' index-only scans."""
-        if self._wider is None:
-            self._widenings(c)
         merged = []
-        for d in self._wider.get((c.table, c.columns[:1]), []):
+        for d in self._starting_with(c.table, c.columns[:1]):
             extra = [k for k in (*d.columns, *d.include) if k not in c.columns and k not in c.include]
             if d.where or not extra or any(_bare(k) is None or _bare(k) != k for k in extra):
                 continue
@@ -326,13 +324,17 @@ class _Search:
 
     def _widenings(self, c: IndexCandidate) -> list[IndexCandidate]:
         """Candidates with ``c``'s keys first and more after them or in INCLUDE."""
+        return [d for d in self._starting_with(c.table, c.columns) if d != c and not d.where
+                and set(c.include) <= set(d.include) | set(d.columns)]
+
+    def _starting_with(self, table: str, keys: tuple[str, ...]) -> list[IndexCandidate]:
+        """The candidates on ``table`` whose key columns start with ``keys``."""
         if self._wider is None:
             self._wider = {}
             for d in self.found.candidates:
                 for n in range(1, len(d.columns) + 1):
                     self._wider.setdefault((d.table, d.columns[:n]), []).append(d)
-        return [d for d in self._wider.get((c.table, c.columns), []) if d != c and not d.where
-                and set(c.include) <= set(d.include) | set(d.columns)]
+        return self._wider.get((table, keys), [])
 
     def _best_move(self, chosen: list[IndexCandidate], cost: float):
         """The move with the most cost saved per byte, among those that save at least the floor.
