@@ -60,24 +60,14 @@ class WriteLoad:
         table = self.catalog.tables.get(candidate.table)
         if not writes or table is None:
             return 0.0
-        entries = 0.0
-        for w in writes:
-            if w.kind == "insert" or (w.kind == "merge" and not w.assigned):
-                entries += w.rows
-            elif w.kind in ("update", "merge"):
-                if not _hot(w, table):
-                    entries += w.rows
-                elif w.assigned & _columns(candidate, table):
-                    entries += w.rows * (1 + len(table.indexes))
-        return entries * _entry_cost(table, self.catalog.settings)
+        return sum(_entries(w, candidate, table) for w in writes) * _entry_cost(table, self.catalog.settings)
 
     def ends_hot(self, candidate: IndexCandidate) -> list[Write]:
         """The updates that are HOT today and would not be with ``candidate``."""
         table = self.catalog.tables.get(candidate.table)
         if table is None:
             return []
-        return [w for w in self.by_table.get(candidate.table, ()) if w.kind in ("update", "merge")
-                and w.assigned and _hot(w, table) and w.assigned & _columns(candidate, table)]
+        return [w for w in self.by_table.get(candidate.table, ()) if _ends_hot(w, candidate, table)]
 
     def notes(self, chosen: Iterable[IndexCandidate]) -> list[str]:
         """What the recommendations do to writes, in words."""
@@ -105,6 +95,20 @@ def workload_writes(queries: Iterable[AdvisedQuery], found: CandidateSet,
             if use.write:
                 writes.append(Write(q.fingerprint, table, use.write, q.weight * rows_changed(q), frozenset(use.assigned)))
     return writes
+
+
+def _entries(w: Write, c: IndexCandidate, table: Table) -> float:
+    """The entries of ``c`` (and, when it ends HOT, of every index of the table) that ``w`` writes."""
+    if w.kind == "delete":
+        return 0.0
+    if not w.assigned or not _hot(w, table):  # an insert, or an update that already writes every index
+        return w.rows
+    return w.rows * (1 + len(table.indexes)) if _ends_hot(w, c, table) else 0.0
+
+
+def _ends_hot(w: Write, c: IndexCandidate, table: Table) -> bool:
+    """An UPDATE that is HOT today and sets a column ``c`` would cover."""
+    return bool(w.assigned) and _hot(w, table) and bool(w.assigned & _columns(c, table))
 
 
 def _hot(w: Write, table: Table) -> bool:
