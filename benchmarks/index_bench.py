@@ -244,9 +244,6 @@ def run_advisor(dsn: str, wl: Workload, base: list[float], budget_mb: float | No
         advice = advise(dsn, queries, max_indexes=max_indexes,
                         budget_bytes=int(budget_mb * MB) if budget_mb is not None else None,
                         max_width=max_width, step=step)
-    except TypeError:  # an advise() without step=
-        advice = advise(dsn, queries, max_indexes=max_indexes,
-                        budget_bytes=int(budget_mb * MB) if budget_mb is not None else None, max_width=max_width)
     except Exception as e:  # noqa: BLE001 - one failing run must not end the benchmark
         return {**run, "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(),
                 "wall_seconds": round(time.perf_counter() - t0, 3)}
@@ -530,7 +527,9 @@ def main() -> int:
         for r in res["advisor"]:
             r["budget_nominal_mb"] = r["budget_mb"] / factor if r.get("budget_mb") is not None else None
         total_mb = sum(s["table_bytes"] + s["index_bytes"] for s in sizes.values()) / MB
-        title = f"TPC-H SF {sf:g} ({total_mb:,.0f} MB of tables and primary keys), 22 queries"
+        visible = min(s["all_visible"] for s in sizes.values())
+        title = (f"TPC-H SF {sf:g} ({total_mb:,.0f} MB of tables and primary keys, "
+                 f"{visible:.0%} of pages all-visible or more), 22 queries")
         src = advisor_source()
         print(f"advisor code: commit {src['commit'] or '?'}"
               + (f" + {len(src['uncommitted'])} uncommitted file(s)" if src["uncommitted"] else "")

@@ -6,7 +6,10 @@ from that path with ``LOAD '<path>'`` and auto-install/auto-load are switched of
 nothing is ever downloaded at run time. ``CALL dbgen(sf=…)`` builds the eight tables in
 DuckDB; each table (lineitem and orders in several slices) is written to a CSV file in a
 temp dir and streamed into PostgreSQL with ``COPY … FROM STDIN`` on parallel connections;
-primary keys come after the load, then ``ANALYZE``.
+primary keys come after the load, then ``VACUUM ANALYZE``. Autovacuum is off on the tables
+while they load: an auto-ANALYZE that starts mid-load holds a snapshot older than the later
+COPYs, so the final VACUUM could not mark their pages all-visible, and the planner would
+then price every index-only scan with heap fetches, differently on every load.
 
 Usable alone: ``python benchmarks/tpch.py --sf 0.1 --dsn postgresql://…/tpch`` loads a
 database; ``--queries`` writes the PostgreSQL query texts (benchmarks/tpch_queries.sql).
@@ -200,7 +203,7 @@ def load(dsn: str, sf: float, workdir: Path, jobs: int | None = None, keep_csv: 
     with psycopg.connect(dsn, autocommit=True) as conn:
         for table, columns in TABLES.items():
             conn.execute(f"DROP TABLE IF EXISTS {table} CASCADE")
-            conn.execute(f"CREATE TABLE {table} ({columns})")
+            conn.execute(f"CREATE TABLE {table} ({columns}) WITH (autovacuum_enabled = off)")
     # Largest files first so the long COPY streams start early.
     files.sort(key=lambda tp: tp[1].stat().st_size, reverse=True)
     with ThreadPoolExecutor(jobs) as pool:
@@ -224,17 +227,21 @@ def load(dsn: str, sf: float, workdir: Path, jobs: int | None = None, keep_csv: 
 
     t0 = time.perf_counter()
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("VACUUM ANALYZE")
+        conn.execute(f"VACUUM ANALYZE {', '.join(TABLES)}")
+        for table in TABLES:
+            conn.execute(f"ALTER TABLE {table} RESET (autovacuum_enabled)")
     timings["analyze"] = time.perf_counter() - t0
     return timings
 
 
-def table_sizes(dsn: str) -> dict[str, dict[str, int]]:
+def table_sizes(dsn: str) -> dict[str, dict]:
+    """Rows, bytes and the share of pages marked all-visible (what index-only scans are priced by)."""
     with psycopg.connect(dsn) as conn:
         rows = conn.execute(
-            "SELECT c.relname, c.reltuples::bigint, pg_table_size(c.oid), pg_indexes_size(c.oid) "
+            "SELECT c.relname, c.reltuples::bigint, pg_table_size(c.oid), pg_indexes_size(c.oid), "
+            "round(c.relallvisible::numeric / greatest(c.relpages, 1), 3)::float "
             "FROM pg_class c WHERE c.relname = ANY(%s) AND c.relkind = 'r'", (list(TABLES),)).fetchall()
-    return {r[0]: {"rows": r[1], "table_bytes": r[2], "index_bytes": r[3]} for r in rows}
+    return {r[0]: {"rows": r[1], "table_bytes": r[2], "index_bytes": r[3], "all_visible": r[4]} for r in rows}
 
 
 # --- the queries ---------------------------------------------------------------------------------
