@@ -59,18 +59,23 @@ def sizes(dsn: str, *definitions: str) -> list[int]:
     return out
 
 
+def vacuum_until_all_visible(conn: psycopg.Connection, table: str) -> None:
+    """Index-only scans are costed by the visibility map. The first VACUUM after a bulk load (or one
+    that overlaps autovacuum's own pass) can leave pages unmarked: vacuum until every page is marked."""
+    for _ in range(10):
+        pages, visible = conn.execute("SELECT relpages, relallvisible FROM pg_class WHERE oid = %s::regclass",
+                                      (table,)).fetchone()
+        if visible >= pages:
+            return
+        conn.execute(f"VACUUM {table}")
+    pytest.fail(f"VACUUM did not mark {table}'s pages all-visible")
+
+
 @pytest.fixture(scope="module")
 def dsn(schema_conn, pg_dsn, pg_cluster):
     if not pg_cluster.has_hypopg:
         pytest.fail("HypoPG is not installed on the test server: run scripts/setup.sh")
-    # Index-only scans are costed by the visibility map. A VACUUM that overlaps autovacuum's
-    # own pass over the fresh table can leave it unset; vacuum again until every page is all-visible.
-    for _ in range(10):
-        pages, visible = schema_conn.execute(
-            "SELECT relpages, relallvisible FROM pg_class WHERE oid = 'items'::regclass").fetchone()
-        if visible >= pages:
-            break
-        schema_conn.execute("VACUUM items")
+    vacuum_until_all_visible(schema_conn, "items")
     # The load's counters reach pg_stat_user_tables when the session flushes them, possibly after
     # ANALYZE reset n_mod_since_analyze: flush them first, then ANALYZE, so the tables look static.
     schema_conn.execute("SELECT pg_stat_force_next_flush()")
@@ -204,3 +209,22 @@ def test_prefetched_costs_are_the_ones_cost_would_compute(dsn):
         assert [parallel.cost(q, config) for config in configs for q in qs] == \
                [serial.cost(q, config) for config in configs for q in qs]
         assert parallel.whatif_calls == calls  # every answer came from the cache
+
+
+def test_a_table_vacuum_has_not_caught_up_with_gets_a_note(dsn):
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS readings")
+        conn.execute("CREATE TABLE readings (id bigint PRIMARY KEY, sensor int NOT NULL, value numeric(10,2) NOT NULL, "
+                     "raw text NOT NULL) WITH (autovacuum_enabled = off)")
+        conn.execute("INSERT INTO readings SELECT g, g % 2000, g % 997, repeat('r', 40) FROM generate_series(1, 150000) g")
+        conn.execute("ANALYZE readings")  # statistics, but no VACUUM: no page is all-visible
+    lookups = queries(("SELECT avg(value) FROM readings WHERE sensor = 17", 10), (AVG_QUANTITY, 10))
+    advice = advise(dsn, lookups)
+    tables = {r.candidate.table for r in advice.recommendations}
+    assert tables == {"public.readings", "public.items"}, tables
+    notes = [n for n in advice.notes if "all-visible" in n]
+    assert len(notes) == 1 and notes[0].startswith("public.readings: only 0% ") and "VACUUM public.readings" in notes[0], advice.notes
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        vacuum_until_all_visible(conn, "readings")
+    assert not [n for n in advise(dsn, lookups).notes if "all-visible" in n]

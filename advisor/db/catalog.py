@@ -100,10 +100,17 @@ class Table:
     last_autoanalyze: str | None
     columns: dict[str, Column]
     indexes: tuple[Index, ...]
+    pages: int = 0  # relpages
+    all_visible_pages: int = 0  # relallvisible: index-only scans skip the heap on these pages
 
     @property
     def qualified(self) -> str:
         return f"{self.schema}.{self.name}"
+
+    @property
+    def all_visible(self) -> float:
+        """The share of pages the visibility map marks all-visible (1.0 for an empty table)."""
+        return min(1.0, self.all_visible_pages / self.pages) if self.pages > 0 else 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +155,7 @@ SELECT c.oid, n.nspname, c.relname,
        coalesce(s.seq_scan, 0), coalesce(s.seq_tup_read, 0), coalesce(s.idx_scan, 0),
        coalesce(s.n_tup_ins, 0), coalesce(s.n_tup_upd, 0), coalesce(s.n_tup_hot_upd, 0),
        coalesce(s.n_tup_del, 0), coalesce(s.n_live_tup, 0), coalesce(s.n_dead_tup, 0),
-       coalesce(s.n_mod_since_analyze, 0), s.last_analyze, s.last_autoanalyze
+       coalesce(s.n_mod_since_analyze, 0), s.last_analyze, s.last_autoanalyze, c.relpages, c.relallvisible
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
@@ -272,9 +279,10 @@ def _indexes(rows) -> dict[int, tuple[Index, ...]]:
 
 def _table(row, columns: dict[str, Column], indexes: tuple[Index, ...]) -> Table:
     (_, schema, name, rows, total, table_bytes, seq_scan, seq_tup_read, idx_scan, ins, upd, hot, dele,
-     live, dead, mod, last_analyze, last_autoanalyze) = row
+     live, dead, mod, last_analyze, last_autoanalyze, pages, all_visible_pages) = row
     return Table(schema, name, float(rows), total, table_bytes, seq_scan, seq_tup_read, idx_scan, ins, upd,
-                 hot, dele, live, dead, mod, _iso(last_analyze), _iso(last_autoanalyze), columns, indexes)
+                 hot, dele, live, dead, mod, _iso(last_analyze), _iso(last_autoanalyze), columns, indexes,
+                 max(pages, 0), max(all_visible_pages, 0))
 
 
 def _iso(value: datetime | None) -> str | None:

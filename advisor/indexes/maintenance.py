@@ -18,6 +18,11 @@ Rows are the planner's estimate for the statement (its ModifyTable's input) time
 statement's weight in the workload, as read costs are weighted. Writes the workload does
 not contain (a log of slow statements only) cannot be charged; notes say where the
 table's own counters show such traffic.
+
+Upkeep works the other way too: the planner prices an index-only scan with a heap visit
+for every page the visibility map does not mark all-visible, so on a table VACUUM has not
+caught up with, covering indexes look worth less than they will be. ``visibility_notes``
+says so for the tables the advice touches.
 """
 
 from __future__ import annotations
@@ -30,6 +35,9 @@ from dataclasses import dataclass
 from advisor.db.catalog import Catalog, Table
 from advisor.indexes.candidates import CandidateSet
 from advisor.indexes.model import AdvisedQuery, IndexCandidate
+
+VISIBLE_ENOUGH = 0.9  # below this share of all-visible pages, index-only scans are priced noticeably higher
+MIN_PAGES = 1000  # 8 MB: a smaller heap is cheap to visit, whatever the visibility map says
 
 _DEFAULTS = {"seq_page_cost": 1.0, "cpu_operator_cost": 0.0025, "cpu_index_tuple_cost": 0.005}
 
@@ -84,6 +92,21 @@ class WriteLoad:
                 notes.append(f"{c.name}: {c.table} has had more rows updated and deleted ({churn:,}) than scans; the workload "
                              "holds none of those writes, so this index's write cost is not counted")
         return notes
+
+
+def visibility_notes(chosen: Iterable[IndexCandidate], catalog: Catalog) -> list[str]:
+    """A note per table of the advice whose visibility map is far from complete (see the module's docstring)."""
+    names: dict[str, list[str]] = {}
+    for c in chosen:
+        names.setdefault(c.table, []).append(c.name)
+    notes = []
+    for qualified, indexes in names.items():
+        table = catalog.tables.get(qualified)
+        if table is not None and table.pages >= MIN_PAGES and table.all_visible < VISIBLE_ENOUGH:
+            notes.append(f"{qualified}: only {table.all_visible:.0%} of its pages are all-visible, so the planner prices "
+                         f"index-only scans with a heap visit for the rest and {', '.join(indexes)} may save more than "
+                         f"estimated; run VACUUM {qualified} and advise again for the full picture")
+    return notes
 
 
 def workload_writes(queries: Iterable[AdvisedQuery], found: CandidateSet,

@@ -59,7 +59,7 @@ from advisor.db.catalog import read_catalog
 from advisor.db.connect import connect
 from advisor.indexes.candidates import CandidateSet, workload_candidates
 from advisor.indexes.existing import IndexIssue, index_issues
-from advisor.indexes.maintenance import WriteLoad, workload_writes
+from advisor.indexes.maintenance import WriteLoad, visibility_notes, workload_writes
 from advisor.indexes.model import MIN_IMPROVEMENT, AdvisedQuery, IndexCandidate, QueryCost, Recommendation
 from advisor.indexes.whatif import CandidateRejected, QueryNotCosted, WhatIf
 
@@ -125,7 +125,7 @@ def advise(
         seconds=time.perf_counter() - started,
         moot=tuple(found.moot),
         existing_index_findings=tuple(index_issues(catalog)),
-        notes=(*left_out, *search.notes, *writes.notes(chosen)),
+        notes=(*left_out, *search.notes, *writes.notes(chosen), *visibility_notes(chosen, catalog)),
         validation=validation,
         per_query=per_query,
     )
