@@ -63,6 +63,12 @@ class OutputFormat(str, Enum):
     json = "json"
 
 
+# Options several commands take, declared once.
+LogFormatOption = Annotated[LogFormatChoice, typer.Option("--log-format", help="Log format; auto detects it per file.")]
+LogLinePrefixOption = Annotated[Optional[str], typer.Option(
+    "--log-line-prefix", help="The server's log_line_prefix for stderr logs, e.g. '%m [%p] %q%u@%d '. Detected among common ones when omitted.")]
+
+
 def _version(value: bool) -> None:
     if value:
         print(f"advisor {__version__}")
@@ -80,8 +86,8 @@ def _root(
 def parse(
     logs: Annotated[Optional[list[str]], typer.Argument(help="Log files or globs; '-' reads stdin. .gz, .bz2, .xz are read transparently.")] = None,
     dsn: Annotated[Optional[str], typer.Option("--dsn", envvar="ADVISOR_DSN", help="Also read pg_stat_statements from this database; its counters give calls and totals.")] = None,
-    log_format: Annotated[LogFormatChoice, typer.Option("--log-format", help="Log format; auto detects it per file.")] = LogFormatChoice.auto,
-    log_line_prefix: Annotated[Optional[str], typer.Option("--log-line-prefix", help="The server's log_line_prefix for stderr logs, e.g. '%m [%p] %q%u@%d '. Detected among common ones when omitted.")] = None,
+    log_format: LogFormatOption = LogFormatChoice.auto,
+    log_line_prefix: LogLinePrefixOption = None,
     top: Annotated[Optional[int], typer.Option("--top", min=1, help="Show this many queries (text default 20; JSON default all).")] = None,
     sort: Annotated[SortKey, typer.Option("--sort", help="Order queries by total time, mean time, calls or p95.")] = SortKey.total,
     jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", min=1, help="Parallel workers (default: the number of cores).")] = None,
@@ -179,8 +185,8 @@ def scan(
     dsn: Annotated[Optional[str], typer.Option("--dsn", envvar="ADVISOR_DSN", help="The database to examine (read-only: see README, Safety). Without it only the log-based checks run.")] = None,
     log: Annotated[Optional[list[str]], typer.Option("--log", help="A slow query log (file, glob or '-'); repeat for several.")] = None,
     pg_stat_statements: Annotated[bool, typer.Option("--pg-stat-statements", help="Take the workload from pg_stat_statements too (the default when no --log is given).")] = False,
-    log_format: Annotated[LogFormatChoice, typer.Option("--log-format")] = LogFormatChoice.auto,
-    log_line_prefix: Annotated[Optional[str], typer.Option("--log-line-prefix")] = None,
+    log_format: LogFormatOption = LogFormatChoice.auto,
+    log_line_prefix: LogLinePrefixOption = None,
     jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", min=1)] = None,
     time_budget: Annotated[float, typer.Option("--time-budget", min=1.0, help="Seconds for explaining queries, in all.")] = 60.0,
     max_queries: Annotated[int, typer.Option("--max-queries", min=1, help="Explain at most this many queries (top by total time and p95).")] = 20,
@@ -230,10 +236,10 @@ def suggest_indexes(
     log: Annotated[Optional[list[str]], typer.Option("--log", help="Take the workload from this slow query log; repeat for several.")] = None,
     pg_stat_statements: Annotated[bool, typer.Option("--pg-stat-statements", help="Take the workload from pg_stat_statements.")] = False,
     sql_file: Annotated[Optional[Path], typer.Option("--sql", help="Take the workload from a file of statements, each ending with ';' at the end of a line.")] = None,
-    log_format: Annotated[LogFormatChoice, typer.Option("--log-format")] = LogFormatChoice.auto,
-    log_line_prefix: Annotated[Optional[str], typer.Option("--log-line-prefix")] = None,
+    log_format: LogFormatOption = LogFormatChoice.auto,
+    log_line_prefix: LogLinePrefixOption = None,
     max_indexes: Annotated[Optional[int], typer.Option("--max-indexes", min=1, help="At most this many new indexes.")] = None,
-    budget_mb: Annotated[Optional[float], typer.Option("--budget-mb", min=0.0, help="At most this much new index, by HypoPG's size estimates.")] = None,
+    budget_mb: Annotated[Optional[float], typer.Option("--budget-mb", min=0.0, help="At most this much new index, in MB as PostgreSQL prints sizes (1 MB = 1024² bytes), by HypoPG's size estimates.")] = None,
     min_improvement: Annotated[float, typer.Option("--min-improvement", min=0.0, help="A pick must lower the workload's cost by at least this % of what it is before that pick.")] = MIN_IMPROVEMENT,
     max_width: Annotated[int, typer.Option("--max-width", min=1, max=8, help="Columns per index at most.")] = 3,
     weight: Annotated[Weight, typer.Option("--weight", help="Weigh each query by its calls or its total time.")] = Weight.calls,
@@ -280,8 +286,8 @@ def report(
     fail_on: Annotated[FailOn, typer.Option("--fail-on", help="Exit 1 when a finding at or above this severity exists.")] = FailOn.never,
     fail_on_regression: Annotated[Optional[float], typer.Option("--fail-on-regression", min=0.0, help="Exit 1 when a query's p95 or total time rose by more than this % since the last run (also the regression threshold; default 20).")] = None,
     keep_runs: Annotated[int, typer.Option("--keep-runs", min=1, help="Runs kept in the history per database.")] = 30,
-    log_format: Annotated[LogFormatChoice, typer.Option("--log-format")] = LogFormatChoice.auto,
-    log_line_prefix: Annotated[Optional[str], typer.Option("--log-line-prefix")] = None,
+    log_format: LogFormatOption = LogFormatChoice.auto,
+    log_line_prefix: LogLinePrefixOption = None,
     time_budget: Annotated[float, typer.Option("--time-budget", min=1.0, help="Seconds for explaining queries, in all.")] = 60.0,
 ) -> None:
     """The nightly job: ingest, scan, suggest indexes, compare with history; writes report.html, report.json, summary.md."""
