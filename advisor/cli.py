@@ -251,20 +251,23 @@ def suggest_indexes(
     output: Annotated[Optional[Path], typer.Option("--output", "-o")] = None,
 ) -> None:
     """Propose the indexes that lower the whole workload's cost most, proven with the planner's own costs."""
-    from advisor.indexes.advice import advise_workload, advised_queries, statements_file
+    from advisor.indexes.advice import advise_workload, advised_queries, statements_file, workload_seconds
 
     if verify and not scratch:
         raise AdvisorError("--verify builds real indexes", "mark the database as a scratch copy with --scratch")
+    span = None  # the time the calls were counted over: lets table counters stand in for unlogged writes
     if sql_file is not None:
         queries = statements_file(sql_file)
     else:
         loaded = _load(log or [], dsn if (pg_stat_statements or not log) else None, log_format, log_line_prefix, None, DEFAULT)
-        queries = advised_queries(build_workload(loaded), by_time=weight is Weight.time, limit=max_queries)
+        workload = build_workload(loaded)
+        queries = advised_queries(workload, by_time=weight is Weight.time, limit=max_queries)
+        span = workload_seconds(workload) if weight is Weight.calls else None
     with _steps("advising") as step:
         advice = advise_workload(
             dsn, queries, max_indexes=max_indexes, budget_bytes=None if budget_mb is None else int(budget_mb * 1024 * 1024),
             min_improvement=min_improvement, max_width=max_width, scratch=scratch, verify=verify,
-            sessions=jobs, step=step,
+            sessions=jobs, workload_seconds=span, step=step,
         )  # fmt: skip
     if output_format is AdviceFormat.json:
         _emit_json(advice_document(advice), output)

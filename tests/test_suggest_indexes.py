@@ -124,3 +124,38 @@ def test_without_hypopg_a_clear_fix_or_the_scratch_fallback(pg_cluster, fixture_
     finally:
         with psycopg.connect(fixture_db, autocommit=True) as conn:
             conn.execute("CREATE EXTENSION IF NOT EXISTS hypopg")
+
+
+LEDGER_LOG = "".join(
+    f"2026-11-22 03:00:0{s}.001 UTC [700] app@shop LOG:  duration: 9.000 ms  statement: "
+    f"SELECT id, amount FROM ledger WHERE account = {account}\n"
+    for s, account in ((0, 42), (1, 7), (2, 1234)))
+
+
+def test_a_log_s_time_span_scales_the_write_counters_of_the_tables_it_reads(fixture_db, tmp_path):
+    with psycopg.connect(fixture_db, autocommit=True) as conn:
+        conn.execute("CREATE TABLE ledger (id bigint PRIMARY KEY, account int NOT NULL, amount numeric(12,2) NOT NULL)")
+        conn.execute("INSERT INTO ledger SELECT g, g % 5000, g % 1000 FROM generate_series(1, 100000) g")
+        conn.execute("SELECT pg_stat_force_next_flush()")
+        conn.execute("SELECT 1")
+        conn.execute("VACUUM ANALYZE ledger")
+        # Writes after the ANALYZE that the log does not hold: quick inserts are not slow statements.
+        conn.execute("INSERT INTO ledger SELECT g, g % 5000, 1 FROM generate_series(100001, 110000) g")
+        conn.execute("SELECT pg_stat_force_next_flush()")
+    log = tmp_path / "slow.log"
+    log.write_text(LEDGER_LOG)
+
+    def ledger_advice(*extra: str) -> tuple[dict, list[str]]:
+        run = advisor("suggest-indexes", "--dsn", fixture_db, "--log", str(log), "--format", "json", *extra)
+        assert run.returncode == 0, run.stderr
+        doc = json.loads(run.stdout)
+        recs = [r for r in doc["recommendations"] if r["table"] == "public.ledger"]
+        assert [r["columns"][0] for r in recs] == ["account"], doc["recommendations"]
+        return recs[0], doc["notes"]
+
+    by_calls, notes = ledger_advice()  # three calls over two seconds of log
+    assert by_calls["write_cost"] > 0
+    assert any("charged in its write cost" in n for n in notes), notes
+    by_time, notes = ledger_advice("--weight", "time")  # weights in ms: a rate of rows cannot join them
+    assert by_time["write_cost"] == 0
+    assert any("public.ledger's counters" in n and "not counted" in n for n in notes), notes

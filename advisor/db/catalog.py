@@ -102,6 +102,7 @@ class Table:
     indexes: tuple[Index, ...]
     pages: int = 0  # relpages
     all_visible_pages: int = 0  # relallvisible: index-only scans skip the heap on these pages
+    seconds_since_analyze: float | None = None  # since the later of last_analyze and last_autoanalyze
 
     @property
     def qualified(self) -> str:
@@ -155,7 +156,8 @@ SELECT c.oid, n.nspname, c.relname,
        coalesce(s.seq_scan, 0), coalesce(s.seq_tup_read, 0), coalesce(s.idx_scan, 0),
        coalesce(s.n_tup_ins, 0), coalesce(s.n_tup_upd, 0), coalesce(s.n_tup_hot_upd, 0),
        coalesce(s.n_tup_del, 0), coalesce(s.n_live_tup, 0), coalesce(s.n_dead_tup, 0),
-       coalesce(s.n_mod_since_analyze, 0), s.last_analyze, s.last_autoanalyze, c.relpages, c.relallvisible
+       coalesce(s.n_mod_since_analyze, 0), s.last_analyze, s.last_autoanalyze, c.relpages, c.relallvisible,
+       extract(epoch FROM now() - greatest(s.last_analyze, s.last_autoanalyze))::float8
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
@@ -279,10 +281,10 @@ def _indexes(rows) -> dict[int, tuple[Index, ...]]:
 
 def _table(row, columns: dict[str, Column], indexes: tuple[Index, ...]) -> Table:
     (_, schema, name, rows, total, table_bytes, seq_scan, seq_tup_read, idx_scan, ins, upd, hot, dele,
-     live, dead, mod, last_analyze, last_autoanalyze, pages, all_visible_pages) = row
+     live, dead, mod, last_analyze, last_autoanalyze, pages, all_visible_pages, since_analyze) = row
     return Table(schema, name, float(rows), total, table_bytes, seq_scan, seq_tup_read, idx_scan, ins, upd,
                  hot, dele, live, dead, mod, _iso(last_analyze), _iso(last_autoanalyze), columns, indexes,
-                 max(pages, 0), max(all_visible_pages, 0))
+                 max(pages, 0), max(all_visible_pages, 0), since_analyze)
 
 
 def _iso(value: datetime | None) -> str | None:

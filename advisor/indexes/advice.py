@@ -11,6 +11,7 @@ from advisor.indexes.selection import Advice, advise
 from advisor.indexes.whatif import WhatIf
 from advisor.workload.fingerprint import fingerprint
 from advisor.workload.model import Workload
+from advisor.workload.sessions import timestamp_ms
 
 COSTED = frozenset({"select", "insert", "update", "delete", "merge", "with"})
 
@@ -22,6 +23,13 @@ def advised_queries(workload: Workload, *, by_time: bool = False, limit: int = 2
         AdvisedQuery(q.fingerprint, q.sample, q.sample_parameters, q.total_ms if by_time else float(q.calls), q.normalized)
         for q in chosen
     ]
+
+
+def workload_seconds(workload: Workload) -> float | None:
+    """The time from the first to the last statement logged: what the calls were counted over
+    (None without timestamps, as from pg_stat_statements alone)."""
+    stamps = [ms for q in workload.queries for ms in (timestamp_ms(q.first_seen), timestamp_ms(q.last_seen)) if ms is not None]
+    return (max(stamps) - min(stamps)) / 1000 if len(stamps) > 1 and max(stamps) > min(stamps) else None
 
 
 def statements_file(path: Path) -> list[AdvisedQuery]:

@@ -15,9 +15,16 @@ search over the table's rows) and the entry itself (``cpu_index_tuple_cost``):
 - a DELETE leaves its entries to VACUUM: not charged.
 
 Rows are the planner's estimate for the statement (its ModifyTable's input) times the
-statement's weight in the workload, as read costs are weighted. Writes the workload does
-not contain (a log of slow statements only) cannot be charged; notes say where the
-table's own counters show such traffic.
+statement's weight in the workload, as read costs are weighted.
+
+A log of slow statements rarely holds the quick INSERTs and UPDATEs that keep a table
+busy. For a table the workload reads but never writes, the table's own counters stand in
+(``counted_writes``): the rows changed since its last ANALYZE over the time since give a
+rate, of which the share of its changes that are inserts and non-HOT updates write an
+entry to every index; that rate times the time the workload spans is charged like the
+rows of an INSERT. The counters cannot tell which columns HOT updates set, so a lost HOT
+update is only mentioned. Without a time span (statements from a file, or queries
+weighted by time rather than calls) nothing is charged, and a note says so.
 
 Upkeep works the other way too: the planner prices an index-only scan with a heap visit
 for every page the visibility map does not mark all-visible, so on a table VACUUM has not
@@ -36,6 +43,8 @@ from advisor.db.catalog import Catalog, Table
 from advisor.indexes.candidates import CandidateSet
 from advisor.indexes.model import AdvisedQuery, IndexCandidate
 
+COUNTERS = "table counters"  # the fingerprint of writes estimated from a table's counters
+MIN_WINDOW_S = 60.0  # a write rate measured over less than a minute says little
 VISIBLE_ENOUGH = 0.9  # below this share of all-visible pages, index-only scans are priced noticeably higher
 MIN_PAGES = 1000  # 8 MB: a smaller heap is cheap to visit, whatever the visibility map says
 
@@ -48,7 +57,7 @@ class Write:
 
     fingerprint: str
     table: str  # "schema.name"
-    kind: str  # "insert", "update", "delete", "merge"
+    kind: str  # "insert", "update", "delete", "merge"; "counted" for rows from a table's counters
     rows: float  # rows written per execution (planner estimate) × the statement's weight
     assigned: frozenset[str]  # columns an UPDATE sets
 
@@ -87,11 +96,26 @@ class WriteLoad:
                 columns = ", ".join(sorted(set().union(*(w.assigned & _columns(c, table) for w in lost))))
                 notes.append(f"{c.name}: covers {columns}, which {len(lost)} UPDATE statement(s) of the workload set, "
                              "so those updates can no longer be HOT; its write cost includes every index entry they will write")
-            if table is not None and c.table not in self.by_table and table.n_tup_upd + table.n_tup_del > table.seq_scan + table.idx_scan:
-                churn = table.n_tup_upd + table.n_tup_del
-                notes.append(f"{c.name}: {c.table} has had more rows updated and deleted ({churn:,}) than scans; the workload "
-                             "holds none of those writes, so this index's write cost is not counted")
+            if table is not None:
+                notes += self._counter_notes(c, table)
         return notes
+
+    def _counter_notes(self, c: IndexCandidate, table: Table) -> list[str]:
+        rate = entry_rate(table)
+        counted = [w for w in self.by_table.get(c.table, ()) if w.fingerprint == COUNTERS]
+        if counted:
+            notes = [f"{c.name}: {c.table}'s writes are not in the workload; its counters show {rate:,.1f} rows a second "
+                     f"that write index entries since its last ANALYZE, about {counted[0].rows:,.0f} over the time the "
+                     "workload spans, charged in its write cost"]
+            if table.n_tup_hot_upd:
+                notes.append(f"{c.name}: {c.table} has had {table.n_tup_hot_upd:,} HOT updates; the counters do not say "
+                             "which columns they set, and any that sets a column this index covers will no longer be HOT")
+            return notes
+        if rate > 0 and c.table not in self.by_table:
+            return [f"{c.name}: {c.table}'s counters show {rate:,.1f} rows a second that write index entries, which the "
+                    "workload does not hold; with no time span to scale them by (statements from a file, or --weight "
+                    "time) they are not counted in its write cost"]
+        return []
 
 
 def visibility_notes(chosen: Iterable[IndexCandidate], catalog: Catalog) -> list[str]:
@@ -107,6 +131,38 @@ def visibility_notes(chosen: Iterable[IndexCandidate], catalog: Catalog) -> list
                          f"index-only scans with a heap visit for the rest and {', '.join(indexes)} may save more than "
                          f"estimated; run VACUUM {qualified} and advise again for the full picture")
     return notes
+
+
+def counted_writes(queries: Iterable[AdvisedQuery], found: CandidateSet, catalog: Catalog,
+                   workload_seconds: float | None) -> list[Write]:
+    """For each table the workload reads and never writes, the writes its counters show over
+    ``workload_seconds`` (see the module's docstring); none without a span."""
+    if not workload_seconds:
+        return []
+    read: set[str] = set()
+    written: set[str] = set()
+    for q in queries:
+        for table, use in found.uses.get(q.fingerprint, {}).items():
+            (written if use.write else read).add(table)
+    writes = []
+    for name in sorted(read - written):
+        table = catalog.tables.get(name)
+        rate = entry_rate(table) if table is not None else 0.0
+        if rate > 0:
+            writes.append(Write(COUNTERS, name, "counted", rate * workload_seconds, frozenset()))
+    return writes
+
+
+def entry_rate(table: Table) -> float:
+    """Rows a second that write an entry to every index, by the table's counters: the rows
+    changed since its last ANALYZE over the time since, times the share of all its changes
+    that are inserts and non-HOT updates (deletes and HOT updates write no entry)."""
+    if table.seconds_since_analyze is None or table.n_mod_since_analyze <= 0:
+        return 0.0
+    changes = table.n_tup_ins + table.n_tup_upd + table.n_tup_del
+    entries = table.n_tup_ins + table.n_tup_upd - table.n_tup_hot_upd
+    share = entries / changes if changes > 0 else 1.0
+    return table.n_mod_since_analyze / max(table.seconds_since_analyze, MIN_WINDOW_S) * share
 
 
 def workload_writes(queries: Iterable[AdvisedQuery], found: CandidateSet,

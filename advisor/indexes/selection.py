@@ -59,7 +59,7 @@ from advisor.db.catalog import read_catalog
 from advisor.db.connect import connect
 from advisor.indexes.candidates import CandidateSet, workload_candidates
 from advisor.indexes.existing import IndexIssue, index_issues
-from advisor.indexes.maintenance import WriteLoad, visibility_notes, workload_writes
+from advisor.indexes.maintenance import WriteLoad, counted_writes, visibility_notes, workload_writes
 from advisor.indexes.model import MIN_IMPROVEMENT, AdvisedQuery, IndexCandidate, QueryCost, Recommendation
 from advisor.indexes.whatif import CandidateRejected, QueryNotCosted, WhatIf
 
@@ -96,9 +96,15 @@ def advise(
     backend: str = "hypopg",
     scratch: bool = False,
     sessions: int = 2,
+    workload_seconds: float | None = None,
     step: Step = lambda _: None,
 ) -> Advice:
-    """The set of indexes that lowers the workload's cost most within the limits."""
+    """The set of indexes that lowers the workload's cost most within the limits.
+
+    ``workload_seconds``: the time the queries' weights (calls) were counted over; with it, the
+    counters of tables the workload reads but does not write stand in for their writes
+    (advisor/indexes/maintenance.py).
+    """
     started = time.perf_counter()
     with connect(dsn) as conn:
         conn.autocommit = True
@@ -107,7 +113,8 @@ def advise(
     found = workload_candidates(queries, catalog, max_width=max_width)
     with WhatIf(dsn, backend=backend, scratch=scratch, sessions=sessions) as whatif:
         costable, left_out = _costable(whatif, queries)
-        writes = WriteLoad(workload_writes(costable, found, whatif.rows_changed), catalog)
+        writes = WriteLoad([*workload_writes(costable, found, whatif.rows_changed),
+                            *counted_writes(costable, found, catalog, workload_seconds)], catalog)
         search = _Search(whatif, costable, found, writes, max_indexes, budget_bytes, min_improvement, max_width)
         step(f"searching {len(found.candidates)} candidates with the planner's costs")
         chosen = search.run()

@@ -209,14 +209,14 @@ def _ingest(opts: ReportOptions, state_path: str, run: _Run) -> tuple[LogScan, d
 
 
 def _advise(dsn: str, workload, step: Step):
-    from advisor.indexes.advice import advise_workload, advised_queries
+    from advisor.indexes.advice import advise_workload, advised_queries, workload_seconds
 
     queries = advised_queries(workload)
     if not queries:
         return None, "the workload has no query to advise on"
     try:
         with_step = lambda text: step(f"index advice: {text}")  # noqa: E731
-        return advise_workload(dsn, queries, min_improvement=1.0, step=with_step), None
+        return advise_workload(dsn, queries, workload_seconds=workload_seconds(workload), step=with_step), None
     except AdvisorError as e:  # HypoPG missing, connection lost: a note, not a failed night
         return None, f"{e.cause}" + (f" ({e.fix})" if e.fix else "")
 
