@@ -12,9 +12,9 @@ import pytest
 
 from advisor.db.catalog import Catalog, Column, Index, read_catalog
 from advisor.demo import Scale, load_fixture
-from advisor.indexes.candidates import (ConstantPredicate, candidates, query_columns, selectivity,
-                                        served_by_existing, workload_candidates)
+from advisor.indexes.candidates import candidates, selectivity, served_by_existing, workload_candidates
 from advisor.indexes.model import AdvisedQuery, IndexCandidate
+from advisor.indexes.usage import ConstantPredicate, query_columns
 
 TR, USERS, WAFERS, LOTS, AUDIT = ("public.test_results", "public.users", "public.wafers", "public.lots",
                                  "public.audit_log")
