@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from psycopg import conninfo, sql
 
-from advisor.bench.pool import MODES, PoolBenchConfig, _quantiles, run_pool_bench
+from advisor.bench.pool import MODES, PoolBenchConfig, run_pool_bench
 from advisor.db.embedded import EmbeddedCluster
 
 ARM_FIELDS = ("mode", "transport", "concurrency", "requests", "ops_per_s", "p50_ms", "p95_ms", "p99_ms", "max_ms",
@@ -132,9 +132,3 @@ def test_a_read_only_target_falls_back_to_select_1(pg_cluster):
     assert any("read-only" in n and "SELECT 1" in n for n in result.notes)
     assert all(a.requests > 0 and a.errors == 0 for a in result.arms)
 
-
-def test_quantiles_are_exact():
-    p50, p95, p99, mx = _quantiles([i / 1000 for i in range(1, 101)])  # 1..100 ms
-    assert (round(p50, 6), round(p95, 6), round(p99, 6), mx) == (50.5, 95.05, 99.01, 100.0)
-    assert _quantiles([]) == (None, None, None, None)
-    assert _quantiles([0.002]) == (2.0, 2.0, 2.0, 2.0)

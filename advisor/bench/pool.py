@@ -72,9 +72,7 @@ to other concurrencies, hosts or drivers.
 
 from __future__ import annotations
 
-import os
 import random
-import secrets
 import statistics
 import threading
 import time
@@ -87,6 +85,10 @@ from psycopg import errors as pg_errors
 from psycopg import sql as pg_sql
 
 from advisor import __version__
+from advisor.bench.load import (
+    MAX_REQUESTS_PER_ARM, Step, add_options, conninfo_params, create_schema, drop_schema, first_line, host_cores,
+    latency_quantiles, new_schema_name, rounded, run_phase, scrubber,
+)
 from advisor.db.connect import TAG, _scrub, connect, redact_dsn
 from advisor.errors import AdvisorError
 
@@ -103,13 +105,9 @@ TRANSPORTS = ("tcp", "unix")
 TABLE_ROWS = 10_000
 SATURATION_GAIN = 0.10  # less than this gain from one concurrency level to the next: saturated
 MONITOR_INTERVAL_S = 0.1
-MAX_REQUESTS_PER_ARM = 1_000_000  # memory bound for the latency list (~40 MB at worst)
 REQUESTS_TIME_CAP_S = 300.0  # a --requests run without --duration still ends
 MAX_CONCURRENCY = 1000
-ERROR_BACKOFF_S = 0.005  # after a failed request: do not spin on a refusing server
 _LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
-
-Step = Callable[[str], None]
 
 
 # --- configuration and results -------------------------------------------------------
@@ -170,23 +168,14 @@ class PoolBenchResult:
 # --- connection strings ----------------------------------------------------------------
 
 
-def _params(dsn: str) -> dict[str, str]:
-    try:
-        return {k: v for k, v in pg_conninfo.conninfo_to_dict(dsn).items() if v is not None}
-    except psycopg.ProgrammingError as err:
-        raise AdvisorError(f"invalid connection string: {_scrub(str(err), dsn)}",
-                           "use postgresql://user@host:port/dbname or key=value pairs") from None
-
-
 def _bench_conninfo(params: dict[str, str], timeout_s: float, *, server_options: bool = True, **override: str) -> str:
     """A conninfo for benchmark sessions: the user's parameters plus ours (ours win)."""
     p = dict(params, **override)
     p["application_name"] = "advisor_bench"
     p.setdefault("connect_timeout", str(max(2, int(timeout_s))))
     if server_options:  # PgBouncer refuses startup options it does not know; the server gets them all
-        ours = (f"-c statement_timeout={int(timeout_s * 1000)} -c default_transaction_read_only=on "
-                f"-c idle_in_transaction_session_timeout=60000 -c lock_timeout=1000")
-        p["options"] = f"{p.get('options', '')} {ours}".strip()
+        p = add_options(p, f"-c statement_timeout={int(timeout_s * 1000)} -c default_transaction_read_only=on "
+                           f"-c idle_in_transaction_session_timeout=60000 -c lock_timeout=1000")
     return pg_conninfo.make_conninfo("", **p)
 
 
@@ -247,27 +236,13 @@ def _server_facts(conn: psycopg.Connection, notes: list[str]) -> _Server:
 
 def _create_table(conn: psycopg.Connection, schema: str) -> None:
     s = pg_sql.Identifier(schema)
-    for stmt in (
-        pg_sql.SQL("CREATE SCHEMA {}").format(s),
+    create_schema(
+        conn, schema,
         pg_sql.SQL("CREATE TABLE {}.accounts (id int PRIMARY KEY, balance int NOT NULL, filler text NOT NULL)").format(s),
         pg_sql.SQL("INSERT INTO {}.accounts SELECT g, g % 1000, repeat('x', 84) FROM generate_series(1, {}) g")
         .format(s, pg_sql.Literal(TABLE_ROWS)),
         pg_sql.SQL("ANALYZE {}.accounts").format(s),
-    ):
-        conn.execute(pg_sql.SQL(TAG) + stmt)
-    conn.commit()
-
-
-def _drop_schema(dsn: str, schema: str) -> str | None:
-    """Drop the benchmark's schema; a note when that failed (with the statement to run by hand)."""
-    try:
-        with connect(dsn, statement_timeout_ms=60_000, lock_timeout_ms=10_000) as conn:
-            conn.execute(pg_sql.SQL(TAG) + pg_sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(pg_sql.Identifier(schema)))
-            conn.commit()
-        return None
-    except (psycopg.Error, AdvisorError) as err:
-        first = (_scrub(str(err), dsn).strip().splitlines() or [type(err).__name__])[0]
-        return f"could not drop the temporary schema {schema} ({first}): run DROP SCHEMA {schema} CASCADE"
+    )
 
 
 # --- clients: one per arm -------------------------------------------------------------------
@@ -297,6 +272,13 @@ class _ConnectTimes:
                 return conn
 
         return TimedConnection
+
+
+def _connect_stats(times: Sequence[float]) -> tuple[float | None, float | None]:
+    """Mean and p95, in ms, of the connection times (seconds)."""
+    if not times:
+        return None, None
+    return statistics.fmean(t * 1000.0 for t in times), latency_quantiles(times)[1]
 
 
 class _Client:
@@ -365,76 +347,7 @@ class _Client:
             self.engine.dispose()
 
 
-def _is_timeout(err: BaseException) -> bool:
-    err = getattr(err, "orig", None) or err  # SQLAlchemy wraps the driver's exception
-    if isinstance(err, pg_errors.QueryCanceled):
-        return True
-    name = type(err).__name__
-    if name in ("PoolTimeout", "TimeoutError"):  # psycopg_pool, sqlalchemy.exc
-        return True
-    return isinstance(err, psycopg.OperationalError) and "timeout expired" in str(err)
-
-
-# --- running a phase ------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class _Phase:
-    latencies: list[float]
-    errors: int
-    timeouts: int
-    elapsed_s: float
-    first_error: str | None
-    stuck: int  # workers that did not end in time
-
-
-def _run_phase(client: _Client, concurrency: int, duration_s: float, requests: int | None,
-               param: Callable[[random.Random], tuple | None], join_slack_s: float) -> _Phase:
-    """``concurrency`` threads send requests until ``duration_s`` passes or ``requests`` are done."""
-    total = requests if requests is not None else MAX_REQUESTS_PER_ARM
-    quotas = [total // concurrency + (1 if i < total % concurrency else 0) for i in range(concurrency)]
-    start: list[float] = []
-    barrier = threading.Barrier(concurrency + 1, action=lambda: start.append(time.perf_counter()))
-    per_worker: list[list[float]] = [[] for _ in range(concurrency)]
-    counts = [[0, 0] for _ in range(concurrency)]  # errors, timeouts
-    first_error: list[str] = []
-
-    def worker(i: int) -> None:
-        rng = random.Random(i * 7919 + 17)
-        lat, count = per_worker[i], counts[i]
-        try:
-            barrier.wait(timeout=60)
-        except threading.BrokenBarrierError:
-            return
-        deadline = start[0] + duration_s
-        done = 0
-        while done < quotas[i] and time.perf_counter() < deadline:
-            done += 1
-            args = param(rng)
-            t0 = time.perf_counter()
-            try:
-                client.request(args)
-            except Exception as err:  # counted, never raised: one failure must not end the arm
-                count[1 if _is_timeout(err) else 0] += 1
-                if not first_error:
-                    first_error.append(f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0]}")
-                time.sleep(ERROR_BACKOFF_S)
-                continue
-            lat.append(time.perf_counter() - t0)
-
-    threads = [threading.Thread(target=worker, args=(i,), daemon=True, name=f"advisor-bench-{i}")
-               for i in range(concurrency)]
-    for t in threads:
-        t.start()
-    barrier.wait(timeout=60)
-    end_by = start[0] + duration_s + join_slack_s
-    for t in threads:
-        t.join(timeout=max(0.0, end_by - time.perf_counter()))
-    elapsed = time.perf_counter() - start[0]
-    stuck = sum(t.is_alive() for t in threads)
-    latencies = [x for lst in per_worker for x in lst[:]]
-    return _Phase(latencies, sum(c[0] for c in counts), sum(c[1] for c in counts), elapsed,
-                  first_error[0] if first_error else None, stuck)
+# --- the backend monitor ----------------------------------------------------------------
 
 
 class _Monitor:
@@ -482,32 +395,6 @@ class _Monitor:
         self.conn.close()
 
 
-# --- statistics ---------------------------------------------------------------------------
-
-
-def _quantiles(values: Sequence[float]) -> tuple[float | None, float | None, float | None, float | None]:
-    """p50, p95, p99, max in ms: exact, from every recorded value."""
-    if not values:
-        return None, None, None, None
-    ms = sorted(v * 1000.0 for v in values)
-    if len(ms) == 1:
-        return ms[0], ms[0], ms[0], ms[0]
-    q = statistics.quantiles(ms, n=100, method="inclusive")
-    return q[49], q[94], q[98], ms[-1]
-
-
-def _connect_stats(times: Sequence[float]) -> tuple[float | None, float | None]:
-    if not times:
-        return None, None
-    ms = [t * 1000.0 for t in times]
-    p95 = statistics.quantiles(ms, n=100, method="inclusive")[94] if len(ms) > 1 else ms[0]
-    return statistics.fmean(ms), p95
-
-
-def _r(x: float | None, digits: int = 3) -> float | None:
-    return None if x is None else round(x, digits)
-
-
 # --- the run ---------------------------------------------------------------------------------
 
 
@@ -539,7 +426,7 @@ def run_pool_bench(cfg: PoolBenchConfig, step: Step | None = None) -> PoolBenchR
     """Measure every arm of ``cfg``; the temporary schema (if any) is dropped before returning."""
     step = step or (lambda text: None)
     _check_config(cfg)
-    params = _params(cfg.dsn)
+    params = conninfo_params(cfg.dsn)
     notes: list[str] = []
     timeout = cfg.request_timeout_s
 
@@ -562,7 +449,7 @@ def run_pool_bench(cfg: PoolBenchConfig, step: Step | None = None) -> PoolBenchR
             notes.append("the target is read-only (transaction_read_only on, or a standby): "
                          "the benchmark ran SELECT 1 instead of a point lookup on its own table")
         else:
-            schema = f"advisor_bench_{secrets.token_hex(4)}"
+            schema = new_schema_name()
             step(f"creating {schema}.accounts ({TABLE_ROWS:,} rows)")
             try:
                 _create_table(setup, schema)
@@ -574,18 +461,17 @@ def run_pool_bench(cfg: PoolBenchConfig, step: Step | None = None) -> PoolBenchR
                 schema = None
                 workload = {"kind": "select1", "schema": None, "rows": None}
                 sql_text, param = "SELECT 1", (lambda rng: None)
-                first = (str(err).strip().splitlines() or [""])[0]
-                notes.append(f"cannot create a table here ({first}): the target is read-only for this role, "
+                notes.append(f"cannot create a table here ({first_line(err)}): the target is read-only for this role, "
                              "so the benchmark ran SELECT 1 instead of a point lookup")
     try:
         arms = _run_arms(cfg, params, server, TAG + sql_text, param, notes, step)
     finally:
         if schema is not None:
             step(f"dropping {schema}")
-            if (failed := _drop_schema(cfg.dsn, schema)) is not None:
+            if (failed := drop_schema(cfg.dsn, schema)) is not None:
                 notes.append(failed)
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = host_cores()
     local = _is_local(params)
     if local:
         notes.append(f"client and server run on the same host and share its {cores} core(s): the client's threads "
@@ -656,7 +542,7 @@ def _run_arms(cfg: PoolBenchConfig, params: dict[str, str], server: _Server, sql
     for label, info in transports:
         plan += [(m, label, info) for m in cfg.modes if m != "pgbouncer"]
     if "pgbouncer" in cfg.modes and cfg.pgbouncer_dsn:
-        bparams = _params(cfg.pgbouncer_dsn)
+        bparams = conninfo_params(cfg.pgbouncer_dsn)
         plan.append(("pgbouncer", _tcp_label(bparams), _bench_conninfo(bparams, cfg.request_timeout_s, server_options=False)))
         notes.append("pgbouncer: a new client connection per request to PgBouncer, without startup options "
                      "(no statement_timeout, no read-only default) and without prepared statements; "
@@ -686,10 +572,7 @@ def _run_arm(mode: str, transport: str, info: str, concurrency: int, sql_text: s
              cfg: PoolBenchConfig, monitor: _Monitor, slack: float) -> Arm:
     connects = _ConnectTimes()
     client = _Client(mode, info, concurrency, sql_text, cfg.request_timeout_s, connects)
-
-    def scrub(text: str) -> str:
-        text = _scrub(text, cfg.dsn)
-        return _scrub(text, cfg.pgbouncer_dsn) if cfg.pgbouncer_dsn else text
+    scrub = scrubber(cfg.dsn, cfg.pgbouncer_dsn)
 
     def empty(note: str) -> Arm:
         return Arm(mode, transport, concurrency, 0, 0.0, 0.0, None, None, None, None, None, None, 0, 0, 0,
@@ -699,13 +582,13 @@ def _run_arm(mode: str, transport: str, info: str, concurrency: int, sql_text: s
         try:
             client.open()
         except Exception as err:
-            return empty(f"could not open the clients: {type(err).__name__}: {(str(err).strip().splitlines() or [''])[0]}")
+            return empty(f"could not open the clients: {type(err).__name__}: {first_line(err)}")
         if cfg.warmup_s > 0:
-            _run_phase(client, concurrency, cfg.warmup_s, None, param, slack)
+            run_phase(client.request, concurrency, cfg.warmup_s, None, param, slack)
         connects.times.clear()  # only connections opened in the measured window count
         monitor.start(cap_s=duration + slack)
         try:
-            phase = _run_phase(client, concurrency, duration, requests, param, slack)
+            phase = run_phase(client.request, concurrency, duration, requests, param, slack)
         finally:
             peaks = monitor.stop()
         opened = list(connects.times)
@@ -714,7 +597,6 @@ def _run_arm(mode: str, transport: str, info: str, concurrency: int, sql_text: s
             client.close()
         except Exception:  # a pool that cannot close cleanly must not lose the measurement
             pass
-    p50, p95, p99, mx = _quantiles(phase.latencies)
     c_mean, c_p95 = _connect_stats(opened)
     n = len(phase.latencies)
     note_parts = []
@@ -728,10 +610,8 @@ def _run_arm(mode: str, transport: str, info: str, concurrency: int, sql_text: s
         note_parts.append("the backend monitor failed")
     note = scrub("; ".join(note_parts)) if note_parts else None
     return Arm(
-        mode=mode, transport=transport, concurrency=concurrency, requests=n, elapsed_s=round(phase.elapsed_s, 4),
-        ops_per_s=round(n / phase.elapsed_s, 1) if phase.elapsed_s > 0 else 0.0,
-        p50_ms=_r(p50), p95_ms=_r(p95), p99_ms=_r(p99), max_ms=_r(mx),
-        connect_ms=_r(c_mean), connect_p95_ms=_r(c_p95), connections_opened=len(opened),
+        mode=mode, transport=transport, concurrency=concurrency, **phase.figures(),
+        connect_ms=rounded(c_mean), connect_p95_ms=rounded(c_p95), connections_opened=len(opened),
         errors=phase.errors, timeouts=phase.timeouts,
         peak_backends=None if peaks is None else peaks[0], peak_server_backends=None if peaks is None else peaks[1],
         note=note,

@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import os
 import random
 import secrets
 import threading
@@ -64,8 +63,11 @@ from psycopg import conninfo as pg_conninfo
 from psycopg import sql as pg_sql
 
 from advisor import __version__
-from advisor.bench.pool import ERROR_BACKOFF_S, _drop_schema, _quantiles, _r, _run_phase
-from advisor.db.connect import TAG, _scrub, connect, redact_dsn
+from advisor.bench.load import (
+    ERROR_BACKOFF_S, Step, add_options, conninfo_params, create_schema, drop_schema, host_cores, new_schema_name,
+    run_phase, scrubber,
+)
+from advisor.db.connect import TAG, connect, redact_dsn
 from advisor.errors import AdvisorError
 from advisor.routing import ReplicaRouter, probe_replica
 
@@ -87,8 +89,6 @@ ARMS: tuple[tuple[str, str, bool, str | None], ...] = (
     ("lag_aware_rwy_lsn", "round_robin", True, "lsn"),
     ("lag_aware_rwy_window", "round_robin", True, "window"),
 )
-
-Step = Callable[[str], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,16 +254,6 @@ class _Workload:
                 self.stale += 1
 
 
-class _Client:
-    """The shape pool._run_phase drives: request(args)."""
-
-    def __init__(self, workload: _Workload) -> None:
-        self.workload = workload
-
-    def request(self, rng: random.Random) -> None:
-        self.workload.request(rng)
-
-
 def _router(cfg: ReplicaBenchConfig, primary: str, replicas: list[str], policy: str, lag_check: bool,
             rwy: str | None) -> ReplicaRouter:
     return ReplicaRouter(
@@ -282,12 +272,10 @@ def _run_arm(cfg: ReplicaBenchConfig, spec: tuple, primary: str, replicas: list[
     try:
         ready = router.wait_ready(timeout_s=10.0)
         workload = _Workload(router, schema, cfg.read_ratio, cfg.concurrency)
-        phase = _run_phase(_Client(workload), cfg.concurrency, cfg.duration_s, None, lambda rng: rng, 15.0)
+        phase = run_phase(workload.request, cfg.concurrency, cfg.duration_s, None, lambda rng: rng, 15.0)
         stats = router.stats()
     finally:
         router.close()
-    p50, p95, p99, mx = _quantiles(phase.latencies)
-    n = len(phase.latencies)
     notes = []
     if nodes and not ready:
         notes.append("not every replica was healthy when the arm began")
@@ -296,9 +284,8 @@ def _run_arm(cfg: ReplicaBenchConfig, spec: tuple, primary: str, replicas: list[
     if phase.stuck:
         notes.append(f"{phase.stuck} thread(s) still busy when the arm ended")
     return ReplicaArm(
-        name=name, policy=policy if nodes else "primary", lag_check=lag_check, read_your_writes=rwy, requests=n,
-        elapsed_s=round(phase.elapsed_s, 4), ops_per_s=round(n / phase.elapsed_s, 1) if phase.elapsed_s > 0 else 0.0,
-        p50_ms=_r(p50), p95_ms=_r(p95), p99_ms=_r(p99), max_ms=_r(mx), reads=workload.reads,
+        name=name, policy=policy if nodes else "primary", lag_check=lag_check, read_your_writes=rwy,
+        **phase.figures(), reads=workload.reads,
         writes=workload.writes, stale_reads=workload.stale, failed_requests=phase.errors + phase.timeouts,
         replica_reads=stats["replica_reads"], primary_reads=stats["primary_reads"], fallbacks=stats["fallbacks"],
         ejections=stats["ejections"], note=scrub("; ".join(notes)) if notes else None,
@@ -419,9 +406,7 @@ def _check(cfg: ReplicaBenchConfig) -> None:
 
 
 def _with_sync_commit(dsn: str) -> str:
-    params = pg_conninfo.conninfo_to_dict(dsn)
-    params["options"] = f"{params.get('options') or ''} -c synchronous_commit=on".strip()
-    return pg_conninfo.make_conninfo("", **{k: v for k, v in params.items() if v is not None})
+    return pg_conninfo.make_conninfo("", **add_options(conninfo_params(dsn), "-c synchronous_commit=on"))
 
 
 def run_replica_bench(cfg: ReplicaBenchConfig, step: Step | None = None) -> ReplicaBenchResult:
@@ -455,24 +440,16 @@ def run_replica_bench(cfg: ReplicaBenchConfig, step: Step | None = None) -> Repl
 
 def _measure(cfg: ReplicaBenchConfig, primary: str, replicas: list[str], replica_clusters: list,
              notes: list[str], step: Step) -> ReplicaBenchResult:
-    secrets_in = [primary, *replicas]
-
-    def scrub(text: str) -> str:
-        for dsn in secrets_in:
-            text = _scrub(text, dsn)
-        return text
-
-    schema = f"advisor_bench_{secrets.token_hex(4)}"
+    scrub = scrubber(primary, *replicas)
+    schema = new_schema_name()
     step(f"creating {schema}.kv ({ROWS:,} rows) on the primary")
     with connect(primary, statement_timeout_ms=60_000) as conn:
         if conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
             raise AdvisorError("--primary is a standby (pg_is_in_recovery() is true)", "give the primary's DSN")
         s = pg_sql.Identifier(schema)
-        for stmt in (pg_sql.SQL("CREATE SCHEMA {}").format(s),
-                     pg_sql.SQL("CREATE TABLE {}.kv (id bigint PRIMARY KEY, v bigint NOT NULL)").format(s),
-                     pg_sql.SQL("INSERT INTO {}.kv SELECT g, g FROM generate_series(1, {}) g").format(s, pg_sql.Literal(ROWS))):
-            conn.execute(pg_sql.SQL(TAG) + stmt)
-        conn.commit()
+        create_schema(conn, schema,
+                      pg_sql.SQL("CREATE TABLE {}.kv (id bigint PRIMARY KEY, v bigint NOT NULL)").format(s),
+                      pg_sql.SQL("INSERT INTO {}.kv SELECT g, g FROM generate_series(1, {}) g").format(s, pg_sql.Literal(ROWS)))
     t0 = time.monotonic()
     arms: list[ReplicaArm] = []
     spans: list[dict] = []
@@ -499,11 +476,11 @@ def _measure(cfg: ReplicaBenchConfig, primary: str, replicas: list[str], replica
                         notes.append("drill: " + drill["note"])
     finally:
         step(f"dropping {schema}")
-        if (failed := _drop_schema(primary, schema)) is not None:
+        if (failed := drop_schema(primary, schema)) is not None:
             notes.append(failed)
     lag = {"interval_ms": int(LAG_SAMPLE_S * 1000), "arms": spans,
            "replicas": [{"dsn": redact_dsn(d), "samples": _thin(s)} for d, s in zip(replicas, sampler.samples)]}
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = host_cores()
     if replica_clusters:
         notes.append(f"the client, the primary and {len(replicas)} replica(s) all ran on this host and shared its "
                      f"{cores} core(s): replicas add no CPU here, so these figures say nothing about scale-out")
