@@ -26,8 +26,11 @@ def advised_queries(workload: Workload, *, by_time: bool = False, limit: int = 2
 
 
 def workload_seconds(workload: Workload) -> float | None:
-    """The time from the first to the last statement logged: what the calls were counted over
-    (None without timestamps, as from pg_stat_statements alone)."""
+    """The time from the first to the last statement logged: what the calls were counted over.
+    None without timestamps, and when pg_stat_statements gave calls, since it counts them over
+    its own period."""
+    if any("pg_stat_statements" in q.sources for q in workload.queries):
+        return None
     stamps = [ms for q in workload.queries for ms in (timestamp_ms(q.first_seen), timestamp_ms(q.last_seen)) if ms is not None]
     return (max(stamps) - min(stamps)) / 1000 if len(stamps) > 1 and max(stamps) > min(stamps) else None
 
