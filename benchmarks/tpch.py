@@ -6,10 +6,13 @@ from that path with ``LOAD '<path>'`` and auto-install/auto-load are switched of
 nothing is ever downloaded at run time. ``CALL dbgen(sf=…)`` builds the eight tables in
 DuckDB; each table (lineitem and orders in several slices) is written to a CSV file in a
 temp dir and streamed into PostgreSQL with ``COPY … FROM STDIN`` on parallel connections;
-primary keys come after the load, then ``VACUUM ANALYZE``. Autovacuum is off on the tables
-while they load: an auto-ANALYZE that starts mid-load holds a snapshot older than the later
-COPYs, so the final VACUUM could not mark their pages all-visible, and the planner would
-then price every index-only scan with heap fetches, differently on every load.
+primary keys come after the load, then ``VACUUM ANALYZE``, which must leave every page
+all-visible: the planner prices index-only scans with a heap visit per page that is not, and
+a share that varied from load to load moved the benchmark's figures. Two things stop VACUUM
+marking a page: a snapshot older than its rows (an auto-ANALYZE that started mid-load), so
+autovacuum is off on the tables while they load; and a commit record not yet flushed
+(asynchronous commit, which the embedded cluster runs with), so the COPYs commit
+synchronously.
 
 Usable alone: ``python benchmarks/tpch.py --sf 0.1 --dsn postgresql://…/tpch`` loads a
 database; ``--queries`` writes the PostgreSQL query texts (benchmarks/tpch_queries.sql).
@@ -153,6 +156,7 @@ def duckdb_tpch():
 
 def _copy_file(dsn: str, table: str, path: Path) -> int:
     with psycopg.connect(dsn, autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute("SET synchronous_commit = on")  # see the module's docstring
         with cur.copy(f"COPY {table} FROM STDIN WITH (FORMAT csv)") as copy, open(path, "rb") as f:
             while block := f.read(1 << 20):
                 copy.write(block)
@@ -228,11 +232,6 @@ def load(dsn: str, sf: float, workdir: Path, jobs: int | None = None, keep_csv: 
     t0 = time.perf_counter()
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f"VACUUM ANALYZE {', '.join(TABLES)}")
-        for _ in range(3):  # a VACUUM right after a bulk load can leave pages unmarked; the next one marks them
-            behind = [t for t in TABLES if conn.execute(
-                "SELECT relallvisible < relpages FROM pg_class WHERE oid = %s::regclass", (t,)).fetchone()[0]]
-            for table in behind:
-                conn.execute(f"VACUUM {table}")
         for table in TABLES:
             conn.execute(f"ALTER TABLE {table} RESET (autovacuum_enabled)")
     timings["analyze"] = time.perf_counter() - t0

@@ -64,9 +64,10 @@ def sizes(dsn: str, *definitions: str) -> list[int]:
 
 
 def vacuum_until_all_visible(conn: psycopg.Connection, table: str) -> None:
-    """Index-only scans are costed by the visibility map. The first VACUUM after a bulk load can
-    leave pages unmarked, and so does one while autovacuum's ANALYZE of another table holds a
-    snapshot: vacuum until every page is marked, waiting a little between tries."""
+    """Index-only scans are costed by the visibility map. VACUUM cannot mark a page before the
+    commit record of its rows is flushed (the test cluster commits asynchronously) or while an
+    older snapshot is open (autovacuum's ANALYZE of another table): vacuum until every page is
+    marked, waiting a little between tries."""
     for attempt in range(50):
         pages, visible = conn.execute("SELECT relpages, relallvisible FROM pg_class WHERE oid = %s::regclass",
                                       (table,)).fetchone()
