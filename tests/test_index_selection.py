@@ -4,12 +4,12 @@ one, merging two covering needs into one index, and packing indexes on static ta
 from __future__ import annotations
 
 import math
-import time
 
 import psycopg
 import pytest
 
 from advisor.db.catalog import read_catalog
+from advisor.demo import vacuum_until_all_visible
 from advisor.indexes.candidates import selectivity, static_table
 from advisor.indexes.maintenance import entry_rate
 from advisor.indexes.model import AdvisedQuery
@@ -63,26 +63,11 @@ def sizes(dsn: str, *definitions: str) -> list[int]:
     return out
 
 
-def vacuum_until_all_visible(conn: psycopg.Connection, table: str) -> None:
-    """Index-only scans are costed by the visibility map. VACUUM cannot mark a page before the
-    commit record of its rows is flushed (the test cluster commits asynchronously) or while an
-    older snapshot is open (autovacuum's ANALYZE of another table): vacuum until every page is
-    marked, waiting a little between tries."""
-    for attempt in range(50):
-        pages, visible = conn.execute("SELECT relpages, relallvisible FROM pg_class WHERE oid = %s::regclass",
-                                      (table,)).fetchone()
-        if visible >= pages:
-            return
-        time.sleep(0.2 if attempt else 0)
-        conn.execute(f"VACUUM {table}")
-    pytest.fail(f"VACUUM did not mark {table}'s pages all-visible in 10 s")
-
-
 @pytest.fixture(scope="module")
 def dsn(schema_conn, pg_dsn, pg_cluster):
     if not pg_cluster.has_hypopg:
         pytest.fail("HypoPG is not installed on the test server: run scripts/setup.sh")
-    vacuum_until_all_visible(schema_conn, "items")
+    assert vacuum_until_all_visible(schema_conn, "items"), "VACUUM did not mark every page of items all-visible"
     # The load's counters reach pg_stat_user_tables when the session flushes them, possibly after
     # ANALYZE reset n_mod_since_analyze: flush them first, then ANALYZE, so the tables look static.
     schema_conn.execute("SELECT pg_stat_force_next_flush()")
@@ -233,7 +218,7 @@ def test_a_table_vacuum_has_not_caught_up_with_gets_a_note(dsn):
     assert len(notes) == 1 and notes[0].startswith("public.readings: only 0% ") and "VACUUM public.readings" in notes[0], advice.notes
 
     with psycopg.connect(dsn, autocommit=True) as conn:
-        vacuum_until_all_visible(conn, "readings")
+        assert vacuum_until_all_visible(conn, "readings")
     assert not [n for n in advise(dsn, lookups).notes if "all-visible" in n]
 
 
