@@ -25,7 +25,7 @@ from psycopg import conninfo as pg_conninfo
 from psycopg import errors as pg_errors
 from psycopg import sql as pg_sql
 
-from advisor.db.connect import TAG, _scrub, connect
+from advisor.db.connect import TAG, scrub_secrets, connect
 from advisor.errors import AdvisorError
 
 __all__ = [
@@ -156,7 +156,7 @@ def conninfo_params(dsn: str) -> dict[str, str]:
     try:
         return {k: v for k, v in pg_conninfo.conninfo_to_dict(dsn).items() if v is not None}
     except psycopg.ProgrammingError as err:
-        raise AdvisorError(f"invalid connection string: {_scrub(str(err), dsn)}",
+        raise AdvisorError(f"invalid connection string: {scrub_secrets(str(err), dsn)}",
                            "use postgresql://user@host:port/dbname or key=value pairs") from None
 
 
@@ -170,7 +170,7 @@ def scrubber(*dsns: str | None) -> Callable[[str], str]:
     def scrub(text: str) -> str:
         for dsn in dsns:
             if dsn:
-                text = _scrub(text, dsn)
+                text = scrub_secrets(text, dsn)
         return text
 
     return scrub
@@ -203,5 +203,5 @@ def drop_schema(dsn: str, schema: str) -> str | None:
             conn.commit()
         return None
     except (psycopg.Error, AdvisorError) as err:
-        first = (_scrub(str(err), dsn).strip().splitlines() or [type(err).__name__])[0]
+        first = (scrub_secrets(str(err), dsn).strip().splitlines() or [type(err).__name__])[0]
         return f"could not drop the temporary schema {schema} ({first}): run DROP SCHEMA {schema} CASCADE"

@@ -89,7 +89,7 @@ from advisor.bench.load import (
     MAX_REQUESTS_PER_ARM, Step, add_options, conninfo_params, create_schema, drop_schema, first_line, host_cores,
     latency_quantiles, new_schema_name, rounded, run_phase, scrubber,
 )
-from advisor.db.connect import TAG, _scrub, connect, redact_dsn
+from advisor.db.connect import TAG, scrub_secrets, connect, redact_dsn
 from advisor.errors import AdvisorError
 
 __all__ = [
@@ -490,7 +490,7 @@ def run_pool_bench(cfg: PoolBenchConfig, step: Step | None = None) -> PoolBenchR
         settings={"concurrency": list(cfg.concurrency), "duration_s": _duration(cfg), "requests": cfg.requests,
                   "warmup_s": cfg.warmup_s, "modes": [m for m in cfg.modes if m != "pgbouncer" or cfg.pgbouncer_dsn],
                   "transports": list(cfg.transports), "request_timeout_s": timeout},
-        arms=tuple(arms), verdict=verdict, notes=tuple(_scrub(n, cfg.dsn) for n in notes),
+        arms=tuple(arms), verdict=verdict, notes=tuple(scrub_secrets(n, cfg.dsn) for n in notes),
     )
 
 

@@ -1,6 +1,6 @@
 """Connections to the target database with safe session settings, and DSN redaction.
 
-Every message that may reach a user goes through ``redact_dsn`` or ``_scrub``:
+Every message that may reach a user goes through ``redact_dsn`` or ``scrub_secrets``:
 a password must never be printed, logged or stored in a report.
 """
 
@@ -57,7 +57,8 @@ def _secrets(dsn: str) -> set[str]:
     return {s for s in found if s}
 
 
-def _scrub(text: str, dsn: str) -> str:
+def scrub_secrets(text: str, dsn: str) -> str:
+    """``text`` with every spelling of ``dsn``'s password masked."""
     for secret in sorted(_secrets(dsn), key=len, reverse=True):
         text = text.replace(secret, MASK)
     return text
@@ -84,7 +85,7 @@ _KINDS = (
 
 
 def _translate(err: psycopg.Error, dsn: str) -> AdvisorConnectionError:
-    detail = _scrub(str(err), dsn)
+    detail = scrub_secrets(str(err), dsn)
     lines = [ln.strip() for ln in detail.splitlines() if ln.strip()]
     # libpq puts "connection to server at ... failed:" first and the reason last.
     first = " ".join(lines[:2]) if lines else type(err).__name__

@@ -43,7 +43,6 @@ from advisor.db.catalog import Catalog, Table
 from advisor.indexes.candidates import CandidateSet
 from advisor.indexes.model import AdvisedQuery, IndexCandidate
 
-COUNTERS = "table counters"  # the fingerprint of writes estimated from a table's counters
 MIN_WINDOW_S = 60.0  # a write rate measured over less than a minute says little
 VISIBLE_ENOUGH = 0.9  # below this share of all-visible pages, index-only scans are priced noticeably higher
 MIN_PAGES = 1000  # 8 MB: a smaller heap is cheap to visit, whatever the visibility map says
@@ -55,7 +54,7 @@ _DEFAULTS = {"seq_page_cost": 1.0, "cpu_operator_cost": 0.0025, "cpu_index_tuple
 class Write:
     """One data-changing statement of the workload on one table."""
 
-    fingerprint: str
+    fingerprint: str  # "" for rows from a table's counters
     table: str  # "schema.name"
     kind: str  # "insert", "update", "delete", "merge"; "counted" for rows from a table's counters
     rows: float  # rows written per execution (planner estimate) × the statement's weight
@@ -102,7 +101,7 @@ class WriteLoad:
 
     def _counter_notes(self, c: IndexCandidate, table: Table) -> list[str]:
         rate = entry_rate(table)
-        counted = [w for w in self.by_table.get(c.table, ()) if w.fingerprint == COUNTERS]
+        counted = [w for w in self.by_table.get(c.table, ()) if w.kind == "counted"]
         if counted:
             notes = [f"{c.name}: {c.table}'s writes are not in the workload; its counters show {rate:,.1f} rows a second "
                      f"that write index entries since its last ANALYZE, about {counted[0].rows:,.0f} over the time the "
@@ -113,8 +112,8 @@ class WriteLoad:
             return notes
         if rate > 0 and c.table not in self.by_table:
             return [f"{c.name}: {c.table}'s counters show {rate:,.1f} rows a second that write index entries, which the "
-                    "workload does not hold; with no time span to scale them by (statements from a file, or --weight "
-                    "time) they are not counted in its write cost"]
+                    "workload does not hold; with no time span to scale them by (statements from a file, --weight time, "
+                    "or calls counted by pg_stat_statements) they are not counted in its write cost"]
         return []
 
 
@@ -149,7 +148,7 @@ def counted_writes(queries: Iterable[AdvisedQuery], found: CandidateSet, catalog
         table = catalog.tables.get(name)
         rate = entry_rate(table) if table is not None else 0.0
         if rate > 0:
-            writes.append(Write(COUNTERS, name, "counted", rate * workload_seconds, frozenset()))
+            writes.append(Write("", name, "counted", rate * workload_seconds, frozenset()))
     return writes
 
 
