@@ -1,7 +1,8 @@
 """Shared helpers of the plan checks (p0xx_*): not a check itself.
 
-Impact, severity, plan excerpts, the columns of a plan condition and index DDL,
-so that every plan check words and weighs its findings the same way.
+Impact (severity follows from it: Thresholds.severity), plan excerpts, the
+columns of a plan condition and index DDL, so that every plan check words and
+weighs its findings the same way.
 """
 
 from __future__ import annotations
@@ -15,10 +16,9 @@ from typing import TYPE_CHECKING, Any
 import sqlglot
 from sqlglot import exp
 
-from advisor.findings import Finding, Severity
+from advisor.findings import Finding
 
 if TYPE_CHECKING:
-    from advisor.checks.config import Thresholds
     from advisor.checks.context import Context, ExplainedQuery
     from advisor.plans import Plan, PlanNode
 
@@ -38,16 +38,6 @@ def impact_ms(eq: ExplainedQuery, share: float) -> float | None:
     """
     total = eq.query.total_ms
     return None if total is None else round(total * max(0.0, min(1.0, share)), 3)
-
-
-def severity_for_share(share: float, cfg: Thresholds, floor: Severity = Severity.low) -> Severity:
-    if share >= cfg.plan_share_high:
-        level = Severity.high
-    elif share >= cfg.plan_share_medium:
-        level = Severity.medium
-    else:
-        level = Severity.low
-    return max(level, floor)
 
 
 def fmt(value: float | None) -> str:
@@ -81,14 +71,16 @@ def excerpt(node: PlanNode, *extra: str) -> str:
     return f"{node.label()} ({', '.join(parts)})" if parts else node.label()
 
 
-def make_finding(code: str, name: str, eq: ExplainedQuery, *, severity: Severity, title: str, suggestion: str,
+def make_finding(ctx: Context, code: str, name: str, eq: ExplainedQuery, *, title: str, suggestion: str,
                  evidence: dict[str, Any], share: float, tables: tuple[str, ...] = ()) -> Finding:
+    """A plan check's finding: impact from the plan share, severity from that impact (Thresholds.severity)."""
     query = eq.query
-    return Finding(code=code, check=name, severity=severity, title=title, suggestion=suggestion,
+    impact = impact_ms(eq, share)
+    return Finding(code=code, check=name, severity=ctx.severity(impact), title=title, suggestion=suggestion,
                    fingerprint=query.fingerprint, normalized=query.normalized,
                    tables=tables or eq.plan.relations(),
                    evidence={**evidence, "plan_share": round(share, 4)},
-                   impact_ms=impact_ms(eq, share),
+                   impact_ms=impact,
                    application=", ".join(query.applications) or None)
 
 

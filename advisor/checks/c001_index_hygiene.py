@@ -8,7 +8,8 @@ cover, ``idx_scan = 0`` since statistics were reset, ``indisvalid``); an
 unindexed foreign key is reported only when the workload reads the
 referencing table by those columns.
 Impact: not estimated in time (its cost is on writes); size and scan counts
-are the evidence.
+are the evidence. Severity: low, as ``Thresholds.severity`` gives a finding
+without an impact in time.
 Fix: ``DROP INDEX CONCURRENTLY`` or ``CREATE INDEX CONCURRENTLY``, never run
 by the advisor.
 """
@@ -19,15 +20,11 @@ import re
 from collections.abc import Iterable
 
 from advisor.checks.context import Context
-from advisor.findings import Finding, Severity
+from advisor.findings import Finding
 from advisor.indexes.existing import IndexIssue, index_issues
 
 CODE = "ADV201"
 NAME = "index_hygiene"
-
-SEVERITY = {"invalid": Severity.medium, "duplicate": Severity.medium, "redundant": Severity.low,
-            "unused": Severity.low, "unindexed_foreign_key": Severity.medium}  # fmt: skip
-
 
 def run(ctx: Context) -> Iterable[Finding]:
     if ctx.catalog is None:
@@ -38,7 +35,7 @@ def run(ctx: Context) -> Iterable[Finding]:
         yield Finding(
             code=CODE,
             check=NAME,
-            severity=SEVERITY[issue.kind],
+            severity=ctx.severity(None),
             title=f"{issue.kind.replace('_', ' ').capitalize()}: {_subject(issue)}",
             suggestion=issue.suggestion,
             tables=(issue.table,),

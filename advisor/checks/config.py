@@ -1,35 +1,61 @@
-"""Every threshold the checks use, in one place, with its default and why. Overridable per run."""
+"""Every threshold the checks use, in one place, with its default and why. Overridable per run.
+
+Severity is one rule for every check (``Thresholds.severity``): what a finding
+costs (its ``impact_ms``) as a share of the workload's total time, and in
+absolute time. A problem that is most of a tiny workload (``pgbench -i``'s 200
+inserts in 49 ms) is not high; neither is a big number that is a sliver of a
+month of log.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from advisor.findings import Severity
+
 
 @dataclass(frozen=True, slots=True)
 class Thresholds:
+    # --- severity, for every check ----------------------------------------------
+    high_share: float = 0.20  # a finding costing a fifth of the workload's time …
+    high_ms: float = 10_000.0  # … and 10 s in all is high: fixing it changes what users wait for
+    medium_share: float = 0.05  # one twentieth of the time …
+    medium_ms: float = 1_000.0  # … and a second in all is medium; anything less is low
     # --- plan checks -----------------------------------------------------------
     big_table_rows: int = 10_000  # a Seq Scan below this is cheap whatever it filters
     full_scan_removed_share: float = 0.90  # share of scanned rows a filter throws away
     full_scan_time_share: float = 0.20  # the scan must be a real share of the statement's time
     index_filter_removed_share: float = 0.80  # index scan rows fetched then filtered away
-    index_filter_min_removed: int = 1_000
-    misestimate_factors: tuple[float, float, float] = (10.0, 100.0, 1000.0)  # low, medium, high
+    index_filter_min_removed: int = 1_000  # fewer rows filtered away than this cost too little to index for
+    misestimate_factor: float = 10.0  # actual vs estimated rows: an order of magnitude misleads plan choices
     misestimate_min_rows: int = 100  # ignore misestimates on tiny row counts
     stale_stats_modified_share: float = 0.20  # n_mod_since_analyze / rows: statistics suspected stale
     nested_loop_min_loops: int = 1_000  # inner side executed this often with a non-index path
     heap_fetches_share: float = 0.10  # of rows returned by an index-only scan
     large_offset: int = 1_000  # OFFSET at or above this is deep pagination
-    plan_share_high: float = 0.50  # a problem node owning this share of its plan's time is high severity
-    plan_share_medium: float = 0.20  # … this share medium; below it, low
     heap_fetches_min: int = 1_000  # index-only scans with fewer heap fetches than this are not worth a VACUUM
     # --- log checks ------------------------------------------------------------
     n1_min_repeats: int = 5  # executions of one child fingerprint in one unit of work
-    n1_max_gap_ms: float = 1_000.0  # a pause longer than this ends a unit of work
-    n1_max_unit_ms: float = 10_000.0  # and no unit outlasts this: a busy autocommit backend never pauses
+    n1_max_gap_ms: float = 1_000.0  # a pause longer than this ends a unit of work (outside a known transaction)
+    n1_max_unit_ms: float = 10_000.0  # an autocommit unit ends after this: a busy backend never pauses
     round_trip_ms: float = 0.2  # client round trip per statement, added to N+1 impact
-    n1_writes_min_repeats: int = 10
-    cache_window_ms: float = 60_000.0  # identical statement+parameters repeated within this window
-    cache_min_repeats: int = 5
+    n1_writes_min_repeats: int = 10  # row-at-a-time writes: fewer are a normal small transaction
+    paging_min_pages: int = 3  # the same read with a growing OFFSET this often in one unit is a paging loop
+    cache_min_repeats: int = 5  # cache hits the replay must show before a cache is worth its invalidation
+    cache_max_writes_per_s: float = 1.0  # a table changed more often (its counters) gets no cache advice
+
+    def severity(self, impact_ms: float | None, workload_ms: float | None) -> Severity:
+        """The one severity rule: high from ``high_share`` of the workload's time and ``high_ms``,
+        medium from ``medium_share`` and ``medium_ms``, else low. Without an impact in time (index
+        hygiene) or a workload total, low: nothing shows it matters more."""
+        if not impact_ms or not workload_ms:
+            return Severity.low
+        share = impact_ms / workload_ms
+        if share >= self.high_share and impact_ms >= self.high_ms:
+            return Severity.high
+        if share >= self.medium_share and impact_ms >= self.medium_ms:
+            return Severity.medium
+        return Severity.low
 
 
 DEFAULT = Thresholds()

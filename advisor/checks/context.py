@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from advisor.checks.config import DEFAULT, Thresholds
+from advisor.findings import Severity
 from advisor.workload.model import Query, Workload
 
 if TYPE_CHECKING:
@@ -29,3 +30,11 @@ class Context:
     catalog: Catalog | None = None  # None when no database was given
     explained: tuple[ExplainedQuery, ...] = ()
     config: Thresholds = DEFAULT
+    workload_ms: float = field(init=False)  # the workload's total time: what a finding's impact is a share of
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "workload_ms", sum(q.total_ms or 0.0 for q in self.workload.queries))
+
+    def severity(self, impact_ms: float | None) -> Severity:
+        """Every check's severity: the finding's impact against this workload (Thresholds.severity)."""
+        return self.config.severity(impact_ms, self.workload_ms)

@@ -5,11 +5,16 @@ related rows. Each costs a round trip and the server's per-statement overhead,
 which for cheap primary-key lookups is most of their cost.
 Signal: in a unit of work (see workload/sessions.py), one read fingerprint run
 at least ``n1_min_repeats`` times with differing parameters.
-Impact: the round trips batching saves, (child statements − occurrences) ×
-``round_trip_ms`` (measured against the target when a DSN is given); the
-server time of the children is assumed unchanged, so this is a lower bound.
-Fix: one query for all keys (``col = ANY($1)``) or a JOIN with the parent;
-in ORMs, eager loading.
+Impact: the time the pattern spends, its children's server time plus a
+round trip each (``round_trip_ms``, measured against the target when a DSN is
+given); batching saves the round trips and the per-statement work, and for
+children that scan, all scans but one. ``batched_ms`` in the evidence is the
+lower bound (the round trips alone). Severity: from that impact
+(``Thresholds.severity``). A paging loop (growing OFFSET) is ADV009, not this.
+Fix: one statement for all keys, proven equivalent per key (checks/rewrite.py):
+``col = ANY($1)`` for row lookups, ``unnest($1) LEFT JOIN … GROUP BY`` for
+aggregates, a ``LATERAL`` subquery for ``ORDER BY … LIMIT``; where no
+equivalent form is known the finding says so. In ORMs, eager loading.
 """
 
 from __future__ import annotations
@@ -17,8 +22,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from advisor.checks.context import Context
-from advisor.checks.rewrite import batched_lookup, tables_of
-from advisor.findings import Finding, Severity
+from advisor.checks.rewrite import Batched, batched_lookup, tables_of
+from advisor.findings import Finding
 from advisor.workload.model import RepeatPattern
 
 CODE = "ADV101"
@@ -34,18 +39,18 @@ ORM_HINTS = (
 def run(ctx: Context) -> Iterable[Finding]:
     for r in ctx.workload.repeats:
         if r.kind == "n_plus_one":
-            yield finding(r, ctx, CODE, NAME, "N+1 selects", _suggestion(r))
+            yield finding(r, ctx, CODE, NAME, "N+1 selects", _suggestion(r, ctx))
 
 
 def finding(r: RepeatPattern, ctx: Context, code: str, name: str, what: str, suggestion: str) -> Finding:
     """Shared with the N+1 writes check: same evidence, same impact rule."""
     rtt = ctx.config.round_trip_ms
-    saved = (r.statements - r.occurrences) * rtt
+    spent = r.child_ms + r.statements * rtt
     per = r.statements / r.occurrences
     return Finding(
         code=code,
         check=name,
-        severity=_severity(r),
+        severity=ctx.severity(spent),
         title=f"{what}: {r.occurrences:,} time(s), {per:,.0f} statements each on average (up to {r.most_per_occurrence:,})",
         suggestion=suggestion,
         fingerprint=r.child_fingerprint,
@@ -59,30 +64,34 @@ def finding(r: RepeatPattern, ctx: Context, code: str, name: str, what: str, sug
             "most_per_occurrence": r.most_per_occurrence,
             "server_ms": round(r.child_ms, 3),
             "round_trip_ms": rtt,
-            "spent_ms": round(r.child_ms + r.statements * rtt, 3),
+            "spent_ms": round(spent, 3),
             "batched_ms": round(r.child_ms + r.occurrences * rtt, 3),
             "sessions": list(r.sessions),
             "first_seen": r.first_seen,
         },
-        impact_ms=saved,
+        impact_ms=round(spent, 3),
         application=", ".join(r.applications) or None,
     )
 
 
-def _severity(r: RepeatPattern) -> Severity:
-    if r.statements >= 1_000 or r.most_per_occurrence >= 100:
-        return Severity.high
-    if r.statements >= 100 or r.most_per_occurrence >= 20:
-        return Severity.medium
-    return Severity.low
-
-
-def _suggestion(r: RepeatPattern) -> str:
+def _suggestion(r: RepeatPattern, ctx: Context) -> str:
     batched = batched_lookup(r.child_normalized)
-    if batched is None:
-        return f"Load the children of all parent rows in one query instead of one per row. {ORM_HINTS}."
-    sql, column = batched
-    return (
-        f"Fetch all children in one statement, passing the parent keys as an array:\n  {sql};\n"
-        f"or JOIN the child table on {column} in the parent query. {ORM_HINTS}."
-    )
+    if isinstance(batched, Batched) and batched.kind != "rows" and (typed := _key_type(ctx, batched)):
+        batched = batched_lookup(r.child_normalized, typed)  # unnest needs the array's type
+    if isinstance(batched, str):
+        return (f"No equivalent batched form of this query is known ({batched}): load the children of all parent "
+                f"rows in one query (a JOIN with the parent) and check it returns the same rows per parent. "
+                f"{ORM_HINTS}.")
+    how = {
+        "rows": f"each row carries its key ({batched.column}) to hand it to its parent",
+        "aggregate": "one row per key, keys without rows included (count 0), as the separate queries returned them",
+        "top_n": "the query runs per key in a LATERAL subquery, so its ORDER BY … LIMIT applies to each key",
+    }[batched.kind]
+    return (f"Fetch all children in one statement, passing the parent keys as an array in {batched.parameter} "
+            f"({how}):\n  {batched.sql};\n{ORM_HINTS}.")
+
+
+def _key_type(ctx: Context, batched: Batched) -> str | None:
+    table = ctx.catalog.table(batched.table) if ctx.catalog is not None and batched.table else None
+    column = table.columns.get(batched.column.rsplit(".", 1)[-1]) if table is not None else None
+    return column.type if column is not None else None

@@ -15,7 +15,7 @@ On plain EXPLAIN (no actual rows) the table size must come from the catalog,
 the rows kept are the estimate and the share is the scan's share of the cost.
 
 Impact: the query's total workload time × the scan's exclusive share of its
-plan. Severity: high from ``plan_share_high`` of the plan, else medium.
+plan. Severity: from that impact (``Thresholds.severity``, the same rule for every check).
 
 Fix: an index on the Filter's columns (equality columns first, then a range
 column), named in the suggestion; ``advisor suggest-indexes`` validates it on
@@ -28,7 +28,7 @@ from collections.abc import Iterable
 
 from advisor.checks import _plan
 from advisor.checks.context import Context, ExplainedQuery
-from advisor.findings import Finding, Severity
+from advisor.findings import Finding
 from advisor.plans import Plan, PlanNode
 
 CODE = "ADV001"
@@ -76,7 +76,7 @@ def _check(ctx: Context, eq: ExplainedQuery, plan: Plan, node: PlanNode) -> Find
         "estimated": not plan.analyzed, "plan": _plan.excerpt(node),
     }
     return _plan.make_finding(
-        CODE, NAME, eq, severity=_plan.severity_for_share(share, cfg, floor=Severity.medium),
+        ctx, CODE, NAME, eq,
         title=f"Full scan of {table} ({_plan.fmt(table_rows)} rows) keeps {_percent(1 - removed_share)} of them",
         suggestion=_suggestion(table, keys, node.filter), evidence=evidence, share=share, tables=(table,))
 

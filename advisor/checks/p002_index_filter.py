@@ -9,8 +9,7 @@ Signal: the node's Rows Removed by Filter (× loops) is at least
 at least ``index_filter_min_removed`` rows. Needs EXPLAIN ANALYZE.
 
 Impact: the query's total workload time × the node's exclusive share of its
-plan × the share of fetched rows wasted. Severity by that share
-(``plan_share_high`` / ``plan_share_medium``).
+plan × the share of fetched rows wasted. Severity: from that impact (``Thresholds.severity``, the same rule for every check).
 
 Fix: a composite index whose columns are the index condition's columns plus
 the filter's (equality columns first, then one range column), so the index
@@ -66,7 +65,7 @@ def _check(ctx: Context, eq: ExplainedQuery, plan: Plan, node: PlanNode) -> Find
         "plan_ms": plan.total_ms, "plan": _plan.excerpt(node),
     }
     return _plan.make_finding(
-        CODE, NAME, eq, severity=_plan.severity_for_share(share, cfg),
+        ctx, CODE, NAME, eq,
         title=f"Index on {table} returns {_plan.fmt(fetched)} rows, the filter drops {wasted:.0%} of them",
         suggestion=_suggestion(table, index, keys, filtered), evidence=evidence, share=share, tables=(table,))
 

@@ -6,8 +6,8 @@ rests on row estimates; a node whose actual rows differ from its estimate by
 
 Signal: for each executed node, actual rows over all loops (``rows_total``)
 against the estimate over the same loops (``plan_rows × loops``): a factor of
-``misestimate_factors`` (10×, 100×, 1000× by default) gives low, medium, high
-severity, when either side reaches ``misestimate_min_rows``. A node stopped
+``misestimate_factor`` (10× by default) or more, when either side reaches
+``misestimate_min_rows``. A node stopped
 early (under a Limit, a Merge Join, a SubPlan, or the inner side of a
 semi/anti join) legitimately returns fewer rows than estimated and is not counted for that.
 One finding per query: the deepest offending node, because the errors above
@@ -15,6 +15,7 @@ it usually follow from it; the others are listed in the evidence.
 
 Impact: the query's total workload time × the inclusive share of the node's
 parent, the operator that chose its strategy from the wrong estimate.
+Severity: from that impact (``Thresholds.severity``, the same rule for every check).
 
 Fix: statistics look stale when the catalog says the table's
 ``n_mod_since_analyze / rows`` is at least ``stale_stats_modified_share``:
@@ -30,12 +31,11 @@ from collections.abc import Iterable
 
 from advisor.checks import _plan
 from advisor.checks.context import Context, ExplainedQuery
-from advisor.findings import Finding, Severity
+from advisor.findings import Finding
 from advisor.plans import Plan, PlanNode
 
 CODE = "ADV003"
 NAME = "row_misestimate"
-_SEVERITIES = (Severity.low, Severity.medium, Severity.high)
 
 
 def run(ctx: Context) -> Iterable[Finding]:
@@ -69,12 +69,7 @@ def _factor(ctx: Context, plan: Plan, node: PlanNode) -> float | None:
     if actual < estimate and _stops_early(plan, node):
         return None
     factor = max(actual, estimate) / max(min(actual, estimate), 1.0)
-    return factor if factor >= ctx.config.misestimate_factors[0] else None
-
-
-def _severity(ctx: Context, factor: float) -> Severity:
-    levels = [s for s, limit in zip(_SEVERITIES, ctx.config.misestimate_factors) if factor >= limit]
-    return levels[-1]
+    return factor if factor >= ctx.config.misestimate_factor else None
 
 
 def _finding(ctx: Context, eq: ExplainedQuery, plan: Plan, node: PlanNode, factor: float, others: int) -> Finding:
@@ -92,7 +87,7 @@ def _finding(ctx: Context, eq: ExplainedQuery, plan: Plan, node: PlanNode, facto
     if parent is not None:
         evidence["affected"] = parent.label()
     return _plan.make_finding(
-        CODE, NAME, eq, severity=_severity(ctx, factor),
+        ctx, CODE, NAME, eq,
         title=f"Row {direction}estimate ×{_plan.fmt(round(factor))} on {node.label()} "
               f"({_plan.fmt(estimate)} estimated, {_plan.fmt(actual)} actual)",
         suggestion=_suggestion(plan, node, stale, tables), evidence=evidence, share=share,

@@ -9,7 +9,7 @@ Signal (any of, in the node or one of its parallel workers): a Sort whose Sort
 Method is "external …" or Sort Space Type is Disk; a Hash with Hash Batches
 > 1 (or more than Original Hash Batches); an Aggregate with Strategy Hashed or
 Mixed and HashAgg Batches > 1 or Disk Usage > 0. Needs EXPLAIN ANALYZE; no
-threshold: any spill is reported, its severity grows with its time share.
+threshold: any spill is reported.
 
 Memory that would have sufficed: a sort needs about 3× its on-disk size in
 memory (tuples carry headers and pointers there; measured 2.1× on narrow
@@ -23,7 +23,7 @@ so for them the suggestion errs high.
 
 Impact: the query's total workload time × the spilled nodes' exclusive share
 of the plan (a hash join's own time counts with its Hash: it re-reads the
-batches). Severity by that share (``plan_share_high`` / ``plan_share_medium``).
+batches). Severity: from that impact (``Thresholds.severity``, the same rule for every check).
 
 Fix: ``SET LOCAL work_mem = '…'`` in the transaction running this query (not
 globally: every sort and hash of every connection may take that much).
@@ -150,7 +150,7 @@ def _finding(ctx: Context, eq: ExplainedQuery, plan: Plan, spills: list[Spill]) 
     }
     kinds = sorted({s.node.display_type for s in spills})
     return _plan.make_finding(
-        CODE, NAME, eq, severity=_plan.severity_for_share(share, ctx.config),
+        ctx, CODE, NAME, eq,
         title=f"{' and '.join(kinds)} spilled to disk; work_mem = '{work_mem}' would keep it in memory",
         suggestion=_suggestion(eq, work_mem, spills), evidence=evidence, share=share)
 

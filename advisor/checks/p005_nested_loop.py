@@ -13,8 +13,8 @@ Memoize (PG 14+) hits and misses are reported when present. Needs
 EXPLAIN ANALYZE.
 
 Impact: the query's total workload time × (the inner side's inclusive share
-of the plan + the join's own share, where the join filter runs). Severity by
-that share (``plan_share_high`` / ``plan_share_medium``).
+of the plan + the join's own share, where the join filter runs).
+Severity: from that impact (``Thresholds.severity``, the same rule for every check).
 
 Fix: an index on the inner table's join columns (taken from the Join Filter
 or the inner scan's Filter), which turns each inner run into an index lookup;
@@ -74,7 +74,7 @@ def _check(ctx: Context, eq: ExplainedQuery, plan: Plan, join: PlanNode) -> Find
     share = min(1.0, plan.time_share(inner, inclusive=True) + plan.time_share(join))
     outer = next((c for c in join.children if c.parent_relationship == "Outer"), None)
     return _plan.make_finding(
-        CODE, NAME, eq, severity=_plan.severity_for_share(share, cfg),
+        ctx, CODE, NAME, eq,
         title=f"Nested loop runs {work.label()} {_plan.fmt(inner.loops)} times without an index",
         suggestion=_suggestion(plan, join, inner, work, outer), evidence=_evidence(plan, join, path, outer),
         share=share, tables=tuple(filter(None, (work.qualified_relation,))))

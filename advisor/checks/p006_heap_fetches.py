@@ -10,7 +10,7 @@ and at least ``heap_fetches_min``. Needs EXPLAIN ANALYZE.
 
 Impact: the query's total workload time × the node's exclusive share of the
 plan × the fetched share of its rows (capped at 1): the part of the scan spent
-on the heap. Severity by that share, medium at most.
+on the heap. Severity: from that impact (``Thresholds.severity``, the same rule for every check).
 
 Fix: ``VACUUM (ANALYZE) table;`` to set the visibility map, and an autovacuum
 that keeps it set (a lower ``autovacuum_vacuum_insert_scale_factor`` /
@@ -23,7 +23,7 @@ from collections.abc import Iterable
 
 from advisor.checks import _plan
 from advisor.checks.context import Context
-from advisor.findings import Finding, Severity
+from advisor.findings import Finding
 
 CODE = "ADV006"
 NAME = "index_only_heap_fetches"
@@ -42,7 +42,7 @@ def run(ctx: Context) -> Iterable[Finding]:
             table = node.qualified_relation or node.relation or "?"
             share = plan.time_share(node) * min(1.0, fetched_share)
             yield _plan.make_finding(
-                CODE, NAME, eq, severity=min(_plan.severity_for_share(share, cfg), Severity.medium),
+                ctx, CODE, NAME, eq,
                 title=f"Index Only Scan on {table} fetched {_plan.fmt(node.heap_fetches)} rows from the heap",
                 suggestion=(f"VACUUM (ANALYZE) {_plan.qualified(table)};\n"
                             f"ALTER TABLE {_plan.qualified(table)} SET (autovacuum_vacuum_scale_factor = 0.05, "

@@ -12,7 +12,7 @@ Memory that would have sufficed: about 64 bytes per heap page in the bitmap
 for the hash table's growth, rounded up to a power of two MB.
 
 Impact: the query's total workload time × the node's exclusive share of the
-plan × the lossy share of its pages. Severity by that share, medium at most.
+plan × the lossy share of its pages. Severity: from that impact (``Thresholds.severity``, the same rule for every check).
 
 Fix: ``SET LOCAL work_mem = '…'`` for this query; or a more selective index so
 the bitmap holds fewer pages.
@@ -24,7 +24,7 @@ from collections.abc import Iterable
 
 from advisor.checks import _plan
 from advisor.checks.context import Context
-from advisor.findings import Finding, Severity
+from advisor.findings import Finding
 
 CODE = "ADV007"
 NAME = "lossy_bitmap"
@@ -33,7 +33,6 @@ GROWTH = 2.0  # the page table doubles when it grows: leave room for it
 
 
 def run(ctx: Context) -> Iterable[Finding]:
-    cfg = ctx.config
     for eq, plan in _plan.explained(ctx):
         for node in plan.nodes():
             if node.node_type != "Bitmap Heap Scan" or not node.lossy_heap_blocks:
@@ -44,7 +43,7 @@ def run(ctx: Context) -> Iterable[Finding]:
             table = node.qualified_relation or node.relation or "?"
             share = plan.time_share(node) * lossy / pages
             yield _plan.make_finding(
-                CODE, NAME, eq, severity=min(_plan.severity_for_share(share, cfg), Severity.medium),
+                ctx, CODE, NAME, eq,
                 title=f"Bitmap Heap Scan on {table} went lossy on {_plan.fmt(lossy)} of {_plan.fmt(pages)} pages",
                 suggestion=(f"SET LOCAL work_mem = '{work_mem}';  -- in the transaction running this query\n"
                             f"-- the bitmap of {_plan.fmt(pages)} pages needs about "

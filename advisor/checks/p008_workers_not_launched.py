@@ -11,7 +11,7 @@ threshold). Needs EXPLAIN ANALYZE.
 Impact: the query's total workload time × the Gather's inclusive share ×
 (1 − (launched + 1) / (planned + 1)): the time the missing processes would
 have taken off, assuming the work splits evenly among leader and workers.
-Severity: medium when that share reaches ``plan_share_medium``, else low.
+Severity: from that impact (``Thresholds.severity``, the same rule for every check).
 
 Fix: raise ``max_parallel_workers`` (reloadable) and, if needed,
 ``max_worker_processes`` (restart), keeping them within the CPU count; or
@@ -24,14 +24,13 @@ from collections.abc import Iterable
 
 from advisor.checks import _plan
 from advisor.checks.context import Context
-from advisor.findings import Finding, Severity
+from advisor.findings import Finding
 
 CODE = "ADV008"
 NAME = "parallel_workers_short"
 
 
 def run(ctx: Context) -> Iterable[Finding]:
-    cfg = ctx.config
     for eq, plan in _plan.explained(ctx):
         for node in plan.nodes():
             planned, launched = node.workers_planned, node.workers_launched
@@ -41,7 +40,7 @@ def run(ctx: Context) -> Iterable[Finding]:
                 continue
             share = plan.time_share(node, inclusive=True) * (1 - (launched + 1) / (planned + 1))
             yield _plan.make_finding(
-                CODE, NAME, eq, severity=min(_plan.severity_for_share(share, cfg), Severity.medium),
+                ctx, CODE, NAME, eq,
                 title=f"{node.display_type} launched {launched} of {planned} planned parallel workers",
                 suggestion=("SHOW max_parallel_workers; SHOW max_worker_processes;\n"
                             "ALTER SYSTEM SET max_parallel_workers = 8;  -- e.g.: up to the CPU count\n"

@@ -4,17 +4,21 @@ Problem: ``OFFSET n`` does not skip rows for free: the server produces the
 first n rows (sorting, joining, fetching them) and discards them; page 1,000
 costs a thousand pages. The cost grows with the page number.
 
-Signal, either:
+Signal, any of:
 - in the plan: a Limit whose child produced at least ``large_offset`` rows
   more than the Limit passed on (``rows_total`` of both, so loops count);
 - in the query text (the logged sample, else the normalized text with the
   sample's parameters): ``OFFSET n`` with n ≥ ``large_offset``, read with
-  sqlglot. Works without EXPLAIN.
+  sqlglot. Works without EXPLAIN;
+- in the log: a paging loop, the same query run with a growing OFFSET at
+  least ``paging_min_pages`` times in one unit of work (workload/sessions.py),
+  whatever the offsets. Works without EXPLAIN and without a catalog.
 
 Impact: the query's total workload time × the Limit's inclusive share of the
-plan × the discarded share of the rows it read; without a plan, the query's
-total time × offset / (offset + limit). Severity: high from
-``plan_share_high`` of the plan, else medium.
+plan × the discarded share of the rows it read; without a plan, for a loop,
+its pages' time × the share of the rows read that the offsets skipped (the
+page size is the step between offsets), else the query's total time ×
+offset / (offset + limit). Severity: from that impact (``Thresholds.severity``).
 
 Fix: keyset pagination, derived from the query with sqlglot: the same query
 with ``AND (sort columns) > (:last_values)`` (``<`` for DESC; an expanded
@@ -33,9 +37,9 @@ from sqlglot import exp
 
 from advisor.checks import _plan
 from advisor.checks.context import Context, ExplainedQuery
-from advisor.findings import Finding, Severity
+from advisor.findings import Finding
 from advisor.plans import Plan, PlanNode
-from advisor.workload.model import Query
+from advisor.workload.model import Query, RepeatPattern
 
 CODE = "ADV009"
 NAME = "large_offset"
@@ -57,48 +61,84 @@ class Paging:
 
 
 def run(ctx: Context) -> Iterable[Finding]:
+    loops = paging_loops(ctx.workload.repeats)
     seen: set[str] = set()
     for eq in ctx.explained:
         seen.add(eq.query.fingerprint)
-        if finding := _check(ctx, eq.query, eq):
+        if finding := _check(ctx, eq.query, eq, loops.get(eq.query.fingerprint)):
             yield finding
     for query in ctx.workload.queries:  # the text alone suffices for queries that were not explained
-        if query.fingerprint not in seen and (finding := _check(ctx, query, None)):
+        if query.fingerprint not in seen and (finding := _check(ctx, query, None, loops.get(query.fingerprint))):
             yield finding
 
 
-def _check(ctx: Context, query: Query, eq: ExplainedQuery | None) -> Finding | None:
+@dataclass(frozen=True, slots=True)
+class Loop:
+    """One query's paging loops in the log (workload/sessions.py), whatever ran before them."""
+
+    loops: int
+    pages: int
+    most_pages: int
+    deepest_offset: int
+    ms: float  # server time of the loops' pages
+    wasted_ms: float  # the share of it spent on rows the OFFSETs discarded
+    sessions: tuple[str, ...]
+
+
+def paging_loops(repeats: Iterable[RepeatPattern]) -> dict[str, Loop]:
+    found: dict[str, Loop] = {}
+    for r in repeats:
+        if r.kind != "pagination":
+            continue
+        before = found.get(r.child_fingerprint, Loop(0, 0, 0, 0, 0.0, 0.0, ()))
+        found[r.child_fingerprint] = Loop(
+            before.loops + r.occurrences, before.pages + r.statements, max(before.most_pages, r.most_per_occurrence),
+            max(before.deepest_offset, r.deepest_offset or 0), before.ms + r.child_ms,
+            before.wasted_ms + r.child_ms * (r.discarded_share or 0.0), tuple(dict.fromkeys(before.sessions + r.sessions)))
+    return found
+
+
+def _check(ctx: Context, query: Query, eq: ExplainedQuery | None, loop: Loop | None) -> Finding | None:
     cfg = ctx.config
     paging = read_paging(query)
     limit_node = _plan_limit(eq.plan, cfg.large_offset) if eq is not None and eq.plan.analyzed else None
     text_offset = paging.offset if paging else None
-    if limit_node is None and (text_offset is None or text_offset < cfg.large_offset):
+    if limit_node is None and loop is None and (text_offset is None or text_offset < cfg.large_offset):
         return None
     evidence: dict = {"offset": text_offset, "limit": paging.limit if paging else None}
+    if loop is not None:
+        evidence.update(paging_loops=loop.loops, pages=loop.pages, most_pages_per_loop=loop.most_pages,
+                        deepest_offset=loop.deepest_offset, loop_ms=round(loop.ms, 3), sessions=list(loop.sessions))
+    impact = None
     if limit_node is not None:
         node, child = limit_node
         discarded = (child.rows_total or 0) - (node.rows_total or 0)
         share = eq.plan.time_share(node, inclusive=True) * discarded / max(child.rows_total or 1, 1)
         evidence.update(rows_read=child.rows_total, rows_returned=node.rows_total, rows_discarded=discarded,
                         plan=[_plan.excerpt(node), _plan.excerpt(child)])
-        skipped = discarded
+        title = f"Deep pagination: {_plan.fmt(discarded)} rows read and discarded before the page"
+    elif loop is not None:  # the log's own account: the rows before each page, read again by every page
+        impact = round(loop.wasted_ms, 3)
+        share = loop.wasted_ms / query.total_ms if query.total_ms else 0.0
+        title = (f"Paging loop: {_plan.fmt(loop.pages)} pages with a growing OFFSET (up to "
+                 f"{_plan.fmt(loop.deepest_offset)}) in {_plan.fmt(loop.loops)} unit(s) of work; every page "
+                 "reads and discards the rows before it")
     else:
         share = text_offset / (text_offset + (paging.limit or 1))
-        skipped = text_offset
-    title = f"Deep pagination: {_plan.fmt(skipped)} rows read and discarded before the page"
-    return _finding(ctx, query, eq, title, _suggestion(paging), evidence, share)
+        title = f"Deep pagination: {_plan.fmt(text_offset)} rows read and discarded before the page"
+    return _finding(ctx, query, eq, title, _suggestion(paging), evidence, share, impact)
 
 
 def _finding(ctx: Context, query: Query, eq: ExplainedQuery | None, title: str, suggestion: str,
-             evidence: dict, share: float) -> Finding:
-    severity = _plan.severity_for_share(share, ctx.config, floor=Severity.medium)
+             evidence: dict, share: float, impact: float | None) -> Finding:
     if eq is not None:
-        return _plan.make_finding(CODE, NAME, eq, severity=severity, title=title, suggestion=suggestion,
-                                  evidence=evidence, share=share)
-    return Finding(code=CODE, check=NAME, severity=severity, title=title, suggestion=suggestion,
+        return _plan.make_finding(ctx, CODE, NAME, eq, title=title, suggestion=suggestion, evidence=evidence,
+                                  share=share)
+    if impact is None and query.total_ms is not None:
+        impact = round(query.total_ms * share, 3)
+    return Finding(code=CODE, check=NAME, severity=ctx.severity(impact), title=title, suggestion=suggestion,
                    fingerprint=query.fingerprint, normalized=query.normalized,
-                   evidence={**evidence, "plan_share": round(share, 4)},
-                   impact_ms=None if query.total_ms is None else round(query.total_ms * share, 3),
+                   evidence={**evidence, "plan_share": round(share, 4)}, impact_ms=impact,
                    application=", ".join(query.applications) or None)
 
 

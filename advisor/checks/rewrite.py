@@ -1,41 +1,221 @@
-"""Query rewrites the checks suggest, built with sqlglot from the normalized SQL."""
+"""Query rewrites the checks suggest, built with sqlglot from the normalized SQL.
+
+The batched form of an N+1 child must return, for every key, exactly the rows
+the child returned for that key, or it is not printed:
+
+- plain row lookups: ``… WHERE col = ANY($1)``, selecting ``col`` too so the
+  rows tell their keys apart;
+- an aggregate over one table (no GROUP BY): one row per key, keys without
+  rows included, from ``unnest($1) LEFT JOIN table … GROUP BY key`` with each
+  aggregate FILTERed to the joined rows (``count(*)`` of no rows stays 0);
+- ``LIMIT``/``OFFSET`` (top n per parent): the child itself in a ``LATERAL``
+  subquery over ``unnest($1)``, so the limit applies per key;
+- anything else (DISTINCT, window functions, GROUP BY, HAVING, set operations,
+  locking clauses, functions sqlglot does not know, the key in an OR or a
+  subquery): no rewrite, and the finding says none is known.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import sqlglot
 from sqlglot import exp
 
+KINDS = ("rows", "aggregate", "top_n")
+
+
+@dataclass(frozen=True, slots=True)
+class Batched:
+    """One statement for all keys: ``sql`` takes the keys as an array in ``parameter``."""
+
+    kind: str  # one of KINDS
+    sql: str
+    column: str  # the key column, as the child names it
+    parameter: str  # "$1": the child's key parameter, now an array of keys
+    key_position: int  # 0-based output column holding the key
+    key_added: bool  # that column is the batched form's own (else it is one of the child's)
+    table: str | None  # the key column's table, as the child names it (schema-qualified if it is)
+
 
 def _is_parameter(node: exp.Expression) -> bool:
+    return isinstance(_uncast(node), (exp.Parameter, exp.Placeholder))
+
+
+def _uncast(node: exp.Expression) -> exp.Expression:
     while isinstance(node, exp.Cast):
         node = node.this
-    return isinstance(node, (exp.Parameter, exp.Placeholder))
+    return node
 
 
-def batched_lookup(sql: str) -> tuple[str, str] | None:
-    """``… WHERE col = $1`` as one query for many keys: ``… WHERE col = ANY($1)``.
+def _conjuncts(node: exp.Expression | None) -> list[exp.Expression]:
+    if node is None:
+        return []
+    node = node.unnest()
+    if isinstance(node, exp.And):
+        return _conjuncts(node.left) + _conjuncts(node.right)
+    return [node]
 
-    Returns (the batched SQL, the column), or None when the statement has no
-    ``column = parameter`` predicate to batch on.
+
+def _key_predicate(select: exp.Select) -> tuple[exp.EQ, exp.Column, exp.Expression] | None:
+    """The first ``column = $n`` ANDed into the top WHERE whose $n appears nowhere else."""
+    where = select.args.get("where")
+    for pred in _conjuncts(where.this if where else None):
+        if not isinstance(pred, exp.EQ):
+            continue
+        column, other = (pred.left, pred.right) if isinstance(pred.left, exp.Column) else (pred.right, pred.left)
+        if not isinstance(column, exp.Column) or not _is_parameter(other):
+            continue
+        param = _uncast(other)
+        if sum(p == param for p in select.find_all(type(param))) == 1:
+            return pred, column, other
+    return None
+
+
+def _refusal(select: exp.Expression) -> str | None:
+    """Why no batched form is provably equivalent, or None."""
+    if not isinstance(select, exp.Select):
+        return "it is not a plain SELECT"
+    for arg, what in (("distinct", "DISTINCT"), ("group", "GROUP BY"), ("having", "HAVING"), ("with_", "WITH"),
+                      ("with", "WITH"), ("locks", "a locking clause")):
+        if select.args.get(arg):
+            return f"it uses {what}"
+    if select.find(exp.Window):
+        return "it uses a window function"
+    if select.find(exp.Anonymous):
+        return "it calls a function the advisor cannot classify (it may be an aggregate)"
+    return None
+
+
+def batched_lookup(sql: str, key_type: str | None = None) -> Batched | str:
+    """The child as one statement for many keys, or the reason none is known to be equivalent.
+
+    ``key_type`` (the key column's type, from the catalog) types the array where
+    ``unnest`` needs it; the child's own cast of its parameter serves too.
     """
     try:
         tree = sqlglot.parse_one(sql, read="postgres")
-    except sqlglot.errors.ParseError:
-        return None
-    for eq in tree.find_all(exp.EQ):
-        column, other = (eq.left, eq.right) if isinstance(eq.left, exp.Column) else (eq.right, eq.left)
-        if isinstance(column, exp.Column) and _is_parameter(other):
-            array = exp.Anonymous(this="ANY", expressions=[exp.Parameter(this=exp.Literal.number(1))])
-            eq.replace(exp.EQ(this=column.copy(), expression=array))
-            return tree.sql(dialect="postgres"), column.sql(dialect="postgres")
-    return None
+    except (sqlglot.errors.ParseError, sqlglot.errors.TokenError):
+        return "the advisor could not parse it"
+    if reason := _refusal(tree):
+        return reason
+    found = _key_predicate(tree)
+    if found is None:
+        return "it has no `column = parameter` condition to batch on"
+    pred, column, param = found
+    if isinstance(_uncast(param), exp.Placeholder):
+        return "its key parameter is not numbered"
+    name, table = column.sql(dialect="postgres"), _table_of(tree, column)
+    key = _Key(pred, column, _uncast(param).copy(),
+               key_type or (param.to.sql(dialect="postgres") if isinstance(param, exp.Cast) else None))
+    if tree.args.get("limit") or tree.args.get("offset"):
+        built = _top_n(tree, key)
+    elif any(e.find(exp.AggFunc) for e in tree.expressions):
+        built = _aggregate(tree, key)
+    else:
+        built = _rows(tree, key)
+    if isinstance(built, str):
+        return built
+    kind, batched, position, added = built
+    return Batched(kind, batched.sql(dialect="postgres"), name, key.parameter.sql(dialect="postgres"), position, added,
+                   table)
+
+
+@dataclass(frozen=True, slots=True)
+class _Key:
+    predicate: exp.EQ  # `column = $n` in the child's tree
+    column: exp.Column
+    parameter: exp.Expression  # $n
+    type: str | None
+
+    def unnest(self, tree: exp.Expression) -> tuple[exp.Expression, exp.Column]:
+        """``unnest($n[::type[]]) AS keys(col)`` under an alias the child does not use, and ``keys.col``."""
+        taken = {t.alias_or_name for t in tree.find_all(exp.Table)}
+        alias = next(a for a in ("keys", "batch_keys", "batch_keys_") if a not in taken)
+        array = exp.cast(self.parameter.copy(), f"{self.type}[]", dialect="postgres") if self.type \
+            else self.parameter.copy()
+        source = sqlglot.parse_one(f"SELECT 1 FROM unnest(x) AS {alias}({self.column.name})",
+                                   read="postgres").args["from_"].this
+        source.set("expressions", [array])
+        return source, exp.column(self.column.name, table=alias)
+
+
+def _table_of(tree: exp.Select, column: exp.Column) -> str | None:
+    tables = [t for t in tree.find_all(exp.Table) if not column.table or t.alias_or_name == column.table]
+    return ".".join(p.name for p in tables[0].parts) if len(tables) == 1 else None
+
+
+def _rows(tree: exp.Select, key: _Key) -> tuple[str, exp.Expression, int, bool]:
+    """``col = ANY($n)``, selecting ``col`` first unless the child does; an ORDER BY still orders each key's
+    rows as the child did."""
+    key.predicate.replace(exp.EQ(this=key.column.copy(), expression=exp.Any(this=exp.Paren(this=key.parameter.copy()))))
+    outputs = tree.expressions
+    if not any(e.is_star for e in outputs):  # past a *, positions are the table's
+        for i, e in enumerate(outputs):
+            if isinstance(e, exp.Column) and e.name == key.column.name and e.table in ("", key.column.table):
+                return "rows", tree, i, False
+    tree.set("expressions", [key.column.copy(), *outputs])
+    return "rows", tree, 0, True
+
+
+def _top_n(tree: exp.Select, key: _Key) -> tuple[str, exp.Expression, int, bool]:
+    """The child per key in a LATERAL subquery: its LIMIT and OFFSET apply to each key."""
+    keys, value = key.unnest(tree)
+    key.predicate.replace(exp.EQ(this=key.column.copy(), expression=value.copy()))
+    lateral = exp.Lateral(this=exp.Subquery(this=tree), alias=exp.TableAlias(this=exp.to_identifier("s")))
+    batched = exp.select(value.copy(), exp.column(exp.Star(), table="s")).from_(keys).join(lateral, join_type="cross")
+    return "top_n", batched, 0, True
+
+
+def _aggregate(tree: exp.Select, key: _Key) -> tuple[str, exp.Expression, int, bool] | str:
+    """Every key LEFT JOINed to its rows and grouped; each aggregate sees only joined rows."""
+    source = tree.args["from_"].this
+    if tree.args.get("joins") or not isinstance(source, exp.Table) or len(list(tree.find_all(exp.Select))) > 1:
+        return "it aggregates over a join or has a subquery"
+    if any(not e.find(exp.AggFunc) and e.find(exp.Column) for e in tree.expressions):
+        return "it mixes aggregates with plain columns"
+    owner = exp.to_identifier(source.alias_or_name)
+    for c in tree.find_all(exp.Column):  # qualified, so that the keys' column cannot capture the table's
+        if not c.table:
+            c.set("table", owner.copy())
+    keys, value = key.unnest(tree)
+    joined = exp.column(key.column.name, table=owner.copy())
+    key.predicate.replace(exp.EQ(this=joined.copy(), expression=value.copy()))
+    matched = exp.Not(this=exp.Is(this=joined.copy(), expression=exp.Null()))
+    for agg in list(tree.find_all(exp.AggFunc)):  # a key without rows: count 0, other aggregates NULL
+        if isinstance(agg.parent, exp.Filter):
+            agg.parent.set("expression", exp.Where(this=exp.and_(agg.parent.expression.this, matched.copy())))
+        else:
+            agg.replace(exp.Filter(this=agg.copy(), expression=exp.Where(this=matched.copy())))
+    batched = (exp.select(value.copy(), *(e.copy() for e in tree.expressions)).from_(keys)
+               .join(source.copy(), on=tree.args["where"].this, join_type="left").group_by(value.copy()))
+    return "aggregate", batched, 0, True
 
 
 def tables_of(sql: str) -> tuple[str, ...]:
     """The tables a statement reads or writes, in order of appearance."""
     try:
         tree = sqlglot.parse_one(sql, read="postgres")
-    except sqlglot.errors.ParseError:
+    except (sqlglot.errors.ParseError, sqlglot.errors.TokenError):
         return ()
     names = dict.fromkeys(t.sql(dialect="postgres") for t in tree.find_all(exp.Table) if t.name)
     return tuple(names)
+
+
+def written_tables(sql: str) -> tuple[str, ...]:
+    """The tables a statement changes (INSERT, UPDATE, DELETE, MERGE, TRUNCATE, COPY … FROM), by bare
+    lower-case name; () for reads and for what sqlglot cannot parse."""
+    try:
+        tree = sqlglot.parse_one(sql, read="postgres")
+    except (sqlglot.errors.ParseError, sqlglot.errors.TokenError):
+        return ()
+    if tree is None:
+        return ()
+    targets: list[exp.Expression] = []
+    for node in tree.find_all(exp.Insert, exp.Update, exp.Delete, exp.Merge, exp.TruncateTable, exp.Copy):
+        if isinstance(node, exp.TruncateTable):
+            targets.extend(node.expressions)
+        elif not isinstance(node, exp.Copy) or node.args.get("kind"):  # COPY … TO reads
+            targets.append(node.this)
+    tables = [t if isinstance(t, exp.Table) else t.find(exp.Table) for t in targets]
+    return tuple(dict.fromkeys(t.name.lower() for t in tables if t is not None and t.name))

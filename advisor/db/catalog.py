@@ -121,6 +121,19 @@ class Catalog:
     tables: dict[str, Table]  # by "schema.name"
     foreign_keys: tuple[ForeignKey, ...]
     search_path: tuple[str, ...] = ("public",)  # the session's schemas, pg_catalog left out
+    # Seconds the pg_stat_* counters of this database have been counting: since its stats_reset, else
+    # since the server started (counters kept over a clean restart make rates from it err high).
+    stats_age_seconds: float | None = None
+
+    def write_rate(self, table: Table) -> float | None:
+        """Rows a second the table's counters say it changes (inserted, updated, deleted): since its last
+        ANALYZE where it had one (the recent rate, not a bulk load long past), else over the counters'
+        whole span; None when neither span is known."""
+        if table.seconds_since_analyze is not None:
+            return table.n_mod_since_analyze / max(table.seconds_since_analyze, 1.0)
+        if self.stats_age_seconds is not None:
+            return (table.n_tup_ins + table.n_tup_upd + table.n_tup_del) / max(self.stats_age_seconds, 1.0)
+        return None
 
     def table(self, name: str, schema: str | None = None) -> Table | None:
         """A table by name: "schema.name", or an unqualified name looked up along the search_path.
@@ -147,7 +160,9 @@ _USER_RELATIONS = """
 
 _SESSION = """
 SELECT current_setting('server_version_num')::int, current_schemas(false),
-       (SELECT json_object_agg(name, current_setting(name)) FROM pg_settings WHERE name = ANY(%s))"""
+       (SELECT json_object_agg(name, current_setting(name)) FROM pg_settings WHERE name = ANY(%s)),
+       extract(epoch FROM now() - coalesce((SELECT stats_reset FROM pg_stat_database
+                                            WHERE datname = current_database()), pg_postmaster_start_time()))::float8"""
 
 _TABLES = f"""
 SELECT c.oid, n.nspname, c.relname,
@@ -233,7 +248,7 @@ ORDER BY 2, 1"""
 def read_catalog(conn: psycopg.Connection) -> Catalog:
     """The catalog of the connection's database, in five read-only queries."""
     with _read_only_snapshot(conn):
-        version, search_path, settings = conn.execute(TAG + _SESSION, [list(SETTINGS)]).fetchone()
+        version, search_path, settings, stats_age = conn.execute(TAG + _SESSION, [list(SETTINGS)]).fetchone()
         columns = _columns(conn.execute(TAG + _COLUMNS).fetchall())
         indexes = _indexes(conn.execute(TAG + _INDEXES).fetchall())
         tables = [_table(row, columns.get(row[0], {}), indexes.get(row[0], ())) for row in
@@ -241,7 +256,7 @@ def read_catalog(conn: psycopg.Connection) -> Catalog:
         foreign_keys = tuple(ForeignKey(name, table, tuple(cols), ref, tuple(ref_cols))
                              for name, table, ref, cols, ref_cols in conn.execute(TAG + _FOREIGN_KEYS))
     return Catalog(int(version), dict(settings or {}), {t.qualified: t for t in tables}, foreign_keys,
-                   tuple(search_path))
+                   tuple(search_path), stats_age)
 
 
 @contextmanager

@@ -74,7 +74,7 @@ class Query:
 class RepeatPattern:
     """One fingerprint run many times in units of work with differing parameters (see sessions.py)."""
 
-    kind: str  # n_plus_one (reads) or n_plus_one_writes
+    kind: str  # n_plus_one (reads), n_plus_one_writes, or pagination (the same read with a growing OFFSET)
     child_fingerprint: str
     child_normalized: str
     parent_fingerprint: str | None  # what the unit ran just before the first child
@@ -86,6 +86,8 @@ class RepeatPattern:
     sessions: tuple[str, ...] = ()  # a few, to find them in the log
     applications: tuple[str, ...] = ()
     first_seen: str | None = None
+    deepest_offset: int | None = None  # pagination: the largest OFFSET the loops reached
+    discarded_share: float | None = None  # pagination: share of the rows read that the OFFSETs threw away
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +112,8 @@ class Workload:
     other_events: int
     skipped_count: int
     skipped: tuple[Skipped, ...] = ()
-    plans: int = 0  # auto_explain plans attached, not counted as executions
+    plans: int = 0  # auto_explain plans read; a plan counts as an execution only when its statement was not logged
+    advisor_statements: int = 0  # executions the advisor itself sent, left out of everything above
     notes: tuple[str, ...] = field(default=())
     repeats: tuple[RepeatPattern, ...] = ()
     cache: tuple[CacheSimulation, ...] = ()

@@ -1,23 +1,33 @@
-"""What the order of statements tells: N+1 runs and cacheable repeats, found while the log streams by.
+"""What the order of statements tells: N+1 runs, paging loops and cacheable repeats, found while the log streams by.
 
 Units of work. Applications behind a pool send many requests over one
 backend, so a session is not a request: a session's stream is cut into
-units at transaction boundaries (BEGIN/COMMIT, or a change of virtual
-transaction id where the log has one), at pauses longer than
-``n1_max_gap_ms``, and after ``n1_max_unit_ms`` (a busy autocommit backend
-never pauses, and no request lasts that long). Within a unit, a fingerprint executed at least
-``n1_min_repeats`` times with differing parameters is an N+1 run; its parent
-is the statement the unit ran just before the first child. The same
+units at transaction boundaries. A transaction (BEGIN … COMMIT/ROLLBACK, or
+statements sharing one virtual transaction id where the log has ``%v``) is
+one unit whatever its length. An autocommit stream is cut at pauses longer
+than ``n1_max_gap_ms`` (from the end of one statement to the start of the
+next) and after ``n1_max_unit_ms`` (a busy autocommit backend never pauses,
+and no request lasts that long). Within a unit, a fingerprint executed at
+least ``n1_min_repeats`` times with differing parameters is an N+1 run; its
+parent is the statement the unit ran just before the first child. The same
+read with an OFFSET that grows at every execution, at least
+``paging_min_pages`` times, is a paging loop (ADV009), not an N+1. The same
 statement with the same parameters is not an N+1 but a cache candidate.
 
 Cache replay. Every read is replayed through LRU caches with a TTL, for a
 few TTLs and sizes, in log order: the hit counts are what such a cache would
-have served on this very workload (invalidation by writes is not modelled,
-so they are an upper bound).
+have served on this very workload. A write seen in the log (INSERT, UPDATE,
+DELETE, MERGE, TRUNCATE, COPY … FROM) to a table a read depends on
+invalidates that read's cached entries, as an application cache invalidated
+on writes would be; writes the log did not record (below
+``log_min_duration_statement``) are not seen, so the counts stay upper bounds
+(the cache check also reads the tables' write counters when it has a catalog).
 
 Memory is bounded: open units are capped per session and in number, cache
-simulations by their size. Parts of a log parsed apart are merged by adding;
-a unit cut by a part boundary is counted as two.
+simulations by their size. A session quiet for ``n1_max_unit_ms`` is closed
+even inside a transaction. Parts of a log parsed apart are merged by adding;
+a unit cut by a part boundary is counted as two, and each part replays its
+own cache.
 """
 
 from __future__ import annotations
@@ -29,6 +39,8 @@ from datetime import datetime, timezone
 from functools import lru_cache
 
 from advisor.checks.config import DEFAULT, Thresholds
+from advisor.checks.rewrite import tables_of, written_tables
+from advisor.db.explain import parse_parameters
 from advisor.workload.fingerprint import Fingerprint
 from advisor.workload.model import CacheSimulation, Execution, RepeatPattern
 
@@ -41,6 +53,8 @@ SESSIONS_KEPT = 5
 _TS = re.compile(r"(\d{4}-\d\d-\d\d)[ T](\d\d:\d\d:\d\d)(\.\d+)?")
 _BEGIN = frozenset({"begin", "start transaction", "begin work", "begin transaction"})
 _END = frozenset({"commit", "rollback", "end", "commit work", "rollback work", "abort"})
+# The OFFSET of a statement as sent: a number, or a parameter (psycopg sends `$2::INTEGER`).
+_OFFSET = re.compile(r"\bOFFSET\s+\(?\s*(?:(\d+)|\$(\d+))", re.IGNORECASE)
 
 
 def timestamp_ms(text: str | None) -> float | None:
@@ -67,22 +81,33 @@ def _epoch(day: str, clock: str) -> float:
 class _Run:
     """One fingerprint's executions within one unit of work."""
 
-    __slots__ = ("count", "keys", "ms", "parent")
+    __slots__ = ("count", "keys", "ms", "parent", "offsets")
 
     def __init__(self, parent: str | None) -> None:
         self.count = 0
         self.keys: set[int] = set()
         self.ms = 0.0
         self.parent = parent
+        self.offsets: list[int] | None = []  # while every execution paged further than the one before
+
+    def page(self, offset: int | None) -> None:
+        if self.offsets is None:
+            return
+        if offset is None or (self.offsets and offset <= self.offsets[-1]) or len(self.offsets) >= KEYS_KEPT:
+            self.offsets = None  # not (or no longer provably) a paging loop
+        else:
+            self.offsets.append(offset)
 
 
 class _Unit:
-    __slots__ = ("session", "first_ms", "last_ms", "vxid", "runs", "previous", "application", "started")
+    __slots__ = ("session", "first_ms", "last_ms", "vxid", "transaction", "runs", "previous", "application",
+                 "started")
 
-    def __init__(self, session: str, e: Execution, now: float | None) -> None:
+    def __init__(self, session: str, e: Execution, now: float | None, transaction: bool) -> None:
         self.session = session
         self.first_ms = self.last_ms = now
         self.vxid = e.vxid
+        self.transaction = transaction  # inside BEGIN … COMMIT, or seen to share a virtual transaction id
         self.runs: dict[str, _Run] = {}
         self.previous: str | None = None
         self.application = e.application
@@ -98,10 +123,29 @@ class _Pattern:
     sessions: list[str] = field(default_factory=list)
     applications: dict[str, None] = field(default_factory=dict)
     first_seen: str | None = None
+    deepest_offset: int | None = None
+    skipped_rows: float = 0.0  # paging loops: rows the OFFSETs skipped, and all rows read (page size = the step)
+    read_rows: float = 0.0
+
+    def add(self, other: _Pattern) -> None:
+        self.occurrences += other.occurrences
+        self.statements += other.statements
+        self.most = max(self.most, other.most)
+        self.child_ms += other.child_ms
+        for session in other.sessions:
+            if session not in self.sessions and len(self.sessions) < SESSIONS_KEPT:
+                self.sessions.append(session)
+        for app in other.applications:
+            if len(self.applications) < SESSIONS_KEPT:
+                self.applications[app] = None
+        if other.deepest_offset is not None:
+            self.deepest_offset = max(self.deepest_offset or 0, other.deepest_offset)
+        self.skipped_rows += other.skipped_rows
+        self.read_rows += other.read_rows
 
 
 class SessionPatterns:
-    """Streaming detector of N+1 runs and cache replays; mergeable across parts."""
+    """Streaming detector of N+1 runs, paging loops and cache replays; mergeable across parts."""
 
     def __init__(self, config: Thresholds = DEFAULT) -> None:
         self.config = config
@@ -109,17 +153,24 @@ class SessionPatterns:
         self.swept_ms = 0.0
         self.patterns: dict[tuple[str, str, str | None], _Pattern] = {}
         self.fingerprints: dict[str, Fingerprint] = {}
-        self.caches = [OrderedDict() for _ in CACHE_CONFIGS]
-        self.cache_hits: dict[str, list[int]] = {}  # fingerprint -> hits per config, then lookups, then ms
+        self.caches = [OrderedDict() for _ in CACHE_CONFIGS]  # key -> (expires at, writes seen to its tables)
+        self.cache_hits: dict[str, list[int]] = {}  # fingerprint -> hits per config, then lookups
         self.cache_ms: dict[str, float] = {}
+        self.tables: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}  # fingerprint -> (read, written)
+        self.writes: dict[str, int] = {}  # table -> writes seen so far
 
     def add(self, e: Execution, fp: Fingerprint) -> None:
-        self.fingerprints.setdefault(fp.id, fp)
+        if fp.id not in self.fingerprints:
+            self.fingerprints[fp.id] = fp
+            self.tables[fp.id] = _tables(fp)
         now = timestamp_ms(e.timestamp)
         key = hash((e.sql, e.parameters))
         self._add_to_unit(e, fp, now, key)
+        read, written = self.tables[fp.id]
+        for table in written:
+            self.writes[table] = self.writes.get(table, 0) + 1
         if fp.statement_type == "select" and now is not None:
-            self._replay(fp.id, key, now, e.duration_ms or 0.0)
+            self._replay(fp.id, key, now, e.duration_ms or 0.0, sum(self.writes.get(t, 0) for t in read))
 
     # --- units of work ----------------------------------------------------
 
@@ -130,7 +181,7 @@ class SessionPatterns:
             self._close(self.units.pop(session))
             unit = None
         if unit is None:
-            unit = self.units[session] = _Unit(session, e, now)
+            unit = self.units[session] = _Unit(session, e, now, transaction=fp.normalized in _BEGIN)
             if len(self.units) > MAX_OPEN_UNITS:
                 self._close(self.units.pop(next(iter(self.units))))
         if now is not None and now - self.swept_ms > self.config.n1_max_unit_ms:
@@ -143,7 +194,10 @@ class SessionPatterns:
             run.ms += e.duration_ms or 0.0
             if len(run.keys) < KEYS_KEPT:
                 run.keys.add(key)
+            if fp.statement_type == "select" and "OFFSET" in fp.normalized:
+                run.page(_offset(e))
         unit.previous = fp.id
+        unit.vxid = e.vxid or unit.vxid
         unit.last_ms = now if now is not None else unit.last_ms
         if fp.normalized in _END:
             self._close(self.units.pop(session))
@@ -159,11 +213,18 @@ class SessionPatterns:
         """Whether ``e`` starts a new unit of work in its session."""
         if fp.normalized in _BEGIN:
             return True
-        if e.vxid and unit.vxid and e.vxid != unit.vxid and not e.vxid.endswith("/0"):
-            return True
+        if _real_vxid(e.vxid) and _real_vxid(unit.vxid):
+            if e.vxid == unit.vxid:  # the same transaction, however long it runs
+                unit.transaction = True
+                return False
+            if unit.transaction:  # its transaction ended, though its COMMIT was not logged
+                return True
         if now is None or unit.last_ms is None:
             return False
-        return now - unit.last_ms > self.config.n1_max_gap_ms or now - unit.first_ms > self.config.n1_max_unit_ms
+        started = now - (e.duration_ms or 0.0)  # log lines are written when statements end
+        if started - unit.last_ms > self.config.n1_max_gap_ms:
+            return True
+        return not unit.transaction and now - unit.first_ms > self.config.n1_max_unit_ms
 
     def _close(self, unit: _Unit) -> None:
         for child, run in unit.runs.items():
@@ -173,19 +234,17 @@ class SessionPatterns:
             p = self.patterns.get((kind, child, run.parent))
             if p is None:
                 p = self.patterns[(kind, child, run.parent)] = _Pattern(first_seen=unit.started)
-            p.occurrences += 1
-            p.statements += run.count
-            p.most = max(p.most, run.count)
-            p.child_ms += run.ms
-            if unit.session not in p.sessions and len(p.sessions) < SESSIONS_KEPT:
-                p.sessions.append(unit.session)
-            if unit.application and len(p.applications) < SESSIONS_KEPT:
-                p.applications[unit.application] = None
+            p.add(_Pattern(1, run.count, run.count, run.ms, [unit.session],
+                           {unit.application: None} if unit.application else {}))
+            if kind == "pagination":
+                _add_pages(p, run.offsets)
 
     def _kind(self, child: str, run: _Run) -> str | None:
         if len(run.keys) < 2:  # the same parameters every time: a cache candidate, not an N+1
             return None
         kind = self.fingerprints[child].statement_type
+        if kind == "select" and run.offsets and len(run.offsets) >= self.config.paging_min_pages:
+            return "pagination"
         if kind == "select" and run.count >= self.config.n1_min_repeats:
             return "n_plus_one"
         if kind in ("insert", "update", "delete") and run.count >= self.config.n1_writes_min_repeats:
@@ -194,20 +253,22 @@ class SessionPatterns:
 
     # --- cache replay -------------------------------------------------------
 
-    def _replay(self, fp: str, key: int, now: float, ms: float) -> None:
+    def _replay(self, fp: str, key: int, now: float, ms: float, writes: int) -> None:
+        """``writes``: the writes seen so far to the tables the read depends on; a cached entry
+        stored under a smaller number is stale (counts only grow, so equality means none since)."""
         counts = self.cache_hits.get(fp)
         if counts is None:
             counts = self.cache_hits[fp] = [0] * (len(CACHE_CONFIGS) + 1)
         counts[-1] += 1
         for i, ((ttl_s, size), cache) in enumerate(zip(CACHE_CONFIGS, self.caches)):
-            expires = cache.get(key)
-            if expires is not None and expires > now:
+            entry = cache.get(key)
+            if entry is not None and entry[0] > now and entry[1] == writes:
                 counts[i] += 1
                 cache.move_to_end(key)
                 if i == len(CACHE_CONFIGS) - 1:
                     self.cache_ms[fp] = self.cache_ms.get(fp, 0.0) + ms
                 continue
-            cache[key] = now + ttl_s * 1000
+            cache[key] = (now + ttl_s * 1000, writes)
             cache.move_to_end(key)
             if len(cache) > size:
                 cache.popitem(last=False)
@@ -223,17 +284,7 @@ class SessionPatterns:
         other.finish()
         self.fingerprints.update(other.fingerprints)
         for key, theirs in other.patterns.items():
-            mine = self.patterns.setdefault(key, _Pattern(first_seen=theirs.first_seen))
-            mine.occurrences += theirs.occurrences
-            mine.statements += theirs.statements
-            mine.most = max(mine.most, theirs.most)
-            mine.child_ms += theirs.child_ms
-            for session in theirs.sessions:
-                if session not in mine.sessions and len(mine.sessions) < SESSIONS_KEPT:
-                    mine.sessions.append(session)
-            for app in theirs.applications:
-                if len(mine.applications) < SESSIONS_KEPT:
-                    mine.applications[app] = None
+            self.patterns.setdefault(key, _Pattern(first_seen=theirs.first_seen)).add(theirs)
         for fp, counts in other.cache_hits.items():
             mine = self.cache_hits.setdefault(fp, [0] * len(counts))
             self.cache_hits[fp] = [a + b for a, b in zip(mine, counts)]
@@ -260,6 +311,8 @@ class SessionPatterns:
                     sessions=tuple(p.sessions),
                     applications=tuple(p.applications),
                     first_seen=p.first_seen,
+                    deepest_offset=p.deepest_offset,
+                    discarded_share=p.skipped_rows / p.read_rows if p.read_rows else None,
                 )
             )
         found.sort(key=lambda r: (-r.statements, r.child_fingerprint))
@@ -281,3 +334,40 @@ class SessionPatterns:
             )
         found.sort(key=lambda c: (-max(h for _, _, h in c.hits), c.fingerprint))
         return tuple(found)
+
+
+def _real_vxid(vxid: str | None) -> bool:
+    """A virtual transaction id that names a transaction ("3/0": the line was written outside one)."""
+    return bool(vxid) and not vxid.endswith("/0")
+
+
+def _tables(fp: Fingerprint) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(tables a read depends on, tables a write changes), by bare lower-case name: a write to
+    ``s.t`` invalidates reads of any ``t``, which errs towards fewer cache hits."""
+    if fp.statement_type == "select":
+        return tuple(t.rsplit(".", 1)[-1].strip('"').lower() for t in tables_of(fp.normalized)), ()
+    return (), written_tables(fp.normalized)
+
+
+def _offset(e: Execution) -> int | None:
+    """The OFFSET this execution asked for: a literal, or the logged value of its parameter."""
+    m = None
+    for m in _OFFSET.finditer(e.sql):
+        pass  # the last one: an outer query's OFFSET follows its subqueries'
+    if m is None:
+        return None
+    if m[1] is not None:
+        return int(m[1])
+    try:
+        value = parse_parameters(e.parameters or "")[int(m[2]) - 1]
+        return int(value) if value is not None else None
+    except (ValueError, IndexError):
+        return None
+
+
+def _add_pages(p: _Pattern, offsets: list[int]) -> None:
+    """Rows a loop skipped and read: each page reads its OFFSET plus a page (the step between offsets)."""
+    page = (offsets[-1] - offsets[0]) / (len(offsets) - 1)
+    p.deepest_offset = max(p.deepest_offset or 0, offsets[-1])
+    p.skipped_rows += sum(offsets)
+    p.read_rows += sum(offsets) + page * len(offsets)
