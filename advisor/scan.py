@@ -4,6 +4,13 @@ With a DSN the catalog is read once, the round trip is measured, and the
 queries that matter most are explained under the safety rules of
 db/explain.py. Without one, only the checks that need no database run, and
 the result says which were skipped and why.
+
+A query explained with representative values (``$n`` without logged values)
+has its findings say which values (``parameter_values``; the literals in
+``parameters_sql``, masked unless asked) and the explained time against the
+measured mean. A plan that does not explain the measured mean is listed under
+``not_explained`` with why. What this role may not read (hidden
+pg_stat_statements rows, tables it cannot SELECT) is in ``notes``, with the GRANT.
 """
 
 from __future__ import annotations
@@ -20,7 +27,8 @@ from advisor.checks.config import DEFAULT, Thresholds
 from advisor.checks.context import Context, ExplainedQuery
 from advisor.db.catalog import Catalog, read_catalog
 from advisor.db.connect import TAG, connect
-from advisor.db.explain import ExplainRequest, explain_all
+from advisor.db.explain import ExplainOutcome, ExplainRequest, explain_all
+from advisor.db.privileges import privilege_notes, read_privileges
 from advisor.findings import Finding
 from advisor.plans import parse_plan
 from advisor.workload.model import Query, Workload
@@ -63,17 +71,18 @@ def scan(
         findings, skipped = run_checks(ctx, available={"log"})
         return ScanResult(workload, findings, skipped_checks=skipped)
     step("reading the catalog and measuring the round trip")
-    catalog, measured = _catalog_and_round_trip(dsn)
+    catalog, measured, notes = _catalog_and_round_trip(dsn, workload)
     rtt = measured if measure_round_trip else None
     config = replace(config, round_trip_ms=measured) if measure_round_trip else config
     chosen = choose_queries(workload.queries, max_queries)
     step(f"explaining {len(chosen)} queries (budget {time_budget_s:g} s)")
-    requests = [ExplainRequest(q.fingerprint, q.sample, q.sample_parameters) for q in chosen]
-    report = explain_all(dsn, requests, time_budget_s=time_budget_s)
+    requests = [explain_request(q) for q in chosen]
+    report = explain_all(dsn, requests, time_budget_s=time_budget_s, catalog=catalog, large_offset=config.large_offset)
     explained, missing = _pair(chosen, report)
     ctx = Context(workload=workload, catalog=catalog, explained=tuple(explained), config=config)
     step("running the checks")
     findings, skipped = run_checks(ctx, available={"log", "catalog", "plans"})
+    findings = _with_parameter_evidence(findings, report.outcomes, {q.fingerprint: q.mean_ms for q in chosen})
     return ScanResult(
         workload,
         findings,
@@ -83,7 +92,34 @@ def scan(
         server_version_num=catalog.server_version_num,
         superuser=report.superuser,
         round_trip_ms=rtt,
+        # the workload's own notes (hidden rows, …) are added where they are shown
+        notes=(*notes, *(f"query {o.fingerprint} explained with representative values: {o.values_label}"
+                         for o in report.outcomes if o.values_label)),
     )
+
+
+def explain_request(q: Query) -> ExplainRequest:
+    """What explain.py needs of a query: its sample, and the measured mean and rows a plan should match."""
+    rows_per_call = q.rows / q.calls if q.rows is not None and q.calls else None
+    return ExplainRequest(q.fingerprint, q.sample, q.sample_parameters, q.mean_ms, rows_per_call)
+
+
+def _with_parameter_evidence(findings: tuple[Finding, ...], outcomes: tuple[ExplainOutcome, ...],
+                             means: dict[str, float | None]) -> tuple[Finding, ...]:
+    """Findings on a query explained with representative values say which, and how its time compares."""
+    extra: dict[str, dict] = {}
+    for o in outcomes:
+        evidence = {}
+        if o.values_label:
+            evidence.update(parameter_values=o.values_label, parameters_sql=o.values)
+        if o.values_label or o.warning:
+            evidence.update(explained_ms=(o.plan or {}).get("Execution Time"), measured_mean_ms=means.get(o.fingerprint))
+        if o.warning:
+            evidence["not_explained"] = o.warning
+        if evidence:
+            extra[o.fingerprint] = evidence
+    return tuple(replace(f, evidence={**f.evidence, **extra[f.fingerprint]}) if f.fingerprint in extra else f
+                 for f in findings)
 
 
 def run_checks(ctx: Context, available: set[str]) -> tuple[tuple[Finding, ...], tuple[tuple[str, str], ...]]:
@@ -136,16 +172,18 @@ def choose_queries(queries: tuple[Query, ...], limit: int) -> list[Query]:
     return list(chosen.values())
 
 
-def _catalog_and_round_trip(dsn: str, samples: int = 15) -> tuple[Catalog, float]:
+def _catalog_and_round_trip(dsn: str, workload: Workload, samples: int = 15) -> tuple[Catalog, float, list[str]]:
+    """The catalog, the median round trip, and what this role cannot read (with the GRANT)."""
     with connect(dsn) as conn:
         conn.autocommit = True
         catalog = read_catalog(conn)
+        notes = privilege_notes(read_privileges(conn), workload)
         times = []
         for _ in range(samples):
             start = time.perf_counter()
             conn.execute(TAG + "SELECT 1").fetchone()
             times.append((time.perf_counter() - start) * 1000)
-    return catalog, round(statistics.median(times), 4)
+    return catalog, round(statistics.median(times), 4), notes
 
 
 def _pair(chosen: list[Query], report) -> tuple[list[ExplainedQuery], list[NotExplained]]:
@@ -156,6 +194,8 @@ def _pair(chosen: list[Query], report) -> tuple[list[ExplainedQuery], list[NotEx
         q = by_fp[outcome.fingerprint]
         if outcome.plan is not None:
             explained.append(ExplainedQuery(q, parse_plan(outcome.plan), outcome.mode == "analyze", outcome.note))
+            if outcome.warning:  # a plan, but not one that explains the time measured: say so
+                missing.append(NotExplained(q.fingerprint, q.normalized, outcome.warning))
         else:
             missing.append(NotExplained(q.fingerprint, q.normalized, outcome.refused or outcome.error or "no plan"))
     for request in report.not_explained:
@@ -164,4 +204,4 @@ def _pair(chosen: list[Query], report) -> tuple[list[ExplainedQuery], list[NotEx
     return explained, missing
 
 
-__all__ = ["Check", "NotExplained", "ScanResult", "choose_queries", "run_checks", "scan"]
+__all__ = ["Check", "NotExplained", "ScanResult", "choose_queries", "explain_request", "run_checks", "scan"]

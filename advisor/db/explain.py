@@ -27,14 +27,25 @@ Parameters. A logged sample with ``$n`` and its logged values is explained with
 the values bound through the protocol as untyped text: the server infers each
 type as it did for the application, quoting cannot go wrong, and the plan is the
 custom plan for those values. A sample with ``$n`` and no values (as
-pg_stat_statements gives them) gets the generic plan, plain EXPLAIN only: on
-PostgreSQL 16+ ``EXPLAIN (GENERIC_PLAN)``, before that a PREPARE run under
+pg_stat_statements gives them) is explained, when the catalog is given, with
+representative values drawn from pg_stats (advisor.db.representative): a few
+bindings, each planned as a custom plan (``plan_cache_mode = force_custom_plan``),
+and the one whose time best matches the measured mean is kept (for writes, which
+get no ANALYZE, the costliest), with a label saying where its values came from.
+Without a catalog, or when a ``$n`` has no column with statistics, it gets the
+generic plan, plain EXPLAIN only, and the reason: on PostgreSQL 16+
+``EXPLAIN (GENERIC_PLAN)``, before that a PREPARE run under
 ``plan_cache_mode = force_generic_plan`` and explained with NULLs, which that
 mode ignores. A statement with literals only runs as it is.
+
+Whenever the explained time is far below the measured mean (``FAR_BELOW``), or
+only a generic plan could be had for a query with a measured mean, the outcome
+carries a ``warning``: the plan shown may not be the one that ran slow.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -46,7 +57,10 @@ import sqlglot
 from psycopg import errors
 from sqlglot import exp
 
+from advisor.checks.config import DEFAULT
+from advisor.db.catalog import Catalog
 from advisor.db.connect import TAG, AdvisorConnectionError, connect
+from advisor.db.representative import Binding, bindings, parameter_text, parameter_uses, stats_lookup
 
 __all__ = [
     "DENIED_FUNCTIONS", "Classification", "ExplainOutcome", "ExplainReport", "ExplainRequest",
@@ -197,6 +211,8 @@ class ExplainRequest:
     fingerprint: str
     sql: str
     parameters: str | None = None  # the logged "$1 = '…', …" text
+    mean_ms: float | None = None  # the measured mean, which representative values should match
+    rows_per_call: float | None = None  # what a LIMIT $n without a value is given
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,7 +223,10 @@ class ExplainOutcome:
     refused: str | None = None
     error: str | None = None  # timeout, cancel, lost connection or SQL error, in words
     elapsed_ms: float = 0.0
-    note: str | None = None  # why the mode is "plain" or "generic" rather than "analyze"
+    note: str | None = None  # why the mode is "plain" or "generic" rather than "analyze"; which values were used
+    values: str | None = None  # representative values bound ("$1 = '…'", literal: show only when asked)
+    values_label: str | None = None  # where they came from, without the values
+    warning: str | None = None  # the plan may not explain the measured mean (see the module docstring)
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +251,11 @@ class ExplainReport:
 
 BUDGET_EXHAUSTED = "time budget exhausted"
 GENERIC_NOTE = "$n without logged values: the generic plan, without ANALYZE"
+# An explained time under 1/FAR_BELOW of the measured mean did not reproduce what ran:
+# a factor of 5 is beyond run-to-run noise (caches, concurrency) yet well inside the
+# 100x errors of a generic plan for a skewed value.
+FAR_BELOW = 5.0
+MIN_MEAN_MS = 1.0  # below this, explained and measured times differ by caching and noise alone
 _STATEMENT = "advisor_q"  # the prepared statement of the generic-plan path before PG 16
 
 
@@ -282,8 +306,14 @@ def explain_all(
     time_budget_s: float = 60,
     statement_timeout_ms: int = 5_000,
     progress: Progress | None = None,
+    catalog: Catalog | None = None,
+    large_offset: int = DEFAULT.large_offset,
 ) -> ExplainReport:
     """Explain every request in order, within the budget; per-query problems become outcomes.
+
+    ``catalog``: resolves the columns ``$n`` parameters meet, for representative values
+    (without it such statements get the generic plan). ``large_offset``: an ``OFFSET $n``
+    is tried with it, so deep pagination shows in the plan.
 
     Refusals cost nothing and are reported even after the budget runs out or the
     connection is gone. Raises AdvisorConnectionError only if the first connection fails.
@@ -303,7 +333,7 @@ def explain_all(
             elif stop_reason or remaining_ms <= 0:
                 skipped.append(NotExplained(request, stop_reason or BUDGET_EXHAUSTED))
             else:
-                outcome = _explain(session, request, analysis, remaining_ms)
+                outcome = _explain(session, request, analysis, remaining_ms, catalog, large_offset)
                 outcomes.append(outcome)
                 if session.lost:
                     stop_reason = session.recover(outcome.error or "connection lost")
@@ -314,12 +344,17 @@ def explain_all(
     return ExplainReport(tuple(outcomes), tuple(skipped), session.superuser, session.server_version_num)
 
 
-def _explain(session: _Session, request: ExplainRequest, analysis: _Analysis, remaining_ms: float) -> ExplainOutcome:
+def _explain(session: _Session, request: ExplainRequest, analysis: _Analysis, remaining_ms: float,
+             catalog: Catalog | None = None, large_offset: int = DEFAULT.large_offset) -> ExplainOutcome:
     note = analysis.classification.reason  # None for a read
+    kind_mode = "analyze" if analysis.classification.kind == "read" else "plain"
     if request.parameters is None and analysis.has_parameters:
-        mode, note = "generic", GENERIC_NOTE
+        found, why = _representative_bindings(session, request, catalog, large_offset)
+        if found:
+            return _explain_representative(session, request, found, kind_mode, remaining_ms, note)
+        mode, note = "generic", f"{GENERIC_NOTE} ({why})"
     else:
-        mode = "analyze" if analysis.classification.kind == "read" else "plain"
+        mode, why = kind_mode, None
     timeout_ms = min(session.statement_timeout_ms, max(1, int(remaining_ms)))
     started = time.monotonic()
     plan = error = None
@@ -331,19 +366,102 @@ def _explain(session: _Session, request: ExplainRequest, analysis: _Analysis, re
     except psycopg.Error as err:
         error = _describe(err, session, timeout_ms)
     elapsed_ms = (time.monotonic() - started) * 1000
-    return ExplainOutcome(request.fingerprint, mode, plan, error=error, elapsed_ms=round(elapsed_ms, 3), note=note)
+    return ExplainOutcome(request.fingerprint, mode, plan, error=error, elapsed_ms=round(elapsed_ms, 3), note=note,
+                          warning=_warning(plan, mode, request.mean_ms, why))
+
+
+def _representative_bindings(session: _Session, request: ExplainRequest, catalog: Catalog | None,
+                             large_offset: int) -> tuple[list[Binding], str]:
+    """Bindings for a statement's ``$n`` from pg_stats, or ([], why there are none)."""
+    if catalog is None:
+        return [], "no catalog to find the columns they meet"
+    uses, why = parameter_uses(request.sql, catalog)
+    if why:
+        return [], why
+    count = max(uses)
+    try:
+        lookup = stats_lookup(lambda text, params: session.run(text, params).fetchall())
+        return bindings(uses, count, lookup, rows_per_call=request.rows_per_call, large_offset=large_offset)
+    except psycopg.Error as err:
+        return [], f"pg_stats could not be read: {_describe(err, session, session.statement_timeout_ms)}"
+
+
+def _explain_representative(session: _Session, request: ExplainRequest, found: list[Binding], mode: str,
+                            remaining_ms: float, reason: str | None) -> ExplainOutcome:
+    """Each binding as a custom plan; keep the one that best matches the measured mean."""
+    started = time.monotonic()
+    deadline = started + remaining_ms / 1000
+    tried: list[tuple[Binding, dict]] = []
+    error = None
+    for binding in found:
+        timeout_ms = min(session.statement_timeout_ms, int((deadline - time.monotonic()) * 1000))
+        if timeout_ms <= 0:
+            break
+        try:
+            tried.append((binding, _in_read_only_transaction(session, request.sql, mode, binding.values, timeout_ms,
+                                                             custom=True)))
+        except psycopg.Error as err:
+            error = _describe(err, session, timeout_ms)
+            if session.lost:
+                break
+    elapsed_ms = round((time.monotonic() - started) * 1000, 3)
+    if not tried:
+        return ExplainOutcome(request.fingerprint, mode, None, error=error or BUDGET_EXHAUSTED, elapsed_ms=elapsed_ms)
+    binding, plan = min(tried, key=lambda t: _distance(t[1], mode, request.mean_ms))
+    note = f"$n without logged values: representative values from pg_stats ({binding.label})"
+    if mode == "analyze" and request.mean_ms:
+        note += (f"; explained in {_fmt_ms(plan['Execution Time'])}, the closest of {len(tried)} "
+                 f"to the measured mean of {_fmt_ms(request.mean_ms)}")
+    elif mode == "plain":
+        note += f"; the costliest of {len(tried)} custom plans ({reason})"
+    if error:
+        note += f"; another binding failed: {error}"
+    return ExplainOutcome(request.fingerprint, mode, plan, elapsed_ms=elapsed_ms, note=note,
+                          values=parameter_text(binding.values), values_label=binding.label,
+                          warning=_warning(plan, mode, request.mean_ms))
+
+
+def _distance(plan: dict, mode: str, mean_ms: float | None) -> float:
+    """How far a plan is from what ran: log-ratio to the mean; without one, the slowest (costliest) wins."""
+    if mode == "analyze" and "Execution Time" in plan:
+        actual = max(float(plan["Execution Time"]), 1e-3)
+        return abs(math.log(actual / mean_ms)) if mean_ms else -actual
+    return -float(plan["Plan"]["Total Cost"])
+
+
+def _warning(plan: dict | None, mode: str, mean_ms: float | None, why_generic: str | None = None) -> str | None:
+    """Why the plan may not explain the measured mean, or None when it may."""
+    if plan is None or not mean_ms or mean_ms < MIN_MEAN_MS:
+        return None
+    if mode == "generic":
+        return (f"measured mean {_fmt_ms(mean_ms)}, but only the generic plan, without ANALYZE, could be had "
+                f"({why_generic}): it is priced for an average value and may not be the plan that ran")
+    actual = plan.get("Execution Time")
+    if mode == "analyze" and actual is not None and actual * FAR_BELOW < mean_ms:
+        return (f"explained in {_fmt_ms(actual)}, under 1/{FAR_BELOW:g} of the measured mean of {_fmt_ms(mean_ms)}: "
+                "this plan does not explain the time (other parameter values, a generic plan, locks or cold caches)")
+    return None
+
+
+def _fmt_ms(ms: float) -> str:
+    return f"{ms:,.1f} ms" if ms >= 1 else f"{ms:.3f} ms"
 
 
 def _in_read_only_transaction(session: _Session, sql: str, mode: str, values: list[str | None] | None,
-                              timeout_ms: int, *, begin: str = "BEGIN READ ONLY", end: str = "ROLLBACK") -> dict:
+                              timeout_ms: int, *, begin: str = "BEGIN READ ONLY", end: str = "ROLLBACK",
+                              custom: bool = False) -> dict:
     # begin/end: advisor.indexes.whatif explains inside its own (scratch) transaction, with a
     # SAVEPOINT … ROLLBACK TO SAVEPOINT pair it has already made read-only.
+    # custom: plan for the values bound, even where psycopg has prepared the text server-side
+    # (after prepare_threshold runs) and the plan cache would switch to a generic plan.
     sql = sql.strip().rstrip(";")
     prepared = False
     session.run(begin)
     try:
         if timeout_ms < session.statement_timeout_ms:  # the budget ends first: stop with it
             session.run(f"SET LOCAL statement_timeout = {timeout_ms}")
+        if custom:
+            session.run("SET LOCAL plan_cache_mode = force_custom_plan")
         if mode != "generic":
             # SETTINGS: the work_mem and planner switches the statement really ran with.
             options = "ANALYZE, BUFFERS, SETTINGS, FORMAT JSON" if mode == "analyze" else "SETTINGS, FORMAT JSON"

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from advisor.db.connect import TAG, connect
+from advisor.db.privileges import privilege_notes, read_privileges
 from advisor.errors import AdvisorError
 from advisor.indexes.model import AdvisedQuery
 from advisor.indexes.selection import Advice, advise
@@ -17,10 +19,12 @@ COSTED = frozenset({"select", "insert", "update", "delete", "merge", "with"})
 
 
 def advised_queries(workload: Workload, *, by_time: bool = False, limit: int = 200) -> list[AdvisedQuery]:
-    """The top queries by total time, each weighted by its calls (or its total time)."""
+    """The top queries by total time, each weighted by its calls (or its total time), with what was measured
+    (mean, rows per call): a ``$n`` without a logged value is costed with values that match it."""
     chosen = [q for q in workload.queries if q.sample and q.statement_type in COSTED][:limit]
     return [
-        AdvisedQuery(q.fingerprint, q.sample, q.sample_parameters, q.total_ms if by_time else float(q.calls), q.normalized)
+        AdvisedQuery(q.fingerprint, q.sample, q.sample_parameters, q.total_ms if by_time else float(q.calls),
+                     q.normalized, q.mean_ms, q.rows / q.calls if q.rows is not None and q.calls else None)
         for q in chosen
     ]
 
@@ -52,14 +56,24 @@ def statements_file(path: Path) -> list[AdvisedQuery]:
     return queries
 
 
-def advise_workload(dsn: str, queries: list[AdvisedQuery], *, scratch: bool = False, verify: bool = False, **limits) -> Advice:
-    """HypoPG when the database has it; real indexes rolled back on a scratch database otherwise; --verify measures."""
+def advise_workload(dsn: str, queries: list[AdvisedQuery], *, scratch: bool = False, verify: bool = False,
+                    workload: Workload | None = None, **limits) -> Advice:
+    """HypoPG when the database has it; real indexes rolled back on a scratch database otherwise; --verify measures.
+
+    ``workload``: where the queries came from; what it could not read (pg_stat_statements rows this role
+    may not see, …) is said in the notes, or in the error when nothing is left to advise on.
+    """
+    hidden = _source_notes(dsn, workload)
     if not queries:
-        raise AdvisorError("the workload has no query to advise on", "give a log, --pg-stat-statements or --sql with SELECT/UPDATE/DELETE statements")
+        cause = "the workload has no query to advise on" + (f": {'; '.join(hidden)}" if hidden else "")
+        raise AdvisorError(cause, "run the GRANT above, or connect as a role that has it" if hidden else
+                           "give a log, --pg-stat-statements or --sql with SELECT/UPDATE/DELETE statements")
     backend = "hypopg"
     if scratch and not _has_hypopg(dsn):
         backend = "real"
     advice = advise(dsn, queries, backend=backend, scratch=scratch, **limits)
+    if hidden:
+        advice = replace(advice, notes=(*hidden, *advice.notes))
     if not verify or not advice.recommendations:
         return advice
     with WhatIf(dsn, backend="real", scratch=True) as whatif:
@@ -71,9 +85,16 @@ def advise_workload(dsn: str, queries: list[AdvisedQuery], *, scratch: bool = Fa
     return replace(advice, recommendations=recs, validation="measured (--verify)")
 
 
-def _has_hypopg(dsn: str) -> bool:
-    from advisor.db.connect import TAG, connect
+def _source_notes(dsn: str, workload: Workload | None) -> list[str]:
+    """The workload's notes (hidden pg_stat_statements rows, …) and what this role cannot read, with the GRANT."""
+    if workload is None:
+        return []
+    with connect(dsn) as conn:
+        conn.autocommit = True
+        return list(dict.fromkeys([*workload.notes, *privilege_notes(read_privileges(conn), workload)]))
 
+
+def _has_hypopg(dsn: str) -> bool:
     with connect(dsn) as conn:
         conn.autocommit = True
         return conn.execute(TAG + "SELECT 1 FROM pg_extension WHERE extname = 'hypopg'").fetchone() is not None

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
+from typing import Literal
 
 from advisor.indexes.existing import quote_ident
 
+
+# How an index's size is known: pg_relation_size of the index built for real (scratch databases),
+# PostgreSQL's B-tree build modelled from the table's statistics (size.py), or HypoPG's estimate.
+SizeEstimate = Literal["built", "btree-model", "hypopg"]
 
 MIN_IMPROVEMENT = 0.5  # the % of the workload's cost (before a pick) a pick must save, by default
 
@@ -53,6 +58,14 @@ class IndexCandidate:
 _ORDER = re.compile(r"^(?P<name>.+?)(?P<order>(?: (?:ASC|DESC))?(?: NULLS (?:FIRST|LAST))?)$")
 
 
+def key_column(key: str) -> str | None:
+    """A key's column name, without its sort order or quotes; None for an expression."""
+    if "(" in key:
+        return None
+    name = _ORDER.match(key)["name"]
+    return name[1:-1].replace('""', '"') if name.startswith('"') else name
+
+
 def _key(column: str) -> str:
     """An index key: an expression as written, a column name quoted as needed, its sort order kept."""
     if "(" in column:
@@ -70,6 +83,8 @@ class AdvisedQuery:
     parameters: str | None  # the logged "$1 = '…'" text, if any
     weight: float  # how much it counts: calls (or total time) in the workload
     normalized: str = ""
+    mean_ms: float | None = None  # measured: representative values for $n should match it (selection.py)
+    rows_per_call: float | None = None  # measured: what a LIMIT $n without a value is given
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,3 +104,4 @@ class Recommendation:
     validated: str  # "hypothetical" (HypoPG), "real index, rolled back" (scratch), "measured" (--verify)
     measured: dict = field(default_factory=dict)  # --verify: fingerprint -> {"before_ms", "after_ms"}
     write_cost: float = 0.0  # what it adds to the workload's writes, in weighted planner cost (maintenance.py)
+    size_estimate: SizeEstimate = "hypopg"  # how estimated_size_bytes is known

@@ -31,6 +31,12 @@ Additions over Extend as published, each for a reason:
   indexes always count), so the what-if cache answers for every configuration
   that differs only in indexes the query cannot use: same plans, about a
   quarter fewer EXPLAINs on TPC-H.
+- Representative values: a ``$n`` without a logged value (pg_stat_statements)
+  would get a generic plan, priced for an average value, and the index that
+  fixes a slow skewed value would not pay. Such queries are first explained by
+  advisor.db.explain with values from pg_stats, and costed with the values
+  whose time matched their measured mean, as ``advisor scan`` does; a note says
+  which (by where they came from, never the literals).
 - Prune, fill, swap: after the greedy, any pick whose removal costs the
   workload nothing is dropped (an early single-column index made redundant by
   a later composite) and the freed bytes are filled greedily. Then a bounded
@@ -55,8 +61,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from advisor.db.catalog import read_catalog
+from advisor.db.catalog import Catalog, read_catalog
 from advisor.db.connect import connect
+from advisor.db.explain import ExplainRequest, explain_all
+from advisor.db.explain import _analyse as analyse_statement
 from advisor.indexes.candidates import CandidateSet, workload_candidates
 from advisor.indexes.existing import IndexIssue, index_issues
 from advisor.indexes.maintenance import WriteLoad, counted_writes, visibility_notes, workload_writes
@@ -109,6 +117,7 @@ def advise(
     with connect(dsn) as conn:
         conn.autocommit = True
         catalog = read_catalog(conn)
+    queries, value_notes = representative_values(dsn, queries, catalog, step)
     step(f"generating candidates for {len(queries)} queries")
     found = workload_candidates(queries, catalog, max_width=max_width)
     with WhatIf(dsn, backend=backend, scratch=scratch, sessions=sessions) as whatif:
@@ -132,10 +141,40 @@ def advise(
         seconds=time.perf_counter() - started,
         moot=tuple(found.moot),
         existing_index_findings=tuple(index_issues(catalog)),
-        notes=(*left_out, *search.notes, *writes.notes(chosen), *visibility_notes(chosen, catalog)),
+        notes=(*value_notes, *left_out, *search.notes, *writes.notes(chosen), *visibility_notes(chosen, catalog)),
         validation=validation,
         per_query=per_query,
     )
+
+
+REPRESENTATIVE_BUDGET_S = 30.0  # for explaining the $n queries that came without values, in all
+
+
+def representative_values(dsn: str, queries: list[AdvisedQuery], catalog: Catalog,
+                          step: Step = lambda _: None) -> tuple[list[AdvisedQuery], list[str]]:
+    """The queries, those with ``$n`` and no values given the values scan would explain them with; notes say which."""
+    wanted = [q for q in queries if q.parameters is None and analyse_statement(q.sql).has_parameters]
+    if not wanted:
+        return queries, []
+    step(f"choosing values from pg_stats for {len(wanted)} queries with $n parameters")
+    requests = [ExplainRequest(q.fingerprint, q.sql, None, q.mean_ms, q.rows_per_call) for q in wanted]
+    report = explain_all(dsn, requests, time_budget_s=REPRESENTATIVE_BUDGET_S, catalog=catalog)
+    chosen = {o.fingerprint: o for o in report.outcomes if o.values is not None}
+    notes = []
+    for q in wanted:
+        if (o := chosen.get(q.fingerprint)) is not None:
+            notes.append(f"query {q.fingerprint} costed with representative values: {o.values_label}")
+        else:
+            notes.append(f"query {q.fingerprint} costed with its generic plan: {_why_generic(report, q.fingerprint)}")
+    return [replace(q, parameters=chosen[q.fingerprint].values) if q.fingerprint in chosen else q
+            for q in queries], notes
+
+
+def _why_generic(report, fingerprint: str) -> str:
+    for o in report.outcomes:
+        if o.fingerprint == fingerprint:
+            return o.refused or o.error or o.note or "no representative values"
+    return next((n.reason for n in report.not_explained if n.fingerprint == fingerprint), "not explained")
 
 
 def _costable(whatif: WhatIf, queries: list[AdvisedQuery]) -> tuple[list[AdvisedQuery], list[str]]:
@@ -145,7 +184,7 @@ def _costable(whatif: WhatIf, queries: list[AdvisedQuery]) -> tuple[list[Advised
         try:
             whatif.cost(q, frozenset())
         except QueryNotCosted as e:
-            notes.append(f"query {q.fingerprint} left out: {e.cause}")
+            notes.append(f"query {q.fingerprint} left out of the index advice: {e.reason}")  # the id once
         else:
             kept.append(q)
     return kept, notes
@@ -439,7 +478,8 @@ def _recommendations(whatif: WhatIf, queries: list[AdvisedQuery], chosen: list[I
     for q in queries:
         for c in whatif.used(q, config) & config:
             helped[c].append(_query_cost(whatif, q, frozenset(), config))
-    recs = [Recommendation(c, whatif.size(c), tuple(helped[c]), validation, write_cost=writes.cost(c)) for c in chosen]
+    recs = [Recommendation(c, whatif.size(c), tuple(helped[c]), validation, write_cost=writes.cost(c),
+                           size_estimate=whatif.size_estimate(c)) for c in chosen]
     recs.sort(key=lambda r: r.write_cost - sum(q.weight * (q.cost_before - q.cost_after) for q in r.queries))
     return tuple(recs)
 
