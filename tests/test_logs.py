@@ -14,11 +14,14 @@ import re
 from pathlib import Path
 
 import pytest
+from collections import Counter
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from advisor.workload.fingerprint import fingerprint
 from advisor.workload.ingest import build_workload, scan_logs
-from advisor.workload.logs.formats import sniff
+from advisor.workload.logs.formats import read_executions, sniff
+from advisor.workload.logs.records import Tally
 from advisor.workload.logs.prefix import PrefixError, detect_prefix, prefix_regex
 from advisor.workload.logs.reader import LogInputError
 
@@ -139,6 +142,168 @@ def test_auto_explain_plan_is_attached_not_counted(tmp_path):
     assert w.statements == 2  # one statement with its plan, one plan with no statement logged
     assert {q.calls for q in w.queries} == {1}
     assert sum(q.total_ms for q in w.queries) == pytest.approx(42.1)
+
+
+# As the harness server wrote them (log_line_prefix '%m [%p] %c %q%u@%d app=%a ',
+# auto_explain.log_min_duration = 0): psycopg 3 in autocommit, in a transaction, with log_statement.
+def _session(lines: str, head: str = "2026-12-03 09:21:20.002 UTC [11034] 6b11348f.2b1a postgres@postgres app=tx ") -> str:
+    """Prefix every head line (not the TAB continuation lines) as the server does."""
+    return "".join(line if line.startswith("\t") else head + line for line in lines.splitlines(keepends=True))
+
+
+SELECT_THEN_PLAN = """\
+LOG:  duration: 0.353 ms  parse <unnamed>: SELECT v FROM t WHERE id = $1
+LOG:  duration: 0.341 ms  bind <unnamed>: SELECT v FROM t WHERE id = $1
+DETAIL:  parameters: $1 = '0'
+LOG:  duration: 0.034 ms  execute <unnamed>: SELECT v FROM t WHERE id = $1
+DETAIL:  parameters: $1 = '0'
+LOG:  duration: 0.031 ms  plan:
+\tQuery Text: SELECT v FROM t WHERE id = $1
+\tIndex Scan using t_pkey on t  (cost=0.15..8.17 rows=1 width=32) (actual time=0.030..0.030 rows=0 loops=1)
+\t  Index Cond: (id = '0'::smallint)
+LOG:  duration: 0.030 ms  parse <unnamed>: UPDATE t SET v = v WHERE id = $1
+LOG:  duration: 0.060 ms  bind <unnamed>: UPDATE t SET v = v WHERE id = $1
+DETAIL:  parameters: $1 = '3'
+LOG:  duration: 0.028 ms  plan:
+\tQuery Text: UPDATE t SET v = v WHERE id = $1
+\tUpdate on t  (cost=0.15..8.17 rows=0 width=0) (actual time=0.028..0.028 rows=0 loops=1)
+\t  ->  Index Scan using t_pkey on t  (cost=0.15..8.17 rows=1 width=38) (actual time=0.005..0.006 rows=1 loops=1)
+\t        Index Cond: (id = '3'::smallint)
+LOG:  duration: 0.563 ms  execute <unnamed>: UPDATE t SET v = v WHERE id = $1
+DETAIL:  parameters: $1 = '3'
+LOG:  duration: 0.003 ms  plan:
+\tQuery Text: SELECT 'mark1'
+\tResult  (cost=0.00..0.01 rows=1 width=32) (actual time=0.001..0.001 rows=1 loops=1)
+LOG:  duration: 0.347 ms  statement: SELECT 'mark1'
+"""
+
+# Inside a transaction the unnamed portal lives until the next Bind: the plan comes after the next parse.
+PLAN_AFTER_NEXT_PARSE = """\
+LOG:  duration: 0.321 ms  parse <unnamed>: SELECT v FROM t WHERE id = $1
+LOG:  duration: 0.519 ms  bind <unnamed>: SELECT v FROM t WHERE id = $1
+DETAIL:  parameters: $1 = '0'
+LOG:  duration: 0.133 ms  execute <unnamed>: SELECT v FROM t WHERE id = $1
+DETAIL:  parameters: $1 = '0'
+LOG:  duration: 0.049 ms  parse <unnamed>: SELECT v FROM t WHERE id = $1
+LOG:  duration: 0.129 ms  plan:
+\tQuery Text: SELECT v FROM t WHERE id = $1
+\tIndex Scan using t_pkey on t  (cost=0.15..8.17 rows=1 width=32)
+\t  Index Cond: (id = '0'::smallint)
+LOG:  duration: 0.188 ms  bind <unnamed>: SELECT v FROM t WHERE id = $1
+DETAIL:  parameters: $1 = '1'
+LOG:  duration: 0.013 ms  execute <unnamed>: SELECT v FROM t WHERE id = $1
+DETAIL:  parameters: $1 = '1'
+LOG:  duration: 0.079 ms  parse <unnamed>: UPDATE t SET v = v WHERE id = $1
+LOG:  duration: 0.011 ms  plan:
+\tQuery Text: SELECT v FROM t WHERE id = $1
+\tIndex Scan using t_pkey on t  (cost=0.15..8.17 rows=1 width=32)
+\t  Index Cond: (id = '1'::smallint)
+LOG:  duration: 0.073 ms  bind <unnamed>: UPDATE t SET v = v WHERE id = $1
+DETAIL:  parameters: $1 = '3'
+LOG:  duration: 0.031 ms  plan:
+\tQuery Text: UPDATE t SET v = v WHERE id = $1
+\tUpdate on t  (cost=0.15..8.17 rows=0 width=0)
+\t  ->  Index Scan using t_pkey on t  (cost=0.15..8.17 rows=1 width=38)
+\t        Index Cond: (id = '3'::smallint)
+LOG:  duration: 0.103 ms  execute <unnamed>: UPDATE t SET v = v WHERE id = $1
+DETAIL:  parameters: $1 = '3'
+LOG:  duration: 0.294 ms  statement: COMMIT
+"""
+
+# log_statement = all + log_duration: the statement is written when it starts, its plan and time after.
+PLAN_AFTER_LOG_STATEMENT = """\
+LOG:  duration: 0.238 ms
+LOG:  duration: 0.285 ms
+LOG:  execute <unnamed>: SELECT v FROM t WHERE id = $1
+DETAIL:  parameters: $1 = '1'
+LOG:  duration: 0.040 ms
+LOG:  duration: 0.028 ms  plan:
+\t{
+\t  "Query Text": "SELECT v FROM t WHERE id = $1",
+\t  "Plan": {"Node Type": "Index Scan", "Relation Name": "t"}
+\t}
+LOG:  statement: SELECT v FROM t WHERE id = 1
+LOG:  duration: 0.006 ms  plan:
+\t{
+\t  "Query Text": "SELECT v FROM t WHERE id = 1",
+\t  "Plan": {"Node Type": "Index Scan", "Relation Name": "t"}
+\t}
+LOG:  duration: 0.839 ms
+"""
+
+
+@pytest.mark.parametrize("log, calls", [
+    (SELECT_THEN_PLAN, {"SELECT v FROM t WHERE id = $1": 1, "UPDATE t SET v = v WHERE id = $1": 1, "SELECT 'mark1'": 1}),
+    (PLAN_AFTER_NEXT_PARSE, {"SELECT v FROM t WHERE id = $1": 2, "UPDATE t SET v = v WHERE id = $1": 1, "COMMIT": 1}),
+    (PLAN_AFTER_LOG_STATEMENT, {"SELECT v FROM t WHERE id = $1": 1, "SELECT v FROM t WHERE id = 1": 1}),
+], ids=["extended-autocommit", "extended-in-transaction", "log-statement-json"])  # fmt: skip
+def test_plans_before_or_after_their_statement_are_never_executions(tmp_path, log, calls):
+    path = write(tmp_path, _session(log))
+    tally = Tally(path)
+    executions = list(read_executions(path, sniff(path), tally))
+    assert Counter(e.sql for e in executions) == calls
+    assert tally.plans == sum(1 for e in executions if e.plan is not None)  # every plan found its execution
+    assert all(e.plan is None or e.sql in e.plan for e in executions)  # ... and the right one
+    assert all(e.duration_ms is not None for e in executions)
+
+
+def test_parameters_of_a_bind_stay_off_the_previous_execute(tmp_path):
+    path = write(tmp_path, _session(PLAN_AFTER_NEXT_PARSE))
+    executions = list(read_executions(path, sniff(path), Tally(path)))
+    assert [e.parameters for e in executions if e.sql.startswith("SELECT")] == ["$1 = '0'", "$1 = '1'"]
+
+
+# log_min_duration_statement = 10 ms, auto_explain.log_min_duration = 0: only the slow statement is
+# logged; the fast ones leave only their plans, each of which is the one trace of one execution.
+PLANS_OVER_A_STATEMENT_THRESHOLD = """\
+LOG:  duration: 0.020 ms  plan:
+\tQuery Text: SELECT v FROM t WHERE id = $1
+\tIndex Scan using t_pkey on t  (cost=0.15..8.17 rows=1 width=32)
+LOG:  duration: 0.018 ms  plan:
+\tQuery Text: SELECT v FROM t WHERE id = $1
+\tIndex Scan using t_pkey on t  (cost=0.15..8.17 rows=1 width=32)
+LOG:  duration: 15.102 ms  plan:
+\tQuery Text: SELECT pg_sleep(0.015),
+\t       1
+\tResult  (cost=0.00..0.01 rows=1 width=4)
+LOG:  duration: 15.400 ms  statement: SELECT pg_sleep(0.015),
+\t       1
+LOG:  duration: 0.019 ms  plan:
+\tQuery Text: SELECT v FROM t WHERE id = $1
+\tIndex Scan using t_pkey on t  (cost=0.15..8.17 rows=1 width=32)
+LOG:  duration: 12.000 ms  execute <unnamed>: SELECT v FROM t WHERE id = $1
+LOG:  duration: 11.900 ms  plan:
+\tQuery Text: SELECT v FROM t WHERE id = $1
+\tIndex Scan using t_pkey on t  (cost=0.15..8.17 rows=1 width=32)
+"""
+
+
+def test_a_plan_whose_statement_was_not_logged_counts_once(tmp_path):
+    w = workload(write(tmp_path, _session(PLANS_OVER_A_STATEMENT_THRESHOLD)))
+    assert w.plans == 5
+    calls = {q.fingerprint: (q.calls, round(q.total_ms, 3)) for q in w.queries}
+    assert calls == {
+        fingerprint("SELECT v FROM t WHERE id = $1").id: (4, 12.057),  # three plans alone and one logged execute
+        fingerprint("SELECT pg_sleep(0.015), 1").id: (1, 15.4),  # the statement's time, not its plan's
+    }
+
+
+# An UPDATE's plan comes before its execute line; the execution logged before it (same text, under
+# the plan threshold) went without a plan. Time tells: a plan cannot outlast its execution.
+TIME_TELLS = """\
+LOG:  duration: 2.000 ms  execute <unnamed>: UPDATE t SET v = v WHERE id = $1
+LOG:  duration: 9.000 ms  plan:
+\tQuery Text: UPDATE t SET v = v WHERE id = $1
+\tUpdate on t  (cost=0.15..8.17 rows=0 width=0)
+LOG:  duration: 9.500 ms  execute <unnamed>: UPDATE t SET v = v WHERE id = $1
+LOG:  duration: 3.000 ms  execute <unnamed>: UPDATE t SET v = v WHERE id = $1
+"""
+
+
+def test_timing_gives_a_plan_to_the_execution_that_ran_it(tmp_path):
+    path = write(tmp_path, _session(TIME_TELLS))
+    executions = list(read_executions(path, sniff(path), Tally(path)))
+    assert [(e.duration_ms, e.plan is not None) for e in executions] == [(2.0, False), (9.5, True), (3.0, False)]
 
 
 def test_multi_line_statements_are_joined(tmp_path):
@@ -336,3 +501,25 @@ def test_a_cursor_fetch_is_the_same_execution(tmp_path):
     )
     (q,) = workload(log).queries
     assert q.calls == 1 and q.total_ms == pytest.approx(0.2)  # as pg_stat_statements counts it
+
+
+# --- the advisor's own statements ---------------------------------------------
+
+OWN = """\
+2026-11-22 03:00:00.001 UTC [720] 6740.1 app@shop app=shop LOG:  duration: 1.000 ms  statement: SELECT * FROM orders WHERE id = 1
+2026-11-22 03:00:00.002 UTC [721] 6740.2 app@shop app=advisor_bench LOG:  duration: 1.000 ms  execute <unnamed>: SELECT balance FROM accounts WHERE id = $1
+2026-11-22 03:00:00.002 UTC [721] 6740.2 app@shop app=advisor_bench DETAIL:  parameters: $1 = '1'
+2026-11-22 03:00:00.003 UTC [722] 6740.3 app@shop app=psql LOG:  duration: 1.000 ms  statement: /* advisor */ EXPLAIN (FORMAT JSON) SELECT 1
+2026-11-22 03:00:00.004 UTC [723] 6740.4 app@shop app=advisor LOG:  duration: 2.000 ms  plan:
+\tQuery Text: SELECT count(*) FROM pg_class
+\tAggregate  (cost=10.00..10.01 rows=1 width=8)
+"""
+
+
+@pytest.mark.parametrize("ranged", [False, True], ids=["scan", "incremental range"])
+def test_the_advisors_own_statements_are_left_out_and_counted(tmp_path, ranged):
+    path = write(tmp_path, OWN)
+    w = workload(path, ranges={path: (0, None)} if ranged else None)
+    assert [q.sample for q in w.queries] == ["SELECT * FROM orders WHERE id = 1"]
+    assert (w.statements, w.advisor_statements) == (1, 3)
+    assert "3 statements sent by the advisor itself were left out" in w.notes

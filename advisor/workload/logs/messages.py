@@ -9,11 +9,21 @@ The rules, from what PostgreSQL writes:
   its ``execute``: they are never counted. ``execute fetch from`` fetches more
   rows from the same portal: its time is added to that execution, as
   pg_stat_statements counts it once.
-- ``DETAIL:  parameters: …`` after an execute belongs to it (csvlog and
-  jsonlog carry it in the same record).
-- ``duration: X ms  plan:`` is auto_explain: a plan for the statement the same
-  session logs next, not an execution of its own, unless no statement log
-  follows (when the plan threshold is below the statement threshold).
+- ``DETAIL:  parameters: …`` right after an execute belongs to it (csvlog and
+  jsonlog carry it in the same record); after a parse or bind it does not.
+- ``duration: X ms  plan:`` is auto_explain: a plan, never an execution of its
+  own when its statement is logged too. auto_explain writes it when the
+  executor ends, so where it lands depends on the protocol and the statement:
+  before a ``duration: … statement:`` line (simple protocol) and before the
+  ``execute`` line of an INSERT/UPDATE/DELETE, but after the ``execute`` line
+  of a SELECT (the portal is dropped at Sync, or at the next Bind inside a
+  transaction) and after lines that ``log_statement`` writes when a statement
+  starts. So a plan is matched to its execution by backend and ``Query Text``
+  (whitespace aside), in either direction, and by time: a plan cannot take
+  longer than the execution it belongs to. A plan that matches no logged
+  execution (the statement ran under ``log_min_duration_statement`` but over
+  ``auto_explain.log_min_duration``) is the only trace of that execution and
+  counts as one.
 """
 
 from __future__ import annotations
@@ -25,34 +35,129 @@ from collections.abc import Iterable, Iterator
 from advisor.workload.logs.records import LogRecord, Tally
 from advisor.workload.model import Execution
 
-MAX_OPEN_SESSIONS = 10_000  # sessions with a pending execution; the oldest is flushed beyond
+MAX_OPEN_SESSIONS = 10_000  # sessions followed at once; the least recently active is closed beyond
+RECENT_KEPT = 4  # executions per session whose plan may still come (a cursor's portal closes later)
+# A plan's duration (executor run and finish) against its statement's (which also covers
+# parsing, planning and the protocol): allow the log's rounding and a little clock noise.
+PLAN_SLACK_MS, PLAN_SLACK_RATIO = 0.05, 0.1
 
 # An optional duration, then what the message is about; a bare duration has no verb.
 _MESSAGE = re.compile(
     r"(?:duration: (\d+(?:\.\d+)?) ms(?:  |$))?"
     r"(?:(statement|execute (?:fetch from )?[^:]*|parse [^:]*|bind [^:]*|plan):[ \n]?|$)"
 )
-_QUERY_TEXT = re.compile(r"\s*Query Text: (.*)")
+_QUERY_TEXT = "Query Text: "
+# The first plan node of a text-format plan: auto_explain always prints costs.
+_PLAN_NODE = re.compile(r"\n[^\n]*  \(cost=\d")
 
 
 class _Pending:
-    __slots__ = ("record", "sql", "duration", "parameters", "plan")
+    """An execution still open to what the session logs next: parameters, time, its plan."""
 
-    def __init__(self, record: LogRecord, sql: str, duration: float | None, parameters: str | None, plan: str | None = None):
-        self.record, self.sql, self.duration, self.parameters, self.plan = record, sql, duration, parameters, plan
+    __slots__ = ("record", "sql", "duration", "parameters", "plan", "before")
+
+    def __init__(self, record: LogRecord, sql: str, duration: float | None, parameters: str | None):
+        self.record, self.sql, self.duration, self.parameters = record, sql, duration, parameters
+        self.plan: str | None = None
+        self.before: _Plan | None = None  # a plan logged before this execute: its own, unless one follows
+
+
+class _Plan:
+    """An auto_explain entry: the query it names and how long the executor ran."""
+
+    __slots__ = ("record", "text", "query", "duration", "claimed", "_key")
+
+    def __init__(self, record: LogRecord, text: str, duration: float | None):
+        self.record, self.text, self.duration = record, text, duration
+        self.query = _plan_query(text)
+        self.claimed = False  # a logged execution already accounts for it
+        self._key: str | None = None
+
+    def names(self, sql: str) -> bool:
+        if self._key is None:
+            self._key = _squash(self.query)
+        return bool(self._key) and self._key == _squash(sql)
+
+    def fits(self, duration: float | None) -> bool:
+        """Whether an execution that took ``duration`` could have run this plan."""
+        return (duration is None or self.duration is None
+                or self.duration <= duration * (1 + PLAN_SLACK_RATIO) + PLAN_SLACK_MS)
+
+
+class _Session:
+    """What one backend has logged that later lines may still complete."""
+
+    __slots__ = ("open", "details", "plan", "recent")
+
+    def __init__(self) -> None:
+        self.open: _Pending | None = None  # the last execution, until the next one starts
+        self.details = False  # a DETAIL now belongs to ``open`` (nothing else was logged since)
+        self.plan: _Plan | None = None  # a plan waiting for the statement line that follows it
+        self.recent: list[_Pending] = []  # closed executions without a plan, newest last
+
+    def resolve(self, p: _Pending, execute: bool, file: str) -> Iterator[Execution]:
+        """``p`` begins: the plan waiting for a statement line is its own, or an orphan."""
+        plan, self.plan = self.plan, None
+        # Only lines written when a statement ends can follow their plan.
+        if p.duration is not None and plan.names(p.sql) and plan.fits(p.duration):
+            if execute:  # an INSERT/UPDATE/DELETE's plan comes before, a SELECT's after: wait and see
+                p.before = plan
+            else:
+                p.plan = plan.text
+        else:
+            yield from _orphan(plan, file)
+
+    def take_plan(self, plan: _Plan, file: str) -> Iterator[Execution]:
+        """A plan arrives: it belongs to an execution already logged, or waits for the next one."""
+        p = self.open
+        if p is not None and p.plan is None and plan.names(p.sql):
+            if plan.fits(p.duration):
+                p.plan = plan.text
+                if p.before is not None:  # then the plan before was an unlogged execution's
+                    yield from _orphan(p.before, file)
+                    p.before = None
+                return
+            plan.claimed = True  # its own statement line may still follow; if not, it is p's
+        else:
+            for r in reversed(self.recent):
+                if r.plan is None and plan.names(r.sql):
+                    r.plan = plan.text  # one plan per execution
+                    plan.claimed = True
+                    break
+        if self.plan is not None:
+            yield from _orphan(self.plan, file)
+        self.plan = plan
+
+    def close(self, file: str, track: bool) -> Iterator[Execution]:
+        """The open execution is done; with ``track``, a plan for it may still come."""
+        p, self.open = self.open, None
+        if p is None:
+            return
+        if p.before is not None:  # no plan followed it: the one before was its own
+            p.plan, p.before = p.before.text, None
+        if track and p.plan is None:
+            self.recent.append(p)
+            if len(self.recent) > RECENT_KEPT:
+                del self.recent[0]
+        yield _execution(p, file)
+
+    def finish(self, file: str) -> Iterator[Execution]:
+        yield from self.close(file, False)
+        if self.plan is not None:
+            yield from _orphan(self.plan, file)
+        self.plan = None
 
 
 def executions(records: Iterable[LogRecord], file: str, tally: Tally) -> Iterator[Execution]:
     """The executions in ``records``, in order within each session."""
-    pending: dict[str, _Pending] = {}  # an execution waiting for its DETAIL or duration
-    plans: dict[str, _Pending] = {}  # an auto_explain plan waiting for its statement
+    sessions: dict[str, _Session] = {}  # least recently started execution first
     message_match = _MESSAGE.match
     for r in records:
         key = r.session or r.pid or ""
+        s = sessions.get(key)
         if r.severity == "DETAIL":
-            p = pending.get(key)
-            if p is not None and r.message.startswith("parameters: "):
-                p.parameters = r.message[12:]
+            if s is not None and s.details and r.message.startswith("parameters: "):
+                s.open.parameters = r.message[12:]
             continue
         m = message_match(r.message) if r.severity == "LOG" else None
         if m is None:
@@ -60,47 +165,47 @@ def executions(records: Iterable[LogRecord], file: str, tally: Tally) -> Iterato
             continue
         duration_text, verb = m.group(1, 2)
         duration = float(duration_text) if duration_text is not None else None
-        if verb is None:  # bare duration: the time of the statement logged just before
-            if duration is None:  # an empty message
-                tally.other_events += 1
-                continue
-            p = pending.get(key)
-            if p is not None and p.duration is None:
+        if s is None:
+            s = sessions[key] = _Session()
+            if len(sessions) > MAX_OPEN_SESSIONS:
+                yield from sessions.pop(next(iter(sessions))).finish(file)
+        s.details = False
+        if verb is None:  # bare duration: the time of the statement logged before it
+            p = s.open
+            if duration is not None and p is not None and p.duration is None:
                 p.duration = duration
-                del pending[key]
-                yield _execution(p, file)
             else:
-                tally.other_events += 1  # log_duration's line for something not logged
-            continue
-        if verb.startswith("execute fetch from"):  # more rows from an open portal: the same execution
-            p = pending.get(key)
+                tally.other_events += 1  # an empty message, or log_duration's line for something not logged
+        elif verb[0] == "p":
+            if verb == "plan":
+                tally.plans += 1
+                yield from s.take_plan(_Plan(r, r.message[m.end() :], duration), file)
+            # parse: counted by its execute.
+        elif verb.startswith("execute fetch from"):  # more rows from an open portal: the same execution
+            p = s.open
             if p is not None and duration is not None:
                 p.duration = (p.duration or 0.0) + duration
-            continue
-        p = pending.pop(key, None)  # any new message of the session closes its pending one
-        if p is not None:
-            yield _execution(p, file)
-        sql = r.message[m.end() :]
-        if verb == "plan":
-            tally.plans += 1
-            yield from _orphan_plan(plans.pop(key, None), file)
-            plans[key] = _plan(r, sql, duration)
         elif verb[0] == "s" or verb[0] == "e":  # statement, execute
-            p = _Pending(r, sql, duration, _parameters(r.detail))
-            if plans:
-                plan = plans.pop(key, None)
-                if plan is not None and _plans_query(plan, sql):
-                    p.plan = plan.plan
-                else:
-                    yield from _orphan_plan(plan, file)
-            pending[key] = p
-            if len(pending) > MAX_OPEN_SESSIONS:
-                yield _execution(pending.pop(next(iter(pending))), file)
-        # parse and bind: counted by their execute.
-    for p in pending.values():
+            p = _Pending(r, r.message[m.end() :], duration, _parameters(r.detail))
+            if s.plan is not None:
+                yield from s.resolve(p, verb[0] == "e", file)
+            if s.open is not None:
+                # Only logs with plans need to remember executions that went without one.
+                yield from s.close(file, tally.plans > 0)
+            s.open, s.details = p, True
+            del sessions[key]  # kept in order of activity: the idlest session is closed first
+            sessions[key] = s
+        # bind: counted by its execute.
+    for s in sessions.values():
+        yield from s.finish(file)
+
+
+def _orphan(plan: _Plan, file: str) -> Iterator[Execution]:
+    """A plan no logged execution accounts for is the only trace of its execution."""
+    if not plan.claimed and plan.query:
+        p = _Pending(plan.record, plan.query, plan.duration, None)
+        p.plan = plan.text
         yield _execution(p, file)
-    for p in plans.values():
-        yield from _orphan_plan(p, file)
 
 
 def _parameters(detail: str | None) -> str | None:
@@ -109,31 +214,27 @@ def _parameters(detail: str | None) -> str | None:
     return None
 
 
-def _plan(record: LogRecord, text: str, duration: float | None) -> _Pending:
-    """An auto_explain plan, with the query it names (text or JSON format)."""
-    query = ""
+def _plan_query(text: str) -> str:
+    """The query an auto_explain entry names (text or JSON format), as the server logged it."""
     stripped = text.lstrip()
     if stripped.startswith("{"):
         try:
-            query = json.loads(stripped).get("Query Text", "")
+            return str(json.loads(stripped).get("Query Text", "")).strip()
         except (ValueError, AttributeError):
-            pass
-    else:
-        m = _QUERY_TEXT.match(text)
-        if m:
-            query = m.group(1)
-    return _Pending(record, query.strip(), duration, None, plan=text)
+            return ""
+    start = text.find(_QUERY_TEXT)
+    if start < 0:
+        return ""
+    body = text[start + len(_QUERY_TEXT) :]
+    # A multi-line query runs into the plan in the text format: it ends before the first node.
+    node = _PLAN_NODE.search(body)
+    query = body[: node.start()] if node else body.partition("\n")[0]
+    return query.partition("\nQuery Parameters: ")[0].strip()  # PostgreSQL 16 prints them in between
 
 
-def _plans_query(plan: _Pending, sql: str) -> bool:
-    # In the text format a multi-line query text runs into the plan: match its first line.
-    return bool(plan.sql) and sql.strip().startswith(plan.sql.split("\n", 1)[0])
-
-
-def _orphan_plan(plan: _Pending | None, file: str) -> Iterator[Execution]:
-    """A plan whose statement was not logged is the only trace of that execution."""
-    if plan is not None and plan.sql:
-        yield _execution(plan, file)
+def _squash(sql: str) -> str:
+    """The text with runs of whitespace made one space: log shippers and formats differ only there."""
+    return " ".join(sql.split())
 
 
 def _execution(p: _Pending, file: str) -> Execution:
