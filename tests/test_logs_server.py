@@ -29,7 +29,7 @@ EXPLAINED = "SELECT max(price) FROM items WHERE name <> 'none'"
 @pytest.fixture(scope="module")
 def logged_run(embedded_cluster, pg_dsn):
     """Runs the known workload once, tagged, and waits until the logs hold all of it."""
-    app = f"advisor-logtest-{uuid.uuid4().hex[:8]}"
+    app = f"logtest-{uuid.uuid4().hex[:8]}"  # not advisor…: that is the advisor's own traffic
     with psycopg.connect(pg_dsn, autocommit=True) as setup:
         setup.execute("CREATE TABLE IF NOT EXISTS items (id int PRIMARY KEY, name text, price numeric)")
         setup.execute("INSERT INTO items SELECT g, 'item ' || g, g % 10 FROM generate_series(1, 200) g ON CONFLICT DO NOTHING")

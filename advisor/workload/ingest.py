@@ -8,7 +8,7 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 
@@ -18,7 +18,8 @@ from advisor.db.connect import connect, redact_dsn
 from advisor.workload.logs.formats import LogFormat, read_executions, sniff
 from advisor.workload.logs.reader import expand, is_compressed, split_points
 from advisor.workload.logs.records import SKIPPED_KEPT, Tally
-from advisor.workload.model import Workload
+from advisor.workload.model import Execution, Workload
+from advisor.workload.own_traffic import left_out_note, sent_by_advisor
 from advisor.workload.sessions import SessionPatterns
 from advisor.workload.stat_statements import read_pg_stat_statements
 from advisor.workload.stats import WorkloadStats
@@ -142,7 +143,7 @@ def parse_part(part: Part) -> tuple[WorkloadStats, SessionPatterns, Tally]:
     stats = WorkloadStats()
     patterns = SessionPatterns(part.config)
     add, observe = stats.add, patterns.add
-    executions = read_executions(part.path, part.fmt, tally, part.start, part.end)
+    executions = _theirs(read_executions(part.path, part.fmt, tally, part.start, part.end), tally)
     if part.sessions:
         for execution in executions:
             observe(execution, add(execution))
@@ -151,6 +152,15 @@ def parse_part(part: Part) -> tuple[WorkloadStats, SessionPatterns, Tally]:
         for execution in executions:
             add(execution)
     return stats, patterns, tally
+
+
+def _theirs(executions: Iterator[Execution], tally: Tally) -> Iterator[Execution]:
+    """The executions the advisor did not send itself; those are counted in ``tally.own``."""
+    for e in executions:
+        if sent_by_advisor(e.sql, e.application):
+            tally.own += 1
+        else:
+            yield e
 
 
 def _run(parts: list[Part], jobs: int, progress: Progress | None, total: int):
@@ -183,6 +193,7 @@ def _merge_tally(tallies: list[Tally], part: Part, tally: Tally) -> None:
     whole.lines += tally.lines
     whole.other_events += tally.other_events
     whole.plans += tally.plans
+    whole.own += tally.own
     whole.skipped_count += tally.skipped_count
     room = SKIPPED_KEPT - len(whole.skipped)
     whole.skipped.extend(replace(s, line=s.line + offset) for s in tally.skipped[:room])
@@ -198,6 +209,9 @@ def build_workload(scan: LogScan) -> Workload:
     tallies = scan.tallies
     skipped = tuple(s for t in tallies for s in t.skipped)[:SKIPPED_KEPT]
     notes = tuple(f"{path}: {_NOTES[fmt.name]}" for path, fmt in scan.formats.items() if fmt.name in _NOTES)
+    own = sum(t.own for t in tallies)
+    if own:
+        notes += (left_out_note(own),)
     return Workload(
         queries=scan.stats.queries_by_total_time(),
         sources=(*scan.formats, *scan.server_sources),
@@ -207,6 +221,7 @@ def build_workload(scan: LogScan) -> Workload:
         skipped_count=sum(t.skipped_count for t in tallies),
         skipped=skipped,
         plans=sum(t.plans for t in tallies),
+        advisor_statements=own,
         notes=(*notes, *scan.notes),
         repeats=scan.patterns.repeat_patterns(),
         cache=scan.patterns.cache_simulations(),

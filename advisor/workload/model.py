@@ -112,7 +112,8 @@ class Workload:
     other_events: int
     skipped_count: int
     skipped: tuple[Skipped, ...] = ()
-    plans: int = 0  # auto_explain plans attached, not counted as executions
+    plans: int = 0  # auto_explain plans read; a plan counts as an execution only when its statement was not logged
+    advisor_statements: int = 0  # executions the advisor itself sent, left out of everything above
     notes: tuple[str, ...] = field(default=())
     repeats: tuple[RepeatPattern, ...] = ()
     cache: tuple[CacheSimulation, ...] = ()

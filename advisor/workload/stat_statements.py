@@ -12,6 +12,7 @@ import psycopg
 from psycopg import errors, sql
 from advisor.db.connect import TAG
 from advisor.errors import AdvisorError
+from advisor.workload.own_traffic import sent_by_advisor
 
 HIDDEN_TEXT = "<insufficient privilege>"
 
@@ -38,9 +39,10 @@ class StatementRows(list):
     ``<insufficient privilege>`` with no queryid; those are counted, not returned.
     """
 
-    def __init__(self, rows: list[StatementRow], hidden: int = 0) -> None:
+    def __init__(self, rows: list[StatementRow], hidden: int = 0, own: int = 0) -> None:
         super().__init__(rows)
         self.hidden = hidden
+        self.own = own  # the advisor's own statements, left out
 
     @property
     def note(self) -> str | None:
@@ -60,7 +62,6 @@ SELECT s.query, s.queryid, s.calls, s.total_exec_time, s.mean_exec_time, s.min_e
 FROM {view} s
 LEFT JOIN pg_roles r ON r.oid = s.userid
 LEFT JOIN pg_database d ON d.oid = s.dbid
-WHERE s.query NOT LIKE '/* advisor */%'
 """
 
 
@@ -115,8 +116,9 @@ def _read(conn: psycopg.Connection) -> StatementRows:
             "pg_stat_statements is installed but not loaded by the server",
             "add shared_preload_libraries = 'pg_stat_statements' to postgresql.conf and restart the server",
         ) from err
-    hidden = sum(1 for r in raw if r[0] == HIDDEN_TEXT or r[1] is None)
-    return StatementRows([_to_row(r) for r in raw if r[0] != HIDDEN_TEXT and r[1] is not None], hidden)
+    readable = [r for r in raw if r[0] != HIDDEN_TEXT and r[1] is not None]
+    theirs = [_to_row(r) for r in readable if not sent_by_advisor(r[0])]
+    return StatementRows(theirs, hidden=len(raw) - len(readable), own=len(readable) - len(theirs))
 
 
 def read_pg_stat_statements(conn: psycopg.Connection) -> StatementRows:

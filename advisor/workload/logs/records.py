@@ -35,6 +35,7 @@ class Tally:
     lines: int = 0
     other_events: int = 0
     plans: int = 0
+    own: int = 0  # executions the advisor itself sent, left out (see workload/own_traffic.py)
     skipped_count: int = 0
     skipped: list[Skipped] = field(default_factory=list)
 

@@ -1,0 +1,24 @@
+"""The advisor's own statements: never part of the workload it reports on.
+
+Everything the advisor sends to a server (catalog reads, EXPLAIN, HypoPG, the
+benchmarks' connections) starts with ``TAG`` and runs under an
+``application_name`` that starts with ``advisor``, so a log or
+pg_stat_statements shows it beside the application's statements. This is the
+one rule that tells them apart, for every source.
+"""
+
+from __future__ import annotations
+
+from advisor.db.connect import TAG
+
+APPLICATION_PREFIX = "advisor"
+_MARK = TAG.strip()
+
+
+def sent_by_advisor(sql: str, application: str | None = None) -> bool:
+    """Whether a statement came from the advisor itself (pg_stat_statements knows no application)."""
+    return (application is not None and application.startswith(APPLICATION_PREFIX)) or sql.lstrip().startswith(_MARK)
+
+
+def left_out_note(count: int) -> str:
+    return f"{count} statement{'s' if count != 1 else ''} sent by the advisor itself {'were' if count != 1 else 'was'} left out"
