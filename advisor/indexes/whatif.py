@@ -51,7 +51,8 @@ from advisor.db.explain import (_analyse, _describe, _in_read_only_transaction, 
                                 parse_parameters)
 from advisor.errors import AdvisorError
 from advisor.indexes.existing import quote_ident
-from advisor.indexes.model import AdvisedQuery, IndexCandidate
+from advisor.indexes.model import AdvisedQuery, IndexCandidate, SizeEstimate
+from advisor.indexes.size import BtreeSizes
 
 __all__ = ["CandidateRejected", "QueryNotCosted", "WhatIf", "WhatIfUnavailable"]
 
@@ -157,7 +158,7 @@ class WhatIf:
         self._cache: dict[tuple, _Costed | QueryNotCosted] = {}
         self._queries: dict[tuple, _Query | QueryNotCosted] = {}
         self._table_oids: dict[str, int] = {}
-        self._sizes: dict[IndexCandidate, int] = {}
+        self._sizes: dict[IndexCandidate, tuple[int, SizeEstimate]] = {}
         self._present: dict[IndexCandidate, _Index] = {}  # hypothetical now, or built in our transaction
         self._by_name: dict[str, IndexCandidate] = {}
         self._built = 0  # real backend: names advisor_whatif_<n>
@@ -166,6 +167,7 @@ class WhatIf:
         self._session = _Session(dsn, statement_timeout_ms)  # AdvisorConnectionError if it fails
         # The same EXPLAIN text runs under many configurations: never let psycopg prepare it server-side.
         self._session.conn.prepare_threshold = None
+        self._btree_sizes = BtreeSizes(self._lookup, self._session.server_version_num)
         try:
             if backend == "hypopg":
                 self._hypopg = self._check_hypopg()
@@ -293,11 +295,26 @@ class WhatIf:
         return self._evaluate(query, frozenset()).rows_changed
 
     def size(self, candidate: IndexCandidate) -> int:
-        """Estimated bytes: HypoPG's estimate, or the size of the index built for real."""
+        """Estimated bytes, known as ``size_estimate`` says."""
+        return self._size(candidate)[0]
+
+    def size_estimate(self, candidate: IndexCandidate) -> SizeEstimate:
+        """How ``size`` knows: "built" (the index built for real), "btree-model" (PostgreSQL's B-tree
+        build, deduplication included, modelled from the table's statistics: size.py), else
+        "hypopg" (HypoPG's estimate, which ignores deduplication)."""
+        return self._size(candidate)[1]
+
+    def _size(self, candidate: IndexCandidate) -> tuple[int, SizeEstimate]:
         if candidate not in self._sizes:
-            index = self._make(candidate)
-            function = f"{self._hypopg}.hypopg_relation_size" if self.backend == "hypopg" else "pg_relation_size"
-            self._sizes[candidate] = int(self._run(f"SELECT {function}({index.oid})").fetchone()[0])
+            index = self._make(candidate)  # the server's word on the candidate first
+            if self.backend == "real":
+                known = int(self._run(f"SELECT pg_relation_size({index.oid})").fetchone()[0]), "built"
+            elif (modelled := self._btree_sizes.estimate(candidate, self._table_oid(candidate))) is not None:
+                known = modelled, "btree-model"
+            else:
+                hypopg = self._run(f"SELECT {self._hypopg}.hypopg_relation_size({index.oid})").fetchone()[0]
+                known = int(hypopg), "hypopg"
+            self._sizes[candidate] = known
         return self._sizes[candidate]
 
     def verify(self, queries: Iterable[AdvisedQuery], candidates: Iterable[IndexCandidate], *,

@@ -154,6 +154,7 @@ def advice_document(advice) -> dict:
                 "fillfactor": r.candidate.fillfactor,
                 "ddl": r.candidate.ddl(),
                 "estimated_size_bytes": r.estimated_size_bytes,
+                "size_estimate": r.size_estimate,  # "built", "btree-model" or "hypopg": how the size is known
                 "write_cost": round(r.write_cost, 2),
                 "validated": r.validated,
                 "queries": [
