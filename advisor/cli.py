@@ -350,8 +350,9 @@ def bench_pool(
         modes=tuple(m.strip() for m in modes.split(",") if m.strip()) if modes else MODES,
         transports=tuple(t.strip() for t in transports.split(",") if t.strip()),
     )  # fmt: skip
-    with _steps("benchmarking") as step:
-        result = run_pool_bench(config, step=step)
+    with _steps("benchmarking") as step:  # a warning is printed even where steps are not (a pipe)
+        result = run_pool_bench(config, step=step, warn=lambda text: err.print(
+            f"[yellow]warning:[/yellow] {text}", highlight=False, soft_wrap=True))
     if output_format is OutputFormat.json:
         _emit_json(pool_bench_document(result), output)
     else:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import re
 import subprocess
 import sys
+import threading
+import time
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -18,6 +23,7 @@ ARM_FIELDS = ("mode", "transport", "concurrency", "requests", "ops_per_s", "p50_
 POOLED = ("psycopg_pool", "psycopg_pool_checked", "sqlalchemy_queuepool")
 OPENING = ("new_connection", "sqlalchemy_nullpool")
 PASSWORD = "s3cret-bench-pw"
+CSV_USER, CSV_DB, CSV_MESSAGE, CSV_APP = 1, 2, 13, 22  # csvlog columns
 
 
 def advisor(*args: str) -> subprocess.CompletedProcess:
@@ -132,3 +138,128 @@ def test_a_read_only_target_falls_back_to_select_1(pg_cluster):
     assert any("read-only" in n and "SELECT 1" in n for n in result.notes)
     assert all(a.requests > 0 and a.errors == 0 for a in result.arms)
 
+
+
+# --- our traffic: named, tagged, and kept out of the server's log ---------------------------------
+
+LOGGED_DB = "advisor_bench_pool_logged"
+PLAIN_ROLE = "advisor_bench_plain"
+BENCH_EXECUTE = re.compile(r"^duration: [\d.]+ ms  execute [^:]*: /\* advisor \*/ SELECT balance FROM advisor_bench_")
+
+
+@pytest.fixture(scope="module")
+def logged_db(embedded_cluster):
+    """A database whose sessions log every statement (log_min_duration_statement = 0, as the user had), with
+    pg_stat_statements, and a plain role (no superuser) that may create schemas in it."""
+    admin = embedded_cluster.dsn()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(LOGGED_DB)))
+        conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(PLAIN_ROLE)))
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(PLAIN_ROLE)))
+    dsn = embedded_cluster.create_database(LOGGED_DB)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        conn.execute(sql.SQL("GRANT CREATE ON DATABASE {} TO {}").format(sql.Identifier(LOGGED_DB),
+                                                                         sql.Identifier(PLAIN_ROLE)))
+        conn.execute(sql.SQL("ALTER DATABASE {} SET log_min_duration_statement = 0").format(sql.Identifier(LOGGED_DB)))
+    yield dsn
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(LOGGED_DB)))
+        conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(PLAIN_ROLE)))
+
+
+def _settled_rows(path: Path) -> list[list[str]]:
+    """The csvlog's rows once the logging collector has caught up (two reads alike)."""
+    previous = None
+    for _ in range(50):
+        rows = list(csv.reader(path.read_text().splitlines(keepends=True)))
+        if previous is not None and len(rows) == len(previous):
+            return rows
+        previous = rows
+        time.sleep(0.1)
+    return previous
+
+
+def _db_rows(cluster, since: int) -> list[list[str]]:
+    return [r for r in _settled_rows(cluster.csv_log)[since:] if len(r) > CSV_APP and r[CSV_DB] == LOGGED_DB]
+
+
+def _untagged_statements(admin_dsn: str) -> list[tuple[str, int]]:
+    """pg_stat_statements of LOGGED_DB whose text does not start with the tag (read from another database)."""
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        return conn.execute(
+            "SELECT query, calls FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid "
+            "WHERE d.datname = %s AND query NOT LIKE '/* advisor */%%'", (LOGGED_DB,)).fetchall()
+
+
+def test_superuser_run_is_tagged_named_and_stays_out_of_the_log(embedded_cluster, logged_db):
+    admin = embedded_cluster.dsn()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        oid = conn.execute("SELECT oid FROM pg_database WHERE datname = %s", (LOGGED_DB,)).fetchone()[0]
+        conn.execute("SELECT pg_stat_statements_reset(0, %s, 0)", (oid,))
+    before = len(_settled_rows(embedded_cluster.csv_log))
+    seen: set[str] = set()
+    stop = threading.Event()
+
+    def sample() -> None:  # every client backend of the database while the bench runs
+        with psycopg.connect(admin, autocommit=True) as conn:
+            while not stop.is_set():
+                # state is null while a backend starts: its application_name is not reported yet
+                seen.update(r[0] for r in conn.execute(
+                    "SELECT application_name FROM pg_stat_activity WHERE datname = %s "
+                    "AND backend_type = 'client backend' AND state IS NOT NULL", (LOGGED_DB,)))
+                time.sleep(0.01)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:  # every mode (SQLAlchemy's start-up, the pool's health check) over both transports
+        result = run_pool_bench(PoolBenchConfig(dsn=logged_db, concurrency=(1, 2), duration_s=0.3, warmup_s=0.1))
+    finally:
+        stop.set()
+        sampler.join()
+    requests = sum(a.requests for a in result.arms)
+    assert requests > 1000 and all(a.errors == 0 for a in result.arms)
+
+    assert _untagged_statements(admin) == []  # not even a BEGIN or SQLAlchemy's "select current_schema()"
+    assert seen and all(name.startswith("advisor") for name in seen), seen
+    # log_min_duration_statement = 0 for the database, yet only the statements that read the settings are logged
+    rows = _db_rows(embedded_cluster, before)
+    assert len(rows) <= 4, [r[CSV_MESSAGE][:80] for r in rows]
+    assert not any("warning" in n or "logging stays on" in n for n in result.notes)
+
+
+def test_plain_role_is_warned_before_the_run_with_the_count_the_server_logs(embedded_cluster, logged_db):
+    plain = conninfo.make_conninfo(logged_db, user=PLAIN_ROLE)
+    before = len(_settled_rows(embedded_cluster.csv_log))
+    events: list[tuple[str, str]] = []
+    result = run_pool_bench(
+        PoolBenchConfig(dsn=plain, requests=40, warmup_s=0, concurrency=(1,), transports=("tcp",),
+                        modes=("new_connection", "psycopg_pool", "psycopg_pool_checked")),
+        step=lambda text: events.append(("step", text)), warn=lambda text: events.append(("warn", text)))
+    assert sum(a.requests for a in result.arms) == 3 * 40
+    warnings = [i for i, (kind, _) in enumerate(events) if kind == "warn"]
+    first_arm = next(i for i, (_, text) in enumerate(events) if text.startswith("new_connection over"))
+    assert len(warnings) == 1 and warnings[0] < first_arm, events  # once, before the first arm
+    warning = events[warnings[0]][1]
+    assert f"GRANT SET ON PARAMETER log_min_duration_statement TO {PLAIN_ROLE}" in warning and "--requests" in warning
+    warned = re.search(r"The server will log every one of the up to ([\d,]+) statements", warning)
+    assert warned, warning
+
+    rows = _db_rows(embedded_cluster, before)
+    executes = sum(1 for r in rows if BENCH_EXECUTE.match(r[CSV_MESSAGE]))
+    checks = sum(1 for r in rows if re.match(r"^duration: [\d.]+ ms  statement: /\* advisor \*/ $", r[CSV_MESSAGE]))
+    assert (executes, checks) == (3 * 40, 40)  # the requests, and psycopg_pool's check before each checkout
+    assert int(warned[1].replace(",", "")) == executes + checks
+    # every line the server logged for the role's sessions names the benchmark, every statement is tagged
+    assert rows and all(r[CSV_APP].startswith("advisor") for r in rows if r[CSV_USER] == PLAIN_ROLE)
+    assert _untagged_statements(embedded_cluster.dsn()) == []
+
+
+def test_the_cli_prints_the_warning_where_steps_are_not_shown(logged_db):
+    run = advisor("bench", "pool", "--dsn", conninfo.make_conninfo(logged_db, user=PLAIN_ROLE), "--requests", "5",
+                  "--warmup", "0", "--concurrency", "1", "--modes", "psycopg_pool", "--transports", "tcp",
+                  "--format", "json")
+    assert run.returncode == 0, run.stderr
+    assert "warning: statement logging stays on" in run.stderr and "up to 5 statements" in run.stderr, run.stderr
+    assert any("logging stays on" in n for n in json.loads(run.stdout)["notes"])

@@ -6,6 +6,13 @@ latency is kept, so the quantiles are exact. Failures are counted (timeouts
 apart), never raised. Around it: the figures an arm reports from a phase, the
 temporary ``advisor_bench_<random>`` schema a workload lives in, and the
 connection-string and host helpers both commands use.
+
+Our traffic is recognisable: every benchmark session is named ``advisor_bench…``
+and runs in autocommit with ``TaggedCursor``, so every statement it sends, also
+those a driver or ORM sends itself (SQLAlchemy's dialect start-up, psycopg_pool's
+health check), starts with ``TAG``. Autocommit matters: psycopg opens a transaction
+with a bare ``BEGIN`` that no cursor sees, and pg_stat_statements would count it
+with the application's own ``BEGIN``.
 """
 
 from __future__ import annotations
@@ -29,11 +36,12 @@ from advisor.db.connect import TAG, scrub_secrets, connect
 from advisor.errors import AdvisorError
 
 __all__ = [
-    "ERROR_BACKOFF_S", "MAX_REQUESTS_PER_ARM", "Phase", "Step", "add_options", "conninfo_params", "create_schema",
-    "drop_schema", "first_line", "host_cores", "latency_quantiles", "new_schema_name", "rounded", "run_phase",
-    "scrubber",
+    "APPLICATION_NAME", "ERROR_BACKOFF_S", "MAX_REQUESTS_PER_ARM", "Phase", "Step", "TaggedCursor", "add_options",
+    "bench_connect", "bench_session", "conninfo_params", "create_schema", "drop_schema", "first_line", "host_cores",
+    "latency_quantiles", "new_schema_name", "rounded", "run_phase", "scrubber", "tagged",
 ]
 
+APPLICATION_NAME = "advisor_bench"  # every benchmark session; readers of workloads leave "advisor…" out
 MAX_REQUESTS_PER_ARM = 1_000_000  # memory bound for the latency list (~40 MB at worst)
 ERROR_BACKOFF_S = 0.005  # after a failed request: do not spin on a refusing server
 
@@ -148,6 +156,45 @@ def rounded(x: float | None, digits: int = 3) -> float | None:
     return None if x is None else round(x, digits)
 
 
+# --- our sessions: named and tagged ------------------------------------------------------------
+
+
+def tagged(query):
+    """``query`` (str, bytes or a psycopg.sql Composable already rendered to str) led by ``TAG``, once."""
+    if isinstance(query, bytes):
+        return query if query.lstrip().startswith(TAG.strip().encode()) else TAG.encode() + query
+    return query if query.lstrip().startswith(TAG.strip()) else TAG + query
+
+
+class TaggedCursor(psycopg.Cursor):
+    """A cursor that leads every statement with ``TAG``, whoever wrote it (see the module docstring)."""
+
+    def execute(self, query, params=None, **kwargs):
+        if isinstance(query, pg_sql.Composable):
+            query = query.as_string(self)
+        return super().execute(tagged(query), params, **kwargs)
+
+    def executemany(self, query, params_seq, **kwargs):
+        if isinstance(query, pg_sql.Composable):
+            query = query.as_string(self)
+        return super().executemany(tagged(query), params_seq, **kwargs)
+
+
+def bench_connect(conninfo: str, **kwargs) -> psycopg.Connection:
+    """A benchmark connection: autocommit, every statement tagged (``conninfo`` names it ``advisor_bench…``)."""
+    return psycopg.connect(conninfo, autocommit=True, cursor_factory=TaggedCursor, **kwargs)
+
+
+def bench_session(dsn: str, statement_timeout_ms: int = 60_000, lock_timeout_ms: int = 1_000) -> psycopg.Connection:
+    """A setup/teardown session: the safe session of ``advisor.db.connect``, named ``advisor_bench``, in autocommit
+    with tagged statements (no driver ``BEGIN``/``COMMIT``: each statement commits on its own)."""
+    conn = connect(dsn, statement_timeout_ms=statement_timeout_ms, lock_timeout_ms=lock_timeout_ms,
+                   application_name=APPLICATION_NAME)
+    conn.autocommit = True
+    conn.cursor_factory = TaggedCursor
+    return conn
+
+
 # --- connection strings and the host ---------------------------------------------------------
 
 
@@ -189,18 +236,19 @@ def new_schema_name() -> str:
 
 
 def create_schema(conn: psycopg.Connection, schema: str, *statements: pg_sql.Composable) -> None:
-    """CREATE SCHEMA ``schema``, then ``statements`` (its tables and rows), tagged, in one transaction."""
+    """CREATE SCHEMA ``schema``, then ``statements`` (its tables and rows), on a ``bench_session``.
+
+    Each commits on its own (no transaction, see the module docstring): callers drop the
+    schema in a ``finally`` that also covers a creation that failed half-way."""
     for stmt in (pg_sql.SQL("CREATE SCHEMA {}").format(pg_sql.Identifier(schema)), *statements):
-        conn.execute(pg_sql.SQL(TAG) + stmt)
-    conn.commit()
+        conn.execute(stmt)
 
 
 def drop_schema(dsn: str, schema: str) -> str | None:
     """Drop the benchmark's schema; a note when that failed (with the statement to run by hand)."""
     try:
-        with connect(dsn, statement_timeout_ms=60_000, lock_timeout_ms=10_000) as conn:
-            conn.execute(pg_sql.SQL(TAG) + pg_sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(pg_sql.Identifier(schema)))
-            conn.commit()
+        with bench_session(dsn, lock_timeout_ms=10_000) as conn:
+            conn.execute(pg_sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(pg_sql.Identifier(schema)))
         return None
     except (psycopg.Error, AdvisorError) as err:
         first = (scrub_secrets(str(err), dsn).strip().splitlines() or [type(err).__name__])[0]

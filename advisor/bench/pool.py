@@ -18,8 +18,13 @@ Transports: ``tcp`` is the DSN as given; ``unix`` is the same server through its
 Unix socket (``host=<dir>`` from ``unix_socket_directories``), tried only when
 the DSN's host is local and used only when the socket answers with the same
 server (same port setting and postmaster start time). Sessions run in autocommit
-with ``default_transaction_read_only = on`` and a statement timeout, tagged
-``/* advisor */`` so pg_stat_statements users can tell them apart.
+with ``default_transaction_read_only = on`` and a statement timeout. Every session
+(setup, clients, pools, SQLAlchemy engines, the monitor, teardown) is named
+``advisor_bench`` and every statement, also those the drivers send themselves, starts
+with ``/* advisor */`` (see ``advisor.bench.load``), so readers of workloads leave
+the benchmark out. Statement logging is off in every session where the role may turn
+it off; where it may not, the run warns before it starts with the number of
+statements the server will log (see ``advisor.bench.quiet``).
 
 Workload: ``--query`` (one read-only SELECT, checked by
 ``advisor.db.explain.classify``), else a point lookup by a random primary key on
@@ -86,10 +91,12 @@ from psycopg import sql as pg_sql
 
 from advisor import __version__
 from advisor.bench.load import (
-    MAX_REQUESTS_PER_ARM, Step, add_options, conninfo_params, create_schema, drop_schema, first_line, host_cores,
-    latency_quantiles, new_schema_name, rounded, run_phase, scrubber,
+    APPLICATION_NAME, MAX_REQUESTS_PER_ARM, Step, TaggedCursor, add_options, bench_connect, conninfo_params,
+    create_schema, drop_schema, first_line, host_cores, latency_quantiles, new_schema_name, rounded, run_phase,
+    scrubber,
 )
-from advisor.db.connect import TAG, scrub_secrets, connect, redact_dsn
+from advisor.bench.quiet import Logging, quiet_session
+from advisor.db.connect import TAG, scrub_secrets, redact_dsn
 from advisor.errors import AdvisorError
 
 __all__ = [
@@ -171,7 +178,7 @@ class PoolBenchResult:
 def _bench_conninfo(params: dict[str, str], timeout_s: float, *, server_options: bool = True, **override: str) -> str:
     """A conninfo for benchmark sessions: the user's parameters plus ours (ours win)."""
     p = dict(params, **override)
-    p["application_name"] = "advisor_bench"
+    p["application_name"] = APPLICATION_NAME
     p.setdefault("connect_timeout", str(max(2, int(timeout_s))))
     if server_options:  # PgBouncer refuses startup options it does not know; the server gets them all
         p = add_options(p, f"-c statement_timeout={int(timeout_s * 1000)} -c default_transaction_read_only=on "
@@ -223,14 +230,12 @@ _USUAL_SOCKET_DIRS = ("/var/run/postgresql", "/tmp")
 
 def _server_facts(conn: psycopg.Connection, notes: list[str]) -> _Server:
     row = conn.execute(_FACTS).fetchone()
-    conn.rollback()
     try:  # superuser or pg_read_all_settings only
         setting = conn.execute(TAG + "SELECT current_setting('unix_socket_directories')").fetchone()[0] or ""
         dirs = tuple(d.strip() for d in setting.split(",") if d.strip())
     except pg_errors.InsufficientPrivilege:
         dirs = _USUAL_SOCKET_DIRS
         notes.append("this role may not read unix_socket_directories: the usual socket folders were tried")
-    conn.rollback()
     return _Server(row[0], row[1], row[2], dirs, row[3], row[4], bool(row[5]), row[6])
 
 
@@ -256,7 +261,7 @@ class _ConnectTimes:
 
     def connect(self, conninfo: str, **kwargs) -> psycopg.Connection:
         t0 = time.perf_counter()
-        conn = psycopg.connect(conninfo, **kwargs)
+        conn = bench_connect(conninfo, **kwargs)
         self.times.append(time.perf_counter() - t0)
         return conn
 
@@ -298,7 +303,8 @@ class _Client:
 
             self.pool = ConnectionPool(
                 self.conninfo, min_size=c, max_size=c, open=True, name=f"advisor-bench-{mode}",
-                connection_class=self.connects.connection_class(), kwargs={"autocommit": True},
+                connection_class=self.connects.connection_class(),
+                kwargs={"autocommit": True, "cursor_factory": TaggedCursor},
                 check=ConnectionPool.check_connection if mode == "psycopg_pool_checked" else None,
                 timeout=self.timeout_s, reconnect_timeout=self.timeout_s,
             )  # fmt: skip
@@ -308,18 +314,18 @@ class _Client:
             from sqlalchemy.pool import NullPool, QueuePool
 
             def creator():
-                return self.connects.connect(self.conninfo, autocommit=True)
+                return self.connects.connect(self.conninfo)
 
+            # No hstore lookup: psycopg runs it in a transaction of its own (an untagged BEGIN/COMMIT).
+            engine = dict(creator=creator, isolation_level="AUTOCOMMIT", use_native_hstore=False)
             if mode == "sqlalchemy_queuepool":
-                self.engine = create_engine("postgresql+psycopg://", creator=creator, poolclass=QueuePool,
-                                            pool_size=c, max_overflow=0, pool_timeout=self.timeout_s,
-                                            isolation_level="AUTOCOMMIT")
+                self.engine = create_engine("postgresql+psycopg://", poolclass=QueuePool, pool_size=c, max_overflow=0,
+                                            pool_timeout=self.timeout_s, **engine)
                 held = [self.engine.connect() for _ in range(c)]  # fill the pool now, not in the window
                 for conn in held:
                     conn.close()
             else:
-                self.engine = create_engine("postgresql+psycopg://", creator=creator, poolclass=NullPool,
-                                            isolation_level="AUTOCOMMIT")
+                self.engine = create_engine("postgresql+psycopg://", poolclass=NullPool, **engine)
                 self.engine.connect().close()  # the dialect's one-time initialisation
 
     def request(self, params: tuple | None) -> None:
@@ -333,8 +339,7 @@ class _Client:
                 else:
                     conn.exec_driver_sql(self.sql, params).fetchall()
         else:  # new_connection, pgbouncer
-            conn = self.connects.connect(self.conninfo, autocommit=True,
-                                         prepare_threshold=None if self.mode == "pgbouncer" else 5)
+            conn = self.connects.connect(self.conninfo, prepare_threshold=None if self.mode == "pgbouncer" else 5)
             try:
                 conn.execute(self.sql, params).fetchall()
             finally:
@@ -358,7 +363,7 @@ class _Monitor:
                      "FROM pg_stat_activity WHERE pid <> pg_backend_pid()")
 
     def __init__(self, conninfo: str) -> None:
-        self.conn = psycopg.connect(conninfo, autocommit=True)
+        self.conn = bench_connect(conninfo)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.peak = (0, 0)
@@ -422,53 +427,37 @@ def _check_config(cfg: PoolBenchConfig) -> None:
                                "give a SELECT (the benchmark runs it many times), or omit --query for the built-in lookup")
 
 
-def run_pool_bench(cfg: PoolBenchConfig, step: Step | None = None) -> PoolBenchResult:
-    """Measure every arm of ``cfg``; the temporary schema (if any) is dropped before returning."""
-    step = step or (lambda text: None)
-    _check_config(cfg)
-    params = conninfo_params(cfg.dsn)
-    notes: list[str] = []
-    timeout = cfg.request_timeout_s
+def run_pool_bench(cfg: PoolBenchConfig, step: Step | None = None, warn: Step | None = None) -> PoolBenchResult:
+    """Measure every arm of ``cfg``; the temporary schema (if any) is dropped before returning.
 
-    with connect(cfg.dsn, statement_timeout_ms=60_000) as setup:
-        server = _server_facts(setup, notes)
-        usable = server.max_connections - server.reserved
-        needed = max(cfg.concurrency) + 1  # + the monitor
-        if needed + server.backends > usable:
-            raise AdvisorError(
-                f"concurrency {max(cfg.concurrency)} needs {needed} connections; the server allows {usable} "
-                f"(max_connections {server.max_connections} - {server.reserved} reserved) and {server.backends} are in use",
-                "lower --concurrency, or raise max_connections")
-        schema = None
-        if cfg.query is not None:
-            workload = {"kind": "query", "schema": None, "rows": None}
-            sql_text, param = cfg.query.strip(), (lambda rng: None)
-        elif server.read_only:
-            workload = {"kind": "select1", "schema": None, "rows": None}
-            sql_text, param = "SELECT 1", (lambda rng: None)
-            notes.append("the target is read-only (transaction_read_only on, or a standby): "
-                         "the benchmark ran SELECT 1 instead of a point lookup on its own table")
-        else:
-            schema = new_schema_name()
-            step(f"creating {schema}.accounts ({TABLE_ROWS:,} rows)")
-            try:
-                _create_table(setup, schema)
-                workload = {"kind": "table", "schema": schema, "rows": TABLE_ROWS}
-                sql_text = f"SELECT balance FROM {schema}.accounts WHERE id = %s"
-                param = (lambda rng: (rng.randint(1, TABLE_ROWS),))
-            except (pg_errors.InsufficientPrivilege, pg_errors.ReadOnlySqlTransaction) as err:
-                setup.rollback()
-                schema = None
-                workload = {"kind": "select1", "schema": None, "rows": None}
-                sql_text, param = "SELECT 1", (lambda rng: None)
-                notes.append(f"cannot create a table here ({first_line(err)}): the target is read-only for this role, "
-                             "so the benchmark ran SELECT 1 instead of a point lookup")
+    When this role may not turn statement logging off, ``warn`` (else ``step``) gets a warning with the
+    number of statements the server will log, before the first arm; it is in the notes too."""
+    step = step or (lambda text: None)
+    warn = warn or step
+    _check_config(cfg)
+    notes: list[str] = []
+    setup, dsn, logging = quiet_session(cfg.dsn, notes)  # dsn: cfg.dsn with logging off where the role may
+    params = conninfo_params(dsn)
+    schema = None
     try:
-        arms = _run_arms(cfg, params, server, TAG + sql_text, param, notes, step)
+        with setup:
+            server = _server_facts(setup, notes)
+            _check_capacity(cfg, server)
+            if cfg.query is None and not server.read_only:
+                schema = new_schema_name()
+            workload, sql_text, param = _workload(cfg, setup, server, schema, notes, step)
+            if workload["kind"] != "table":
+                schema = None
+        plan = _plan(cfg, params, server, notes)
+        if logging.left_on:
+            warning = _logging_warning(cfg, logging, plan, sql_text, param)
+            warn(warning)
+            notes.append(warning)
+        arms = _run_arms(cfg, plan, params, TAG + sql_text, param, step)
     finally:
         if schema is not None:
             step(f"dropping {schema}")
-            if (failed := drop_schema(cfg.dsn, schema)) is not None:
+            if (failed := drop_schema(dsn, schema)) is not None:
                 notes.append(failed)
 
     cores = host_cores()
@@ -489,9 +478,89 @@ def run_pool_bench(cfg: PoolBenchConfig, step: Step | None = None) -> PoolBenchR
         workload=workload,
         settings={"concurrency": list(cfg.concurrency), "duration_s": _duration(cfg), "requests": cfg.requests,
                   "warmup_s": cfg.warmup_s, "modes": [m for m in cfg.modes if m != "pgbouncer" or cfg.pgbouncer_dsn],
-                  "transports": list(cfg.transports), "request_timeout_s": timeout},
+                  "transports": list(cfg.transports), "request_timeout_s": cfg.request_timeout_s},
         arms=tuple(arms), verdict=verdict, notes=tuple(scrub_secrets(n, cfg.dsn) for n in notes),
     )
+
+
+def _check_capacity(cfg: PoolBenchConfig, server: _Server) -> None:
+    usable = server.max_connections - server.reserved
+    needed = max(cfg.concurrency) + 1  # + the monitor
+    if needed + server.backends > usable:
+        raise AdvisorError(
+            f"concurrency {max(cfg.concurrency)} needs {needed} connections; the server allows {usable} "
+            f"(max_connections {server.max_connections} - {server.reserved} reserved) and {server.backends} are in use",
+            "lower --concurrency, or raise max_connections")
+
+
+def _workload(cfg: PoolBenchConfig, setup: psycopg.Connection, server: _Server, schema: str | None,
+              notes: list[str], step: Step) -> tuple[dict, str, Callable[[random.Random], tuple | None]]:
+    """The workload's description, its SQL and its parameter maker; creates the table in ``schema`` if given."""
+    select1 = ({"kind": "select1", "schema": None, "rows": None}, "SELECT 1", lambda rng: None)
+    if cfg.query is not None:
+        return {"kind": "query", "schema": None, "rows": None}, cfg.query.strip(), lambda rng: None
+    if schema is None:
+        notes.append("the target is read-only (transaction_read_only on, or a standby): "
+                     "the benchmark ran SELECT 1 instead of a point lookup on its own table")
+        return select1
+    step(f"creating {schema}.accounts ({TABLE_ROWS:,} rows)")
+    try:
+        _create_table(setup, schema)
+    except (pg_errors.InsufficientPrivilege, pg_errors.ReadOnlySqlTransaction) as err:
+        notes.append(f"cannot create a table here ({first_line(err)}): the target is read-only for this role, "
+                     "so the benchmark ran SELECT 1 instead of a point lookup")
+        return select1
+    return ({"kind": "table", "schema": schema, "rows": TABLE_ROWS},
+            f"SELECT balance FROM {schema}.accounts WHERE id = %s", lambda rng: (rng.randint(1, TABLE_ROWS),))
+
+
+# --- statement logging the role may not turn off ----------------------------------------------
+
+OPENING_MODES = ("new_connection", "sqlalchemy_nullpool", "pgbouncer")  # a new connection per request
+CALIBRATION_REQUESTS = 20
+
+
+def _logging_warning(cfg: PoolBenchConfig, logging: Logging, plan: list[tuple[str, str, str]], sql_text: str,
+                     param: Callable[[random.Random], tuple | None]) -> str:
+    """What the server will log of this run, and how to avoid it: exact with --requests, else estimated
+    from requests timed here."""
+    arms = len(plan) * len(cfg.concurrency)
+    per_request = {mode: 2 if mode == "psycopg_pool_checked" else 1 for mode, _, _ in plan}  # + the health check
+    if cfg.requests is not None:
+        runs = 2 if cfg.warmup_s > 0 else 1  # the warm-up sends at most as many as the window
+        total = sum(per_request[m] for m, _, _ in plan) * len(cfg.concurrency) * cfg.requests * runs
+        how = (f"{arms} arms × {cfg.requests:,} requests" + (" and as many warm-up requests" if runs == 2 else "")
+               + ("; 2 statements per request with a health check" if "psycopg_pool_checked" in per_request else ""))
+        amount = f"up to {total:,}"
+    else:
+        connect_s, request_s = _calibrate(plan[0][2], sql_text, param)
+        seconds = _duration(cfg) + cfg.warmup_s
+        total = sum(round(seconds * min(c, host_cores()) * per_request[m]
+                          / (request_s + (connect_s if m in OPENING_MODES else 0.0)))
+                    for m, _, _ in plan for c in cfg.concurrency)
+        how = (f"{arms} arms × {seconds:g} s, at the {request_s * 1000:.2f} ms a request took here "
+               f"({connect_s * 1000:.1f} ms more with a new connection)")
+        amount = f"about {total:,}"
+    which = "every one" if logging.logs_all else f"those slower than {logging.threshold_ms:,} ms"
+    return (f"statement logging stays on for this role's sessions ({logging.describe()}): only a superuser, or a "
+            f"role granted SET on these parameters, may turn it off. The server will log {which} of the {amount} "
+            f"statements the benchmark will send ({how}), each with one or more lines, plus up to 10 a second from "
+            f"its backend monitor. To avoid it: run as a superuser, {logging.grant()} (PostgreSQL 15+), "
+            "or give a smaller --requests.")
+
+
+def _calibrate(conninfo: str, sql_text: str, param: Callable[[random.Random], tuple | None]) -> tuple[float, float]:
+    """Seconds to open one connection and the median seconds of one request on it."""
+    rng = random.Random(1)
+    t0 = time.perf_counter()
+    with bench_connect(conninfo) as conn:
+        connect_s = time.perf_counter() - t0
+        times = []
+        for _ in range(CALIBRATION_REQUESTS):
+            t0 = time.perf_counter()
+            conn.execute(sql_text, param(rng)).fetchall()
+            times.append(time.perf_counter() - t0)
+    return connect_s, statistics.median(times)
 
 
 def _duration(cfg: PoolBenchConfig) -> float:
@@ -522,7 +591,7 @@ def _transports(cfg: PoolBenchConfig, params: dict[str, str], server: _Server, n
         candidate.pop("hostaddr", None)
         info = _bench_conninfo(candidate, cfg.request_timeout_s)
         try:
-            with psycopg.connect(info, autocommit=True, connect_timeout=3) as conn:
+            with bench_connect(info, connect_timeout=3) as conn:
                 same = tuple(conn.execute(_IDENTITY).fetchone()) == (server.port, server.started)
         except psycopg.Error as err:
             reasons.append(f"{directory}: {(str(err).strip().splitlines() or [''])[-1].strip()}")
@@ -535,31 +604,36 @@ def _transports(cfg: PoolBenchConfig, params: dict[str, str], server: _Server, n
     return out
 
 
-def _run_arms(cfg: PoolBenchConfig, params: dict[str, str], server: _Server, sql_text: str,
-              param: Callable[[random.Random], tuple | None], notes: list[str], step: Step) -> list[Arm]:
-    transports = _transports(cfg, params, server, notes)
-    plan: list[tuple[str, str, str]] = []  # (mode, transport, conninfo)
-    for label, info in transports:
+def _plan(cfg: PoolBenchConfig, params: dict[str, str], server: _Server,
+          notes: list[str]) -> list[tuple[str, str, str]]:
+    """(mode, transport, conninfo) of every arm at one concurrency level."""
+    plan: list[tuple[str, str, str]] = []
+    for label, info in _transports(cfg, params, server, notes):
         plan += [(m, label, info) for m in cfg.modes if m != "pgbouncer"]
     if "pgbouncer" in cfg.modes and cfg.pgbouncer_dsn:
         bparams = conninfo_params(cfg.pgbouncer_dsn)
         plan.append(("pgbouncer", _tcp_label(bparams), _bench_conninfo(bparams, cfg.request_timeout_s, server_options=False)))
         notes.append("pgbouncer: a new client connection per request to PgBouncer, without startup options "
-                     "(no statement_timeout, no read-only default) and without prepared statements; "
-                     "its peak backends are counted in the DSN's database, which may differ from PgBouncer's target")
+                     "(no statement_timeout, no read-only default, statement logging as the server has it) and "
+                     "without prepared statements; its peak backends are counted in the DSN's database, which may "
+                     "differ from PgBouncer's target")
     elif cfg.pgbouncer_dsn is None and "pgbouncer" in cfg.modes and cfg.modes != MODES:
         notes.append("pgbouncer was asked for but no --pgbouncer-dsn was given: not measured")
+    return plan
 
+
+def _run_arms(cfg: PoolBenchConfig, plan: list[tuple[str, str, str]], params: dict[str, str], sql_text: str,
+              param: Callable[[random.Random], tuple | None], step: Step) -> list[Arm]:
     duration = _duration(cfg)
-    requests = cfg.requests
     slack = cfg.request_timeout_s + 5.0
     arms: list[Arm] = []
-    monitor = _Monitor(transports[0][1] if transports else _bench_conninfo(params, cfg.request_timeout_s))
+    server_arms = [info for mode, _, info in plan if mode != "pgbouncer"]
+    monitor = _Monitor(server_arms[0] if server_arms else _bench_conninfo(params, cfg.request_timeout_s))
     try:
         for concurrency in cfg.concurrency:
             for mode, transport, info in plan:
                 step(f"{mode} over {transport}, concurrency {concurrency}")
-                arms.append(_run_arm(mode, transport, info, concurrency, sql_text, param, duration, requests,
+                arms.append(_run_arm(mode, transport, info, concurrency, sql_text, param, duration, cfg.requests,
                                      cfg, monitor, slack))
     finally:
         monitor.close()
@@ -584,7 +658,7 @@ def _run_arm(mode: str, transport: str, info: str, concurrency: int, sql_text: s
         except Exception as err:
             return empty(f"could not open the clients: {type(err).__name__}: {first_line(err)}")
         if cfg.warmup_s > 0:
-            run_phase(client.request, concurrency, cfg.warmup_s, None, param, slack)
+            run_phase(client.request, concurrency, cfg.warmup_s, requests, param, slack)  # at most as many
         connects.times.clear()  # only connections opened in the measured window count
         monitor.start(cap_s=duration + slack)
         try:
