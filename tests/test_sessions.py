@@ -128,3 +128,89 @@ def test_quiet_sessions_are_closed_as_time_passes(tmp_path):
         ts = f"2026-11-22 05:{i // 60:02d}:{i % 60:02d}.000 UTC"
         patterns.add(Execution("SELECT 1", 0.1, ts, session=str(i)), fp)
     assert len(patterns.units) <= 21  # a sweep every 10 s closes units idle for 10 s: at most ~20 s stay open
+
+
+def test_a_transaction_is_one_unit_however_long(tmp_path):
+    log = LogWriter()
+    log.run(910, "BEGIN", after_ms=50)
+    log.run(910, "SELECT id FROM branches")
+    for i in range(30):  # 15 s of lookups, half a second apart: past the 10 s cap, but one transaction
+        log.run(910, "SELECT count(*) FROM accounts WHERE bid = $1", params=f"$1 = '{i}'", after_ms=500)
+    log.run(910, "COMMIT")
+    for i in range(30):  # the same lookups without a transaction: the cap cuts them
+        log.run(911, "SELECT count(*) FROM accounts WHERE bid = $1", params=f"$1 = '{i}'", after_ms=500)
+    runs = {r.sessions: r for r in log.workload(tmp_path).repeats}
+    assert (runs[("910",)].occurrences, runs[("910",)].statements) == (1, 30)
+    assert runs[("910",)].parent_normalized == "SELECT id FROM branches"
+    assert runs[("911",)].occurrences == 2 and runs[("911",)].statements == 30
+
+
+def test_a_shared_virtual_transaction_id_is_one_transaction():
+    from advisor.workload.fingerprint import fingerprint
+    from advisor.workload.model import Execution
+    from advisor.workload.sessions import SessionPatterns
+
+    def units(vxid) -> int:
+        patterns = SessionPatterns()
+        sql = "SELECT * FROM books WHERE author_id = $1"
+        for i in range(30):  # 15 s of lookups, half a second apart
+            ts = f"2026-11-22 05:00:{i // 2:02d}.{(i % 2) * 500:03d} UTC"
+            patterns.add(Execution(sql, 1.0, ts, session="s1", vxid=vxid(i), parameters=f"$1 = '{i}'"),
+                         fingerprint(sql))
+        (run,) = patterns.repeat_patterns()
+        return run.occurrences
+
+    assert units(lambda i: "4/77") == 1  # BEGIN not logged (below log_min_duration_statement): the vxid tells
+    assert units(lambda i: f"4/{i}") == 2  # autocommit, a new vxid each time: cut by the cap
+
+
+def test_a_slow_statement_is_not_a_pause(tmp_path):
+    log = LogWriter()
+    for i in range(6):  # each takes 1.5 s: log lines 1.5 s apart, but no pause between the statements
+        log.run(912, "SELECT * FROM reports WHERE id = $1", duration=1500.0, after_ms=1502, params=f"$1 = '{i}'")
+    (run,) = log.workload(tmp_path).repeats
+    assert (run.occurrences, run.statements) == (1, 6)
+
+
+def test_a_growing_offset_is_a_paging_loop(tmp_path):
+    log = LogWriter()
+    for page in range(10):  # client-side binding: the offsets are literals in the text
+        log.run(913, f"SELECT id, name FROM items ORDER BY id LIMIT 50 OFFSET {page * 50}")
+    for author in range(8):  # the same offset for each parent: an N+1, not a loop
+        log.run(913, "SELECT id FROM books WHERE author_id = $1 ORDER BY id LIMIT $2 OFFSET $3",
+                params=f"$1 = '{author}', $2 = '5', $3 = '0'", after_ms=2000 if author == 0 else 1)
+    runs = {r.kind: r for r in log.workload(tmp_path).repeats}
+    loop = runs["pagination"]
+    assert "FROM items" in loop.child_normalized and (loop.statements, loop.deepest_offset) == (10, 450)
+    # Pages of 50 (the step): 0 + 50 + … + 450 = 2,250 rows skipped of 2,250 + 10 × 50 read.
+    assert loop.discarded_share == pytest.approx(2250 / 2750)
+    assert "FROM books" in runs["n_plus_one"].child_normalized
+
+
+def test_writes_invalidate_the_cached_reads_of_their_tables(tmp_path):
+    log = LogWriter()
+    for i in range(12):
+        log.run(914, "SELECT * FROM products WHERE id = $1", params="$1 = '3'", after_ms=100)
+        log.run(914, "SELECT * FROM colours WHERE id = $1", params="$1 = '1'")
+        log.run(915, f"INSERT INTO audit (n) VALUES ({i})")  # another table: no effect on either read
+        if i % 3 == 2:
+            log.run(915, f"UPDATE products SET stock = stock - 1 WHERE id = {i}")  # another row, same table
+    log.run(915, "TRUNCATE colours")
+    log.run(914, "SELECT * FROM colours WHERE id = $1", params="$1 = '1'")
+    cache = {c.normalized.split()[3]: c for c in log.workload(tmp_path).cache}
+    hits = {(ttl, size): h for ttl, size, h in cache["products"].hits}
+    assert cache["products"].lookups == 12 and hits[(300.0, 10_000)] == 8  # 4 misses: the first, and after 3 updates
+    hits = {(ttl, size): h for ttl, size, h in cache["colours"].hits}
+    assert cache["colours"].lookups == 13 and hits[(300.0, 10_000)] == 11  # the first read and the one after TRUNCATE miss
+
+
+def test_written_tables_are_read_with_sqlglot():
+    from advisor.checks.rewrite import written_tables
+
+    assert written_tables("insert into shop.orders (id) values ($1)") == ("orders",)
+    assert written_tables("update t set a = $1 from u where u.id = t.id") == ("t",)
+    assert written_tables("truncate a, b") == ("a", "b")
+    assert written_tables("copy items from stdin") == ("items",)
+    assert written_tables("copy items to stdout") == ()
+    assert written_tables("with gone as (delete from q returning *) select * from gone") == ("q",)
+    assert written_tables("select * from t") == ()
