@@ -61,6 +61,15 @@ Example (SQLAlchemy 2)::
 Inside one SQLAlchemy transaction, reads stay on one replica (one snapshot
 source) until the transaction writes; from then on everything goes to the
 primary until it ends.
+
+The router's own traffic is recognisable: its statements (probes, the commit
+position, the replay wait) start with ``/* advisor */`` and its probe connections
+are named ``advisor_router_probe`` (``<application_name>_probe`` when that starts
+with ``advisor``), so a workload read from the logs or pg_stat_statements leaves
+them out. The application's connections keep the DSN's ``application_name`` unless
+``application_name`` is given: they carry the application's queries, which must
+stay in its workload. With ``autocommit=False`` (psycopg's default) psycopg opens
+each transaction with a bare ``BEGIN``; that is the application's own.
 """
 
 from __future__ import annotations
@@ -78,7 +87,7 @@ from typing import Any, Literal
 import psycopg
 from psycopg import conninfo as pg_conninfo
 
-from advisor.db.connect import redact_dsn
+from advisor.db.connect import TAG, redact_dsn
 
 __all__ = ["ReplicaRouter", "ReplicaState", "RoutingSession", "routing_sessionmaker", "parse_lsn", "probe_replica"]
 
@@ -88,13 +97,13 @@ Policy = Literal["round_robin", "least_busy"]
 MAX_SESSIONS = 100_000  # read-your-writes marks kept (least recently written dropped first)
 _HISTORY = 256  # primary LSN samples per replica for the lag-time cap
 
-_REPLICA_PROBE = """SELECT pg_is_in_recovery(), pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text,
+_REPLICA_PROBE = TAG + """SELECT pg_is_in_recovery(), pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text,
        extract(epoch FROM clock_timestamp() - pg_last_xact_replay_timestamp()) * 1000"""
-_PRIMARY_PROBE = "SELECT pg_current_wal_lsn()::text"
+_PRIMARY_PROBE = TAG + "SELECT pg_current_wal_lsn()::text"
 # At or past the end of every commit that returned, also with synchronous_commit=off
 # (pg_current_wal_lsn() is the *write* position, which may trail an asynchronous commit).
-_COMMIT_LSN = "SELECT pg_current_wal_insert_lsn()::text"
-_REPLAYED = "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn"
+_COMMIT_LSN = TAG + "SELECT pg_current_wal_insert_lsn()::text"
+_REPLAYED = TAG + "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn"
 
 
 def parse_lsn(text: str | None) -> int | None:
@@ -203,7 +212,7 @@ class ReplicaRouter:
         pool_max_size: int = 10,
         checkout_timeout_s: float = 5.0,
         connect_kwargs: Mapping[str, Any] | None = None,
-        application_name: str = "advisor_router",
+        application_name: str | None = None,
     ) -> None:
         if read_your_writes not in ("lsn", "window", None):
             raise ValueError(f"read_your_writes must be 'lsn', 'window' or None, not {read_your_writes!r}")
@@ -221,11 +230,12 @@ class ReplicaRouter:
         self.wait_s = wait_s
         self.policy = policy
         self.checkout_timeout_s = checkout_timeout_s
-        self._app = application_name
+        self._probe_app = f"{application_name}_probe" if (application_name or "").startswith("advisor") \
+            else "advisor_router_probe"
         kwargs = dict(connect_kwargs or {})
 
         def pool(dsn: str, name: str, timeout: float) -> ConnectionPool:
-            info = pg_conninfo.make_conninfo(dsn, application_name=application_name)
+            info = pg_conninfo.make_conninfo(dsn, application_name=application_name) if application_name else dsn
             return ConnectionPool(info, min_size=pool_min_size, max_size=pool_max_size, open=True, name=name,
                                   kwargs=kwargs, timeout=timeout)
 
@@ -279,7 +289,7 @@ class ReplicaRouter:
 
     # -- probing
     def _probe_conn(self, dsn: str) -> psycopg.Connection:
-        return psycopg.connect(_with_timeouts(dsn, self.probe_timeout_s, self._app + "_probe"), autocommit=True)
+        return psycopg.connect(_with_timeouts(dsn, self.probe_timeout_s, self._probe_app), autocommit=True)
 
     def _probe_loop(self, node: _Node) -> None:
         rconn = pconn = None

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-from advisor.bench.replicas import ARMS
+import psycopg
+from psycopg import sql
+
+from advisor.bench.replicas import ARMS, ReplicaBenchConfig, run_replica_bench
 
 ROOT = Path(__file__).resolve().parents[1]
 ARM_FIELDS = ("name", "ops_per_s", "p50_ms", "p95_ms", "p99_ms", "stale_reads", "read_your_writes", "failed_requests")
@@ -33,6 +37,10 @@ def test_local_replicas_json_document(pg_binaries):
     by = {a["name"]: a for a in doc["arms"]}
     assert by["primary_only"]["replica_reads"] == 0
     assert by["round_robin"]["replica_reads"] > 0
+    # where the reads went, as the answering servers said; a policy that reached the replica is compared
+    assert by["primary_only"]["replica_share"] == 0 and by["round_robin"]["replica_share"] == 1
+    assert by["round_robin"]["answered_by_replicas"] == by["round_robin"]["requests"]
+    assert "round_robin" in doc["verdict"]["compared"] and "primary_only" not in doc["verdict"]["compared"]
     assert by["lag_aware_rwy_lsn"]["stale_reads"] == 0 and by["lag_aware_rwy_lsn"]["read_your_writes"] == "lsn"
     assert by["lag_aware_rwy_window"]["stale_reads"] == 0
     (series,) = doc["lag"]["replicas"]
@@ -41,3 +49,50 @@ def test_local_replicas_json_document(pg_binaries):
     assert drill["ejected_after_s"] is not None and drill["failed_reads_after_ejection"] == 0
     assert drill["reads_on_stopped_after_ejection"] == 0
     assert drill["restarted"] and drill["readmitted_after_s"] is not None
+
+
+def test_arms_whose_reads_fell_back_to_the_primary_are_not_called_replica_routing(embedded_cluster, pg_dsn):
+    """The replica is down for the whole run: every routed arm serves its reads from the primary, and the verdict
+    must say so instead of naming one of them the best replica arm (it did, on throughput noise)."""
+    dbname = pg_dsn.rsplit("/", 1)[1]
+    admin = embedded_cluster.dsn()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        conn.execute(sql.SQL("ALTER DATABASE {} SET log_min_duration_statement = 0").format(sql.Identifier(dbname)))
+        oid = conn.execute("SELECT oid FROM pg_database WHERE datname = %s", (dbname,)).fetchone()[0]
+    replica = embedded_cluster.add_replica()
+    try:
+        replica.halt()
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute("SELECT pg_stat_statements_reset(0, %s, 0)", (oid,))
+        logged_before = len(list(csv.reader(embedded_cluster.csv_log.read_text().splitlines(keepends=True))))
+        result = run_replica_bench(ReplicaBenchConfig(
+            primary_dsn=pg_dsn, replica_dsns=(replica.dsn(dbname),), concurrency=2, duration_s=0.5,
+            arms=("primary_only", "round_robin", "lag_aware")))
+    finally:
+        replica.stop()
+    by = {a.name: a for a in result.arms}
+    for name in ("round_robin", "lag_aware"):
+        arm = by[name]
+        assert arm.requests > 50 and arm.failed_requests == 0, arm
+        assert arm.answered_by_replicas == 0 and arm.answered_by_primary == arm.requests, arm
+        assert arm.fallback_reasons.get("no_healthy_replica", 0) > 0 and arm.replica_problems, arm
+    # the server's own count of the bench's reads: every one ran on the primary
+    with psycopg.connect(admin, autocommit=True) as conn:
+        rows = conn.execute("SELECT query, calls FROM pg_stat_statements WHERE dbid = %s", (oid,)).fetchall()
+        conn.execute(sql.SQL("ALTER DATABASE {} RESET log_min_duration_statement").format(sql.Identifier(dbname)))
+    reads = sum(calls for query, calls in rows if "pg_is_in_recovery() FROM" in query)
+    assert reads == sum(a.answered_by_primary for a in result.arms)
+    assert [q for q, _ in rows if not q.startswith("/* advisor */")] == []  # the router's probes included
+
+    verdict = result.verdict
+    assert verdict["compared"] == []
+    summary = " ".join(verdict["summary"])
+    assert "served the most requests" not in summary and "No arm's reads reached the replicas" in summary
+    for name in ("round_robin", "lag_aware"):
+        sentence = next(s for s in verdict["summary"] if s.startswith(f"{name}:"))
+        assert "reads 0% on replicas" in sentence and "all fell back to the primary because no replica was healthy" \
+            in sentence and "not compared as replica routing" in sentence, sentence
+    # log_min_duration_statement = 0 on the database, yet the benchmark's sessions logged nothing
+    rows = [r for r in csv.reader(embedded_cluster.csv_log.read_text().splitlines(keepends=True))][logged_before:]
+    assert len([r for r in rows if len(r) > 22 and r[2] == dbname]) <= 4

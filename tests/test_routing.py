@@ -250,3 +250,28 @@ def test_sqlalchemy_routing_session(nodes):
     finally:
         primary.dispose()
         replica.dispose()
+
+
+def test_the_routers_own_traffic_is_tagged_and_named_the_applications_keeps_its_name(nodes):
+    """Probes and LSN reads start with /* advisor */ and come from advisor_router_probe sessions, so workload
+    readers leave them out; the application's own connections keep its application_name (they carry its queries)."""
+    primary = psycopg.conninfo.make_conninfo(nodes["primary"], application_name="shop")
+    with psycopg.connect(nodes["primary"], autocommit=True) as conn:
+        conn.execute("SELECT pg_stat_statements_reset()")
+    with ReplicaRouter(primary, [nodes["replica"]], read_your_writes="lsn", probe_interval_s=0.05) as router:
+        assert router.wait_ready(timeout_s=10)
+        with router.write(session="u") as conn:
+            conn.execute("INSERT INTO kv VALUES (4242, 1) ON CONFLICT (id) DO UPDATE SET v = kv.v + 1")
+            assert conn.execute("SELECT current_setting('application_name')").fetchone()[0] == "shop"
+        with router.read(session="u") as conn:
+            assert _on_replica(conn)
+        with psycopg.connect(nodes["primary"], autocommit=True) as conn:
+            probes = [r[0] for r in conn.execute(
+                "SELECT DISTINCT application_name FROM pg_stat_activity WHERE query LIKE %s",
+                ("%pg_current_wal_lsn()%",))]
+    assert probes == ["advisor_router_probe"]
+    with psycopg.connect(nodes["primary"], autocommit=True) as conn:
+        router_sql = [q for (q,) in conn.execute(
+            "SELECT query FROM pg_stat_statements WHERE query ~ 'pg_current_wal_(insert_)?lsn|pg_last_wal_replay_lsn'")]
+    assert any("pg_current_wal_insert_lsn" in q for q in router_sql), router_sql  # the write's commit position
+    assert router_sql and all(q.startswith("/* advisor */") for q in router_sql), router_sql

@@ -37,13 +37,22 @@ JSON document (``schema_version`` 1)::
     settings              {read_ratio, concurrency, duration_s, max_lag_ms, max_lag_bytes, probe_interval_s, local}
     arms[]                name, policy, lag_check, read_your_writes ("lsn" | "window" | null), requests,
                           elapsed_s, ops_per_s, p50_ms, p95_ms, p99_ms, max_ms, reads, writes, stale_reads,
-                          failed_requests, replica_reads, primary_reads, fallbacks, ejections, note
+                          failed_requests, replica_reads, primary_reads (the router's counts), fallbacks,
+                          ejections, note,
+                          answered_by_replicas, answered_by_primary   reads (read-backs too) as the answering
+                                            server's pg_is_in_recovery() said: where they really went
+                          replica_share     answered_by_replicas / all answered (null without reads)
+                          reads_by_server   {DSN: reads the router sent there}
+                          fallback_reasons  {no_healthy_replica | replica_error | read_your_writes_window |
+                                             read_your_writes_lsn_timeout: count}
+                          replica_problems  {DSN: why the router did not use it (first reason seen in the arm)}
     lag                   {interval_ms, arms: [{name, start_s, end_s}],
                            replicas: [{dsn, samples: [[t_s, lag_bytes, lag_ms], …]}]}  (null values: probe failed)
     drill                 null, or {replica, stopped_at_s, ejected_after_s, failed_reads, failed_reads_after_ejection (while down), failed_reads_after_restart,
                           reads_on_stopped_after_ejection, restarted, readmitted_after_s, first_read_after_restart_s,
                           reads, note}
-    verdict               {summary: [sentences]}
+    verdict               {summary: [sentences], compared: [arms ranked as replica routing: replicas answered
+                          at least half their reads], placement: {arm: where its reads went, in words}}
     notes[]
 """
 
@@ -64,10 +73,11 @@ from psycopg import sql as pg_sql
 
 from advisor import __version__
 from advisor.bench.load import (
-    ERROR_BACKOFF_S, Step, add_options, conninfo_params, create_schema, drop_schema, host_cores, new_schema_name,
-    run_phase, scrubber,
+    APPLICATION_NAME, ERROR_BACKOFF_S, Step, TaggedCursor, add_options, bench_connect, conninfo_params, create_schema,
+    drop_schema, host_cores, new_schema_name, run_phase, scrubber,
 )
-from advisor.db.connect import TAG, connect, redact_dsn
+from advisor.bench.quiet import quiet_dsn, quiet_session
+from advisor.db.connect import TAG, redact_dsn
 from advisor.errors import AdvisorError
 from advisor.routing import ReplicaRouter, probe_replica
 
@@ -128,6 +138,17 @@ class ReplicaArm:
     fallbacks: int
     ejections: int
     note: str | None = None
+    answered_by_replicas: int = 0  # reads (read-backs too) whose server said pg_is_in_recovery()
+    answered_by_primary: int = 0
+    reads_by_server: dict = field(default_factory=dict)  # redacted DSN -> reads the router sent there
+    fallback_reasons: dict = field(default_factory=dict)  # why reads went to the primary -> count
+    replica_problems: dict = field(default_factory=dict)  # redacted DSN -> why it was not used (first seen)
+
+    @property
+    def replica_share(self) -> float | None:
+        """The share of reads a replica answered, as measured on the server; None without reads."""
+        answered = self.answered_by_replicas + self.answered_by_primary
+        return self.answered_by_replicas / answered if answered else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,9 +177,9 @@ class _LagSampler:
         self._thread = threading.Thread(target=self._run, daemon=True, name="advisor-bench-lag")
 
     def _connect(self, dsn: str):
-        info = pg_conninfo.make_conninfo(dsn, application_name="advisor_bench_lag", connect_timeout="2",
-                                         options="-c statement_timeout=1000")
-        return psycopg.connect(info, autocommit=True)
+        params = dict(add_options(conninfo_params(dsn), "-c statement_timeout=1000"),
+                      application_name=f"{APPLICATION_NAME}_lag", connect_timeout="2")
+        return bench_connect(pg_conninfo.make_conninfo("", **params))
 
     def _run(self) -> None:
         conns: list = [None] * len(self.replicas)
@@ -208,12 +229,16 @@ def _thin(samples: list[list]) -> list[list]:
 
 
 class _Workload:
-    """One arm's requests: reads by key, writes with an immediate read-back through the router."""
+    """One arm's requests: reads by key, writes with an immediate read-back through the router.
+
+    Every read also returns ``pg_is_in_recovery()`` of the server that answered it: where the reads really
+    went, whatever the router believes."""
 
     def __init__(self, router: ReplicaRouter, schema: str, read_ratio: float, concurrency: int) -> None:
         self.router = router
         table = pg_sql.SQL("{}.kv").format(pg_sql.Identifier(schema))
-        self.select = (pg_sql.SQL(TAG) + pg_sql.SQL("SELECT v FROM {} WHERE id = %s").format(table)).as_string(None)
+        self.select = (pg_sql.SQL(TAG) + pg_sql.SQL("SELECT v, pg_is_in_recovery() FROM {} WHERE id = %s")
+                       .format(table)).as_string(None)
         self.insert = (pg_sql.SQL(TAG) + pg_sql.SQL("INSERT INTO {} (id, v) VALUES (%s, %s)").format(table)).as_string(None)
         self.update = (pg_sql.SQL(TAG) + pg_sql.SQL("UPDATE {} SET v = %s WHERE id = %s").format(table)).as_string(None)
         self.read_ratio = read_ratio
@@ -223,6 +248,7 @@ class _Workload:
         self._local = threading.local()
         self._lock = threading.Lock()
         self.reads = self.writes = self.stale = 0
+        self.answered = {True: 0, False: 0}  # reads (read-backs too) answered by a standby / by the primary
 
     def _worker(self) -> int:
         if not hasattr(self._local, "id"):
@@ -233,9 +259,10 @@ class _Workload:
         wid = self._worker()
         if rng.random() < self.read_ratio:
             with self.router.read(session=wid) as conn:
-                conn.execute(self.select, (rng.randint(1, ROWS),)).fetchone()
+                _, standby = conn.execute(self.select, (rng.randint(1, ROWS),)).fetchone()
             with self._lock:
                 self.reads += 1
+                self.answered[standby] += 1
             return
         token = rng.getrandbits(62)
         with self.router.write(session=wid) as conn:
@@ -248,8 +275,10 @@ class _Workload:
                 conn.execute(self.update, (token, key))
         with self.router.read(session=wid) as conn:
             row = conn.execute(self.select, (key,)).fetchone()
+            standby = conn.execute(TAG + "SELECT pg_is_in_recovery()").fetchone()[0] if row is None else row[1]
         with self._lock:
             self.writes += 1
+            self.answered[standby] += 1
             if row is None or row[0] != token:
                 self.stale += 1
 
@@ -260,20 +289,25 @@ def _router(cfg: ReplicaBenchConfig, primary: str, replicas: list[str], policy: 
         primary, replicas, policy=policy, read_your_writes=rwy, window_s=WINDOW_S, wait_s=LSN_WAIT_S,
         max_lag_ms=cfg.max_lag_ms if lag_check else None, max_lag_bytes=cfg.max_lag_bytes if lag_check else None,
         probe_interval_s=cfg.probe_interval_s, probe_timeout_s=1.0, pool_min_size=1,
-        pool_max_size=max(2, cfg.concurrency + 1), checkout_timeout_s=10.0, application_name="advisor_bench",
+        pool_max_size=max(2, cfg.concurrency + 1), checkout_timeout_s=10.0, application_name=APPLICATION_NAME,
+        # autocommit: the router's commit and rollback become no-ops, so no untagged BEGIN/COMMIT is sent
+        # (every request is one statement); the cursor tags what the router does not
+        connect_kwargs={"autocommit": True, "cursor_factory": TaggedCursor},
     )  # fmt: skip
 
 
 def _run_arm(cfg: ReplicaBenchConfig, spec: tuple, primary: str, replicas: list[str], schema: str,
-             scrub: Callable[[str], str]) -> ReplicaArm:
+             scrub: Callable[[str], str], shown: dict[str, str]) -> ReplicaArm:
     name, policy, lag_check, rwy = spec
     nodes = [] if name == "primary_only" else replicas
     router = _router(cfg, primary, nodes, policy, lag_check, rwy)
     try:
         ready = router.wait_ready(timeout_s=10.0)
+        problems = _problems(router, {})
         workload = _Workload(router, schema, cfg.read_ratio, cfg.concurrency)
         phase = run_phase(workload.request, cfg.concurrency, cfg.duration_s, None, lambda rng: rng, 15.0)
         stats = router.stats()
+        problems = _problems(router, problems)
     finally:
         router.close()
     notes = []
@@ -289,7 +323,16 @@ def _run_arm(cfg: ReplicaBenchConfig, spec: tuple, primary: str, replicas: list[
         writes=workload.writes, stale_reads=workload.stale, failed_requests=phase.errors + phase.timeouts,
         replica_reads=stats["replica_reads"], primary_reads=stats["primary_reads"], fallbacks=stats["fallbacks"],
         ejections=stats["ejections"], note=scrub("; ".join(notes)) if notes else None,
+        answered_by_replicas=workload.answered[True], answered_by_primary=workload.answered[False],
+        reads_by_server={shown.get(d, d): n for d, n in stats["reads"].items()},
+        fallback_reasons=stats["fallback_reasons"],
+        replica_problems={shown.get(d, d): scrub(r) for d, r in problems.items()},
     )
+
+
+def _problems(router: ReplicaRouter, seen: dict[str, str]) -> dict[str, str]:
+    """``seen`` plus, for each replica the router does not use now and had no reason for yet, the reason."""
+    return seen | {r.dsn: r.reason for r in router.replicas() if not r.healthy and r.reason and r.dsn not in seen}
 
 
 # --- the failure drill ------------------------------------------------------------------------------
@@ -441,28 +484,41 @@ def run_replica_bench(cfg: ReplicaBenchConfig, step: Step | None = None) -> Repl
 def _measure(cfg: ReplicaBenchConfig, primary: str, replicas: list[str], replica_clusters: list,
              notes: list[str], step: Step) -> ReplicaBenchResult:
     scrub = scrubber(primary, *replicas)
+    # Sessions use pq/rq: the DSNs with statement logging off where the role may (the same role has the same
+    # rights on a standby); what is shown keeps the DSNs as given.
+    conn, pq, logging = quiet_session(primary, notes)
+    rq = [quiet_dsn(d, logging) for d in replicas]
+    shown = dict(zip(map(redact_dsn, [pq, *rq]), map(redact_dsn, [primary, *replicas])))
+    if logging.left_on:
+        which = "every statement" if logging.logs_all else f"each statement slower than {logging.threshold_ms:,} ms"
+        notes.append(f"statement logging stays on for this role's sessions ({logging.describe()}): the servers log "
+                     f"{which} of the run (thousands a second); to avoid it run as a superuser or "
+                     f"{logging.grant()} (PostgreSQL 15+)")
+        step(f"warning: {notes[-1]}")
     schema = new_schema_name()
-    step(f"creating {schema}.kv ({ROWS:,} rows) on the primary")
-    with connect(primary, statement_timeout_ms=60_000) as conn:
-        if conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
-            raise AdvisorError("--primary is a standby (pg_is_in_recovery() is true)", "give the primary's DSN")
-        s = pg_sql.Identifier(schema)
-        create_schema(conn, schema,
-                      pg_sql.SQL("CREATE TABLE {}.kv (id bigint PRIMARY KEY, v bigint NOT NULL)").format(s),
-                      pg_sql.SQL("INSERT INTO {}.kv SELECT g, g FROM generate_series(1, {}) g").format(s, pg_sql.Literal(ROWS)))
     t0 = time.monotonic()
     arms: list[ReplicaArm] = []
     spans: list[dict] = []
     drill = None
     try:
-        _wait_replicated(primary, replicas, schema)
-        with _LagSampler(primary, replicas, t0) as sampler:
+        with conn:
+            if conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
+                schema = None
+                raise AdvisorError("--primary is a standby (pg_is_in_recovery() is true)", "give the primary's DSN")
+            step(f"creating {schema}.kv ({ROWS:,} rows) on the primary")
+            s = pg_sql.Identifier(schema)
+            create_schema(conn, schema,
+                          pg_sql.SQL("CREATE TABLE {}.kv (id bigint PRIMARY KEY, v bigint NOT NULL)").format(s),
+                          pg_sql.SQL("INSERT INTO {}.kv SELECT g, g FROM generate_series(1, {}) g")
+                          .format(s, pg_sql.Literal(ROWS)))
+        _wait_replicated(pq, rq, schema)
+        with _LagSampler(pq, rq, t0) as sampler:
             for spec in ARMS:
                 if spec[0] not in cfg.arms:
                     continue
                 step(f"arm {spec[0]}")
                 start = time.monotonic() - t0
-                arms.append(_run_arm(cfg, spec, primary, replicas, schema, scrub))
+                arms.append(_run_arm(cfg, spec, pq, rq, schema, scrub, shown))
                 spans.append({"name": spec[0], "start_s": round(start, 3), "end_s": round(time.monotonic() - t0, 3)})
             if cfg.drill or cfg.local_replicas:
                 if not replica_clusters:
@@ -470,14 +526,16 @@ def _measure(cfg: ReplicaBenchConfig, primary: str, replicas: list[str], replica
                                  "it never stops a server it did not start")
                 else:
                     start = time.monotonic() - t0
-                    drill = _drill(cfg, primary, replicas, replica_clusters[-1], schema, t0, step)
+                    drill = _drill(cfg, pq, rq, replica_clusters[-1], schema, t0, step) | {
+                        "replica": redact_dsn(replicas[-1])}
                     spans.append({"name": "drill", "start_s": round(start, 3), "end_s": round(time.monotonic() - t0, 3)})
                     if drill.get("note"):
                         notes.append("drill: " + drill["note"])
     finally:
-        step(f"dropping {schema}")
-        if (failed := drop_schema(primary, schema)) is not None:
-            notes.append(failed)
+        if schema is not None:
+            step(f"dropping {schema}")
+            if (failed := drop_schema(pq, schema)) is not None:
+                notes.append(failed)
     lag = {"interval_ms": int(LAG_SAMPLE_S * 1000), "arms": spans,
            "replicas": [{"dsn": redact_dsn(d), "samples": _thin(s)} for d, s in zip(replicas, sampler.samples)]}
     cores = host_cores()
@@ -504,30 +562,60 @@ def _wait_replicated(primary: str, replicas: list[str], schema: str, timeout: fl
     """Every replica sees the table before the arms start (a poll with a deadline, not a sleep)."""
     deadline = time.monotonic() + timeout
     for dsn in replicas:
-        with contextlib.suppress(psycopg.Error), psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
+        info = pg_conninfo.make_conninfo(dsn, application_name=APPLICATION_NAME, connect_timeout="5")
+        with contextlib.suppress(psycopg.Error), bench_connect(info) as conn:
             while time.monotonic() < deadline:
                 if conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{schema}.kv",)).fetchone()[0]:
                     break
                 time.sleep(0.02)
 
 
+REPLICA_ARM_SHARE = 0.5  # an arm is a replica routing result when replicas answered at least this share of its reads
+_FALLBACK_WORDS = {
+    "no_healthy_replica": "no replica was healthy",
+    "replica_error": "a replica connection failed",
+    "read_your_writes_window": "the session had just written (read-your-writes window)",
+    "read_your_writes_lsn_timeout": "the replica had not replayed the session's write in time",
+}
+
+
+def _placement(arm: ReplicaArm) -> str:
+    """Where an arm's reads went, measured: '87 % on replicas (…)', with the reasons when they fell back."""
+    share = arm.replica_share
+    answered = arm.answered_by_replicas + arm.answered_by_primary
+    if share is None:
+        return "no read completed"
+    text = f"reads {share:.0%} on replicas ({arm.answered_by_replicas:,} of {answered:,})"
+    if share >= REPLICA_ARM_SHARE or arm.policy == "primary":
+        return text
+    why = [f"{_FALLBACK_WORDS.get(r, r)} ({n:,})" for r, n in sorted(arm.fallback_reasons.items(), key=lambda x: -x[1])]
+    why += [f"{dsn}: {reason}" for dsn, reason in arm.replica_problems.items()]
+    fell = "all fell back" if share == 0 else "the rest fell back"
+    return f"{text}, {fell} to the primary" + (f" because {'; '.join(why)}" if why else "")
+
+
 def _verdict(arms: list[ReplicaArm], drill: dict | None) -> dict:
+    """Compares arms only on what they did: an arm whose reads mostly did not reach a replica is no replica result."""
     summary = []
     by = {a.name: a for a in arms}
+    base = by.get("primary_only")
+    routed = [a for a in arms if a.name != "primary_only"]
+    real = [a for a in routed if (a.replica_share or 0) >= REPLICA_ARM_SHARE and a.ops_per_s > 0]
+    if real:
+        best = max(real, key=lambda a: a.ops_per_s)
+        versus = f", {best.ops_per_s / base.ops_per_s:.2f}x primary_only" if base and base.ops_per_s > 0 else ""
+        summary.append(f"Of the arms whose reads reached the replicas ({len(real)} of {len(routed)}), {best.name} "
+                       f"served the most requests ({best.ops_per_s:,.0f}/s{versus}; {_placement(best)}) on this host.")
+    elif routed:
+        summary.append(f"No arm's reads reached the replicas (at least {REPLICA_ARM_SHARE:.0%} of them): this run "
+                       "measured the primary, not replica routing.")
+    for a in routed:  # where every arm's reads went, measured on the servers
+        extra = f", {a.fallbacks:,} fallbacks, p95 {a.p95_ms} ms" if a.read_your_writes else ""
+        judged = "" if a in real else "; not compared as replica routing"
+        summary.append(f"{a.name}: {_placement(a)}{extra}{judged}.")
     if arms:
-        best = max(arms, key=lambda a: a.ops_per_s)
-        base = by.get("primary_only")
-        if base and base.ops_per_s > 0:
-            summary.append(f"{best.name} served the most requests ({best.ops_per_s:,.0f}/s, "
-                           f"{best.ops_per_s / base.ops_per_s:.2f}x primary_only) on this host.")
         stale = [f"{a.name} {a.stale_reads}" for a in arms if a.stale_reads]
         summary.append("stale read-backs: " + (", ".join(stale) if stale else "none in any arm") + ".")
-        for name in ("lag_aware_rwy_lsn", "lag_aware_rwy_window"):
-            a = by.get(name)
-            if a and a.reads + a.writes:
-                share = a.primary_reads / max(1, a.primary_reads + a.replica_reads)
-                summary.append(f"{name}: {share:.0%} of reads went to the primary ({a.fallbacks} fallbacks), "
-                               f"{a.stale_reads} stale, p95 {a.p95_ms} ms.")
     if drill:
         if drill["ejected_after_s"] is not None:
             summary.append(f"drill: the stopped replica was ejected {drill['ejected_after_s']:.2f} s after its "
@@ -537,7 +625,8 @@ def _verdict(arms: list[ReplicaArm], drill: dict | None) -> dict:
             summary.append("drill: the stopped replica was not ejected within 20 s.")
         if drill["readmitted_after_s"] is not None:
             summary.append(f"drill: re-admitted {drill['readmitted_after_s']:.2f} s after the restart began.")
-    return {"summary": summary}
+    return {"summary": summary, "compared": [a.name for a in real],
+            "placement": {a.name: _placement(a) for a in arms}}
 
 
 # --- rendering ----------------------------------------------------------------------------------------
@@ -553,7 +642,8 @@ def replica_bench_document(result: ReplicaBenchResult) -> dict:
         "replicas": list(result.replicas),
         "host_cores": result.host_cores,
         "settings": result.settings,
-        "arms": [asdict(a) for a in result.arms],
+        "arms": [dict(asdict(a), replica_share=None if a.replica_share is None else round(a.replica_share, 4))
+                 for a in result.arms],
         "lag": result.lag,
         "drill": result.drill,
         "verdict": result.verdict,
@@ -572,15 +662,16 @@ def replica_bench_text(result: ReplicaBenchResult):
         return "-" if x is None else format(x, fmt)
 
     t = Table(title="arms", title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-    for col in ("arm", "rwy", "requests", "ops/s", "p50", "p95", "p99", "stale", "failed", "replica/primary reads",
+    for col in ("arm", "rwy", "requests", "ops/s", "p50", "p95", "p99", "stale", "failed", "on replicas",
                 "fallbacks", "eject"):
         t.add_column(col, justify="left" if col in ("arm", "rwy") else "right", no_wrap=True)
     for a in result.arms:
         t.add_row(a.name, a.read_your_writes or "-", f"{a.requests:,}", num(a.ops_per_s, ",.0f"), num(a.p50_ms),
                   num(a.p95_ms), num(a.p99_ms), str(a.stale_reads), str(a.failed_requests),
-                  f"{a.replica_reads:,}/{a.primary_reads:,}", str(a.fallbacks), str(a.ejections))
+                  "-" if a.replica_share is None else f"{a.replica_share:.0%}", str(a.fallbacks), str(a.ejections))
     lines = [Text(f"primary {result.primary}; replicas {', '.join(result.replicas)}; host cores {result.host_cores}"),
-             t, Text("latency in ms per request (a read, or a write with its read-back)", style="dim")]
+             t, Text("latency in ms per request (a read, or a write with its read-back); on replicas: the share of "
+                     "reads a standby answered (pg_is_in_recovery() of the server, read with each row)", style="dim")]
     for rep in result.lag["replicas"]:
         ok = [s for s in rep["samples"] if s[1] is not None]
         if ok:
