@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import itertools
 import re
 from collections.abc import Iterator
@@ -50,7 +51,7 @@ def sniff(path: str, requested: str = "auto", prefix: str | None = None) -> LogF
         return LogFormat("stderr", "%m [%p] ")  # empty: any format reads it as nothing
     if sum(line.lstrip().startswith("{") for line in head) * 2 > len(head):
         return LogFormat("jsonlog")
-    if sum(bool(_CSV_HEAD.match(line)) for line in head) * 2 > len(head):
+    if _mostly_csvlog(head):
         return LogFormat("csvlog")
     found = detect_prefix(head)
     if found:
@@ -65,6 +66,18 @@ def sniff(path: str, requested: str = "auto", prefix: str | None = None) -> LogF
 
 # PgBouncer writes "LOG C-0x…: …" where the server writes "LOG:  …".
 _PGBOUNCER = re.compile(r"\S+ \S+ \S+ (?:\[\d+\] )?(?:LOG|WARNING|ERROR|NOISE|DEBUG|FATAL) (?!:)")
+
+
+def _mostly_csvlog(head: list[str]) -> bool:
+    """Whether most records (not lines: a statement may span many) are csvlog rows."""
+    heads = sum(bool(_CSV_HEAD.match(line)) for line in head)
+    if not heads:
+        return False
+    try:
+        records = sum(1 for _ in csv.reader(head))
+    except csv.Error:  # not CSV after all, or a field past the csv module's limit
+        records = len(head)
+    return heads * 2 > records
 
 
 def _detect(path: str) -> str | None:
