@@ -19,7 +19,7 @@ import pytest
 
 from advisor.db.catalog import read_catalog
 from advisor.db.explain import ExplainRequest, explain_all
-from advisor.db.representative import ParameterUse, parameter_uses
+from advisor.db.representative import ParameterUse, bindings, parameter_uses
 from advisor.indexes import selection
 from advisor.indexes.advice import advise_workload, advised_queries
 from advisor.workload.ingest import LogScan, build_workload, scan_logs
@@ -49,7 +49,21 @@ def db(pg_dsn):
             conn.execute("SELECT sum(abalance) FROM accounts").fetchall()
         for _ in range(200):  # deep pages: the workload's largest planner cost
             conn.execute(PAGE, (20, 50_000)).fetchall()
+        # A table that shrank after its query was measured: no plan of today explains that mean.
+        conn.execute("CREATE TABLE shrinking AS SELECT g AS id, g % 7 AS v FROM generate_series(1, 300000) g")
+        for _ in range(3):
+            conn.execute("SELECT count(*) FROM shrinking WHERE v = 5").fetchone()
+        conn.execute("DELETE FROM shrinking WHERE id > 100")
+        conn.execute("VACUUM ANALYZE shrinking")
     return pg_dsn
+
+
+@pytest.fixture(scope="module")
+def scanned(db) -> dict:
+    """`advisor scan` of the database, its workload from pg_stat_statements alone (JSON)."""
+    run = advisor("scan", "--dsn", db, "--format", "json", "--time-budget", "60")
+    assert run.returncode == 0, run.stderr
+    return json.loads(run.stdout)
 
 
 def server_row(dsn: str, pattern: str) -> tuple[str, float, int, int]:
@@ -77,6 +91,51 @@ def test_each_parameter_is_matched_with_the_column_it_meets(db):
     assert why and "$1" in why
 
 
+def test_bindings_take_the_common_the_median_and_the_rare_value():
+    eq = ParameterUse("eq", "public.t", "c")
+    stats = {"c": (["a_1", "b"], [0.6, 0.1], ["c", "d%", "e"]), "n": (None, None, ["1", "5", "9", "13"])}
+    lookup = lambda schema, table, column: stats.get(column)  # noqa: E731 (pg_stats rows as the server gives them)
+    found, why = bindings({1: eq, 2: ParameterUse("upper", "public.t", "n"), 3: ParameterUse("like", "public.t", "c"),
+                           4: ParameterUse("free"), 5: ParameterUse("offset")}, 5, lookup,
+                          rows_per_call=None, large_offset=1000)
+    assert why is None
+    assert [b.values for b in found] == [
+        ["a_1", "9", "a\\_1", None, "0"],  # most common; median; LIKE matches the value itself, escaped
+        ["d%", "13", "d\\%", None, "1000"],  # median histogram value; the upper bound high (a wide range)
+        ["e", "1", "e", None, "10000"],  # the rare end
+    ]
+    assert found[0].label.startswith("$1 = most common value of t.c (freq 60%)")
+    assert "a_1" not in found[0].label  # labels never carry the values
+    assert bindings({1: ParameterUse("eq", "public.t", "missing")}, 1, lookup, rows_per_call=None,
+                    large_offset=1000) == ([], "$1 is compared with t.missing, which has no statistics (never "
+                                               "ANALYZEd, or pg_stats hides it from this role: it shows only columns "
+                                               "the role may SELECT)")
+
+
+def test_writes_get_plain_explain_with_values_and_change_nothing(db):
+    with psycopg.connect(db, autocommit=True) as conn:
+        catalog = read_catalog(conn)
+        before = conn.execute("SELECT count(*), sum(abalance), sum(bid) FROM accounts").fetchone()
+    update = ExplainRequest("u", "UPDATE accounts SET abalance = abalance + $1 WHERE bid = $2", None, 30.0)
+    insert = ExplainRequest("i", "INSERT INTO accounts (aid, bid, abalance) VALUES ($1, $2, $3)", None, 0.1)
+    outcomes = explain_all(db, [update, insert], catalog=catalog).outcomes
+    assert [o.mode for o in outcomes] == ["plain", "plain"]
+    # The costliest binding of the UPDATE: the most common branch, 99.9 % of the rows.
+    assert outcomes[0].values_label.startswith("$1 = NULL") and "most common value of accounts.bid" in outcomes[0].values_label
+    assert outcomes[0].plan["Plan"]["Plans"][0]["Plan Rows"] > 190_000
+    assert outcomes[1].values == "$1 = NULL, $2 = NULL, $3 = NULL" and outcomes[1].plan["Plan"]["Node Type"] == "ModifyTable"
+    with psycopg.connect(db) as conn:
+        assert conn.execute("SELECT count(*), sum(abalance), sum(bid) FROM accounts").fetchone() == before
+
+
+def test_a_plan_far_faster_than_the_measured_mean_is_said(db, scanned):
+    """The table shrank since the query was measured: the plan cannot explain the mean, and scan says so."""
+    _, mean, _, _ = server_row(db, "SELECT count(*) FROM shrinking%")
+    assert mean >= 5  # measured on 300,000 rows
+    said = [n for n in scanned["not_explained"] if "FROM shrinking" in n["normalized"]]
+    assert said and f"under 1/5 of the measured mean of {mean:,.1f} ms" in said[0]["reason"]
+
+
 def test_the_generic_plan_hides_the_slow_case(db):
     """What the advisor did before: the generic plan is the cheap primary-key walk, far from the measured mean."""
     query, mean, _, _ = server_row(db, "SELECT aid, abalance FROM accounts WHERE bid = $1%")
@@ -100,11 +159,9 @@ def test_representative_values_reproduce_the_measured_mean(db):
     assert plan["Plan"]["Actual Rows"] == rows / calls == 10
 
 
-def test_scan_flags_the_slow_query_from_pg_stat_statements_alone(db):
-    query, mean, _, _ = server_row(db, "SELECT aid, abalance FROM accounts WHERE bid = $1%")
-    run = advisor("scan", "--dsn", db, "--format", "json", "--time-budget", "60")
-    assert run.returncode == 0, run.stderr
-    doc = json.loads(run.stdout)
+def test_scan_flags_the_slow_query_from_pg_stat_statements_alone(db, scanned):
+    _, mean, _, _ = server_row(db, "SELECT aid, abalance FROM accounts WHERE bid = $1%")
+    doc = scanned
     slow = [f for f in doc["findings"] if f["normalized"].startswith("SELECT aid, abalance FROM accounts WHERE bid")]
     assert slow, doc["findings"]
     evidence = slow[0]["evidence"]
@@ -118,11 +175,10 @@ def test_scan_flags_the_slow_query_from_pg_stat_statements_alone(db):
     assert any(v.endswith("$2 = '10'") for v in values), values
 
 
-def test_deep_offset_without_a_value_is_seen(db):
+def test_deep_offset_without_a_value_is_seen(db, scanned):
     """ADV009 from pg_stat_statements alone: OFFSET $2 is tried with the threshold and beyond."""
     query, _, _, _ = server_row(db, "SELECT aid, abalance FROM accounts ORDER BY aid LIMIT $1 OFFSET $2")
-    doc = json.loads(advisor("scan", "--dsn", db, "--format", "json").stdout)
-    paging = [f for f in doc["findings"] if f["code"] == "ADV009"]
+    paging = [f for f in scanned["findings"] if f["code"] == "ADV009"]
     assert paging and paging[0]["normalized"] == query
     assert paging[0]["evidence"]["rows_discarded"] >= 1_000
     assert "OFFSET" in paging[0]["evidence"]["parameter_values"]

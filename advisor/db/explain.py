@@ -351,7 +351,10 @@ def _explain(session: _Session, request: ExplainRequest, analysis: _Analysis, re
     if request.parameters is None and analysis.has_parameters:
         found, why = _representative_bindings(session, request, catalog, large_offset)
         if found:
-            return _explain_representative(session, request, found, kind_mode, remaining_ms, note)
+            outcome = _explain_representative(session, request, found, kind_mode, remaining_ms, note)
+            if outcome.plan is not None or session.lost or outcome.error == BUDGET_EXHAUSTED:
+                return outcome
+            why = f"no representative values could be planned: {outcome.error}"
         mode, note = "generic", f"{GENERIC_NOTE} ({why})"
     else:
         mode, why = kind_mode, None
