@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-import psycopg
 import pytest
+from batched_proof import rows_by_key
 
 from advisor.checks.rewrite import KINDS, Batched, batched_lookup
 
@@ -50,20 +50,6 @@ CASES = [
 ]
 
 
-def run(conn: psycopg.Connection, sql: str, params: list) -> list[tuple]:
-    with psycopg.RawCursor(conn) as cur:  # $n placeholders, as the server receives them
-        return cur.execute(sql, params).fetchall()
-
-
-def rows_per_key(batched: Batched, rows: list[tuple]) -> dict:
-    """The batched rows by key, without the key column where the batched form added it."""
-    found: dict = {}
-    for row in rows:
-        rest = row[:batched.key_position] + row[batched.key_position + 1:] if batched.key_added else row
-        found.setdefault(row[batched.key_position], []).append(rest)
-    return found
-
-
 @pytest.mark.parametrize(("child", "keys", "others", "ordered", "kind"), CASES, ids=[c[0][:60] for c in CASES])
 def test_batched_form_returns_the_rows_of_each_key(schema_conn, child, keys, others, ordered, kind):
     batched = batched_lookup(child)
@@ -71,18 +57,14 @@ def test_batched_form_returns_the_rows_of_each_key(schema_conn, child, keys, oth
         assert isinstance(batched, str) and "join" in batched
         return
     assert isinstance(batched, Batched) and batched.kind == kind and kind in KINDS
-    per_key = rows_per_key(batched, run(schema_conn, batched.sql, [keys] + others))
-    empty_seen = False
-    for k in keys:
-        expected = run(schema_conn, child, [k] + others)
-        got = per_key.get(k, [])
-        empty_seen |= not expected or any(v is None or v == 0 for v in expected[0])
+    expected, got = rows_by_key(schema_conn, child, batched, keys, others)
+    assert set(got) == set(keys)  # no row under a key that was not asked for
+    assert any(not rows or any(v is None or v == 0 for v in rows[0]) for rows in expected.values())  # a key without rows
+    for key in keys:
         if ordered:
-            assert got == expected, (k, batched.sql)
+            assert got[key] == expected[key], (key, batched.sql)
         else:
-            assert Counter(got) == Counter(expected), (k, batched.sql)
-    assert empty_seen  # a key with no rows was part of the proof
-    assert set(per_key) <= set(keys)
+            assert Counter(got[key]) == Counter(expected[key]), (key, batched.sql)
 
 
 @pytest.mark.parametrize(("child", "reason"), [

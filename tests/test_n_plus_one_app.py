@@ -10,11 +10,17 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import Counter
 
+import psycopg
 import pytest
+from batched_proof import from_evidence, rows_by_key
 from sqlalchemy import ForeignKey, String, create_engine, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, selectinload
 
+from advisor.checks import l001_n_plus_one
+from advisor.checks.context import Context
+from advisor.db.catalog import read_catalog
 from advisor.workload.ingest import build_workload, scan_logs
 
 
@@ -151,3 +157,21 @@ def test_identical_repeats_show_up_as_cache_candidates(app_log):
 def _query(workload, app: str, text: str):
     (query,) = [q for q in workload.queries if app in q.applications and text in q.normalized]
     return query
+
+
+def test_every_printed_rewrite_returns_the_rows_of_each_parent(app_log, pg_dsn):
+    """The batched statement each finding prints, run against the app's data, gives every key the rows the
+    ORM's one-per-parent queries gave it (the SQLAlchemy statements as the server logged them)."""
+    repeats, workload, app = app_log
+    with psycopg.connect(pg_dsn) as conn:
+        ctx = Context(workload=workload, catalog=read_catalog(conn))
+        found = [f for f in l001_n_plus_one.run(ctx) if app in (f.application or "")]
+        assert len(found) == 2
+        for finding in found:
+            batched = from_evidence(finding.evidence["batched"])
+            assert batched.kind == "rows" and batched.sql in finding.suggestion
+            assert not batched.key_added  # SQLAlchemy selects the foreign key already: no column added
+            keys = [1, 2, 3, 7, 10, 99]  # 99: no parent has it, no rows
+            expected, got = rows_by_key(conn, finding.normalized, batched, keys)
+            assert any(expected.values()) and not expected[99]
+            assert {k: Counter(v) for k, v in got.items()} == {k: Counter(v) for k, v in expected.items()}

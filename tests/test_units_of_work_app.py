@@ -21,6 +21,7 @@ from dataclasses import replace
 
 import psycopg
 import pytest
+from batched_proof import from_evidence, rows_by_key
 
 from advisor.checks import l001_n_plus_one, l002_n_plus_one_writes, l003_cache_candidates, p009_large_offset
 from advisor.checks.config import Thresholds
@@ -154,8 +155,19 @@ def test_an_n_plus_one_inside_one_transaction_is_one_finding(findings):
     assert finding.evidence["occurrences"] == 1
     assert finding.evidence["statements"] == calls["SELECT count(*) FROM accounts WHERE bid = $1"] == CHILDREN
     assert "FROM branches" in finding.evidence["parent"]
-    # The rewrite it prints is the per-key aggregate, keys without rows included.
-    assert "GROUP BY keys.bid" in finding.suggestion and "LEFT JOIN accounts" in finding.suggestion
+
+
+
+def test_the_printed_aggregate_rewrite_counts_per_key(findings, pg_dsn):
+    """It printed one count per branch, typed from the catalog; run, it matches the 24 counts one by one."""
+    found, _, _, _ = findings
+    (finding,) = _about(found, "count(*) FROM accounts")
+    batched = from_evidence(finding.evidence["batched"])
+    assert batched.kind == "aggregate" and batched.sql in finding.suggestion and "AS INT[]" in batched.sql
+    with psycopg.connect(pg_dsn) as conn:
+        expected, got = rows_by_key(conn, finding.normalized, batched, list(range(1, CHILDREN + 1)) + [99])
+    assert expected[21] == [(0,)] and expected[1] == [(200,)]  # branches 21-24 and 99 have no accounts
+    assert got == expected
 
 
 def test_the_cap_still_cuts_an_autocommit_stream(findings):

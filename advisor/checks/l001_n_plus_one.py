@@ -39,10 +39,14 @@ ORM_HINTS = (
 def run(ctx: Context) -> Iterable[Finding]:
     for r in ctx.workload.repeats:
         if r.kind == "n_plus_one":
-            yield finding(r, ctx, CODE, NAME, "N+1 selects", _suggestion(r, ctx))
+            batched = _batched(r, ctx)
+            rewrite = {"kind": batched.kind, "sql": batched.sql, "parameter": batched.parameter,
+                       "key_column": batched.column, "key_position": batched.key_position,
+                       "key_added": batched.key_added} if isinstance(batched, Batched) else {"none_known": batched}
+            yield finding(r, ctx, CODE, NAME, "N+1 selects", _suggestion(batched), batched=rewrite)
 
 
-def finding(r: RepeatPattern, ctx: Context, code: str, name: str, what: str, suggestion: str) -> Finding:
+def finding(r: RepeatPattern, ctx: Context, code: str, name: str, what: str, suggestion: str, **evidence) -> Finding:
     """Shared with the N+1 writes check: same evidence, same impact rule."""
     rtt = ctx.config.round_trip_ms
     spent = r.child_ms + r.statements * rtt
@@ -68,16 +72,21 @@ def finding(r: RepeatPattern, ctx: Context, code: str, name: str, what: str, sug
             "batched_ms": round(r.child_ms + r.occurrences * rtt, 3),
             "sessions": list(r.sessions),
             "first_seen": r.first_seen,
+            **evidence,
         },
         impact_ms=round(spent, 3),
         application=", ".join(r.applications) or None,
     )
 
 
-def _suggestion(r: RepeatPattern, ctx: Context) -> str:
+def _batched(r: RepeatPattern, ctx: Context) -> Batched | str:
     batched = batched_lookup(r.child_normalized)
     if isinstance(batched, Batched) and batched.kind != "rows" and (typed := _key_type(ctx, batched)):
         batched = batched_lookup(r.child_normalized, typed)  # unnest needs the array's type
+    return batched
+
+
+def _suggestion(batched: Batched | str) -> str:
     if isinstance(batched, str):
         return (f"No equivalent batched form of this query is known ({batched}): load the children of all parent "
                 f"rows in one query (a JOIN with the parent) and check it returns the same rows per parent. "

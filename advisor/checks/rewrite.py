@@ -152,6 +152,7 @@ def _rows(tree: exp.Select, key: _Key) -> tuple[str, exp.Expression, int, bool]:
     outputs = tree.expressions
     if not any(e.is_star for e in outputs):  # past a *, positions are the table's
         for i, e in enumerate(outputs):
+            e = e.unalias()  # `books.author_id AS books_author_id`, as ORMs select it, is the key too
             if isinstance(e, exp.Column) and e.name == key.column.name and e.table in ("", key.column.table):
                 return "rows", tree, i, False
     tree.set("expressions", [key.column.copy(), *outputs])
