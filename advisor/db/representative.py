@@ -78,7 +78,11 @@ class Binding:
 
     @property
     def label(self) -> str:
-        return "; ".join(f"${n} = {c.label}" for n, c in enumerate(self.choices, 1))
+        """``$1 = most common value of t.c (freq 12 %); $2, $3 = NULL (…)``: parameters with one origin together."""
+        numbers: dict[str, list[str]] = {}
+        for n, c in enumerate(self.choices, 1):
+            numbers.setdefault(c.label, []).append(f"${n}")
+        return "; ".join(f"{', '.join(ns)} = {label}" for label, ns in numbers.items())
 
 
 def parameter_text(values: Sequence[str | None]) -> str:
