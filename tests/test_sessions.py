@@ -134,15 +134,17 @@ def test_a_transaction_is_one_unit_however_long(tmp_path):
     log = LogWriter()
     log.run(910, "BEGIN", after_ms=50)
     log.run(910, "SELECT id FROM branches")
-    for i in range(30):  # 15 s of lookups, half a second apart: past the 10 s cap, but one transaction
-        log.run(910, "SELECT count(*) FROM accounts WHERE bid = $1", params=f"$1 = '{i}'", after_ms=500)
+    for i in range(40):  # 21 s of lookups, half a second apart and one pause: past the 10 s cap, but one transaction
+        log.run(910, "SELECT count(*) FROM accounts WHERE bid = $1", params=f"$1 = '{i}'",
+                after_ms=1500 if i == 10 else 500)
     log.run(910, "COMMIT")
-    for i in range(30):  # the same lookups without a transaction: the cap cuts them
-        log.run(911, "SELECT count(*) FROM accounts WHERE bid = $1", params=f"$1 = '{i}'", after_ms=500)
+    for i in range(40):  # the same lookups without a transaction: the pause and the cap cut them
+        log.run(911, "SELECT count(*) FROM accounts WHERE bid = $1", params=f"$1 = '{i}'",
+                after_ms=1500 if i == 10 else 500)
     runs = {r.sessions: r for r in log.workload(tmp_path).repeats}
-    assert (runs[("910",)].occurrences, runs[("910",)].statements) == (1, 30)
+    assert (runs[("910",)].occurrences, runs[("910",)].statements) == (1, 40)
     assert runs[("910",)].parent_normalized == "SELECT id FROM branches"
-    assert runs[("911",)].occurrences == 2 and runs[("911",)].statements == 30
+    assert runs[("911",)].occurrences == 3 and runs[("911",)].statements == 40  # 10 | 21 (10 s) | 9
 
 
 def test_a_shared_virtual_transaction_id_is_one_transaction():

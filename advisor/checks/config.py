@@ -36,7 +36,7 @@ class Thresholds:
     heap_fetches_min: int = 1_000  # index-only scans with fewer heap fetches than this are not worth a VACUUM
     # --- log checks ------------------------------------------------------------
     n1_min_repeats: int = 5  # executions of one child fingerprint in one unit of work
-    n1_max_gap_ms: float = 1_000.0  # a pause longer than this ends a unit of work (outside a known transaction)
+    n1_max_gap_ms: float = 1_000.0  # a pause longer than this ends an autocommit unit of work (not a transaction)
     n1_max_unit_ms: float = 10_000.0  # an autocommit unit ends after this: a busy backend never pauses
     round_trip_ms: float = 0.2  # client round trip per statement, added to N+1 impact
     n1_writes_min_repeats: int = 10  # row-at-a-time writes: fewer are a normal small transaction

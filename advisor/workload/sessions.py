@@ -4,10 +4,10 @@ Units of work. Applications behind a pool send many requests over one
 backend, so a session is not a request: a session's stream is cut into
 units at transaction boundaries. A transaction (BEGIN … COMMIT/ROLLBACK, or
 statements sharing one virtual transaction id where the log has ``%v``) is
-one unit whatever its length. An autocommit stream is cut at pauses longer
-than ``n1_max_gap_ms`` (from the end of one statement to the start of the
-next) and after ``n1_max_unit_ms`` (a busy autocommit backend never pauses,
-and no request lasts that long). Within a unit, a fingerprint executed at
+one unit whatever its length and its pauses. An autocommit stream is cut at
+pauses longer than ``n1_max_gap_ms`` (from the end of one statement to the
+start of the next) and after ``n1_max_unit_ms`` (a busy autocommit backend
+never pauses, and no request lasts that long). Within a unit, a fingerprint executed at
 least ``n1_min_repeats`` times with differing parameters is an N+1 run; its
 parent is the statement the unit ran just before the first child. The same
 read with an OFFSET that grows at every execution, at least
@@ -25,7 +25,8 @@ on writes would be; writes the log did not record (below
 
 Memory is bounded: open units are capped per session and in number, cache
 simulations by their size. A session quiet for ``n1_max_unit_ms`` is closed
-even inside a transaction. Parts of a log parsed apart are merged by adding;
+even inside a transaction (so a BEGIN whose COMMIT was not logged cannot
+hold its session's statements together for ever). Parts of a log parsed apart are merged by adding;
 a unit cut by a part boundary is counted as two, and each part replays its
 own cache.
 """
@@ -219,12 +220,12 @@ class SessionPatterns:
                 return False
             if unit.transaction:  # its transaction ended, though its COMMIT was not logged
                 return True
-        if now is None or unit.last_ms is None:
-            return False
+        if unit.transaction or now is None or unit.last_ms is None:
+            return False  # a transaction is one unit, whatever its length and pauses, until it ends
         started = now - (e.duration_ms or 0.0)  # log lines are written when statements end
         if started - unit.last_ms > self.config.n1_max_gap_ms:
             return True
-        return not unit.transaction and now - unit.first_ms > self.config.n1_max_unit_ms
+        return now - unit.first_ms > self.config.n1_max_unit_ms
 
     def _close(self, unit: _Unit) -> None:
         for child, run in unit.runs.items():
@@ -234,8 +235,8 @@ class SessionPatterns:
             p = self.patterns.get((kind, child, run.parent))
             if p is None:
                 p = self.patterns[(kind, child, run.parent)] = _Pattern(first_seen=unit.started)
-            p.add(_Pattern(1, run.count, run.count, run.ms, [unit.session],
-                           {unit.application: None} if unit.application else {}))
+            p.add(_Pattern(occurrences=1, statements=run.count, most=run.count, child_ms=run.ms,
+                           sessions=[unit.session], applications=dict.fromkeys(filter(None, [unit.application]))))
             if kind == "pagination":
                 _add_pages(p, run.offsets)
 
