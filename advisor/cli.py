@@ -6,8 +6,8 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
-from contextlib import contextmanager
 from dataclasses import replace
 from enum import Enum
 from pathlib import Path
@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from advisor import __version__
 from advisor.errors import AdvisorError
@@ -37,9 +37,10 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-err = Console(stderr=True)
+err = Console(stderr=True, log_path=False)  # log lines without the source path (`cli.py:145`)
 
-PROGRESS_MIN_BYTES = 16 << 20  # smaller inputs finish before a bar is worth drawing
+TICK_S = 5.0  # with --progress and stderr not a terminal: a plain status line this often
+MB = 1 << 20
 
 
 class LogFormatChoice(str, Enum):
@@ -67,6 +68,8 @@ class OutputFormat(str, Enum):
 LogFormatOption = Annotated[LogFormatChoice, typer.Option("--log-format", help="Log format; auto detects it per file.")]
 LogLinePrefixOption = Annotated[Optional[str], typer.Option(
     "--log-line-prefix", help="The server's log_line_prefix for stderr logs, e.g. '%m [%p] %q%u@%d '. Detected among common ones when omitted.")]
+ProgressOption = Annotated[Optional[bool], typer.Option(
+    "--progress/--no-progress", help="Progress on stderr: the step, MB of logs read, time elapsed (default: only when stderr is a terminal).")]
 
 
 def _version(value: bool) -> None:
@@ -94,11 +97,12 @@ def parse(
     output_format: Annotated[OutputFormat, typer.Option("--format", help="text (a table) or json (versioned, see README).")] = OutputFormat.text,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file instead of stdout.")] = None,
     show_values: Annotated[bool, typer.Option("--show-values", help="Show literal values in samples (masked by default).")] = False,
+    progress: ProgressOption = None,
 ) -> None:
     """Read slow query logs (and pg_stat_statements) and print the workload: queries by fingerprint with counts, time and percentiles."""
     if not logs and not dsn:
         raise AdvisorError("nothing to read", "give log files, or --dsn to read pg_stat_statements")
-    scan = _load(logs or [], dsn if dsn else None, log_format, log_line_prefix, jobs, DEFAULT, sessions=False)
+    scan = _load(logs or [], dsn if dsn else None, log_format, log_line_prefix, jobs, DEFAULT, sessions=False, progress=progress)
     workload = _sorted(build_workload(scan), sort)
     if output_format is OutputFormat.json:
         document = workload_document(workload, top=top, show_values=show_values)
@@ -138,11 +142,55 @@ def demo(
         result.cluster.stop()
 
 
-@contextmanager
-def _steps(label: str):
-    """A status line on stderr that each step of long work updates, and a log line per step."""
-    with err.status(label) as status:
-        yield lambda text: (status.update(text), err.log(text))
+class _Activity:
+    """What long work is doing, on stderr. On a terminal a live line (the step, MB of logs read,
+    the time elapsed, redrawn every second even while one big log is parsed) and a log line per
+    step; elsewhere nothing, unless --progress asks for a plain status line every TICK_S seconds.
+    Call it with a step's text; ``progress(done, total)`` takes bytes of logs read."""
+
+    def __init__(self, label: str, wanted: bool | None = None) -> None:
+        self.text, self.read, self.started = label, "", time.monotonic()
+        self.live = err.is_terminal and wanted is not False
+        self.ticking = bool(wanted) and not err.is_terminal
+        self.bar: Progress | None = None
+        self.stop = threading.Event()
+
+    def __enter__(self) -> _Activity:
+        if self.live:
+            self.bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                                console=err, transient=True)  # fmt: skip
+            self.bar.start()
+            self.task = self.bar.add_task(self.text)
+        if self.ticking:
+            threading.Thread(target=self._tick, daemon=True).start()
+        return self
+
+    def __call__(self, text: str) -> None:
+        self.text, self.read = text, ""
+        self._redraw()
+        if self.live or self.ticking:
+            err.log(text, highlight=False)
+
+    def progress(self, done: int, total: int) -> None:
+        self.read = f": {done / MB:,.1f} of {total / MB:,.1f} MB of logs read"
+        self._redraw()
+
+    def _redraw(self) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, description=self.text + self.read)
+
+    def _tick(self) -> None:
+        while not self.stop.wait(TICK_S):
+            err.print(f"{self.text}{self.read}, {time.monotonic() - self.started:,.0f} s", highlight=False, soft_wrap=True)
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _steps(label: str, wanted: bool | None = None) -> _Activity:
+    return _Activity(label, wanted)
 
 
 def _wait_forever() -> None:
@@ -154,11 +202,12 @@ def _wait_forever() -> None:
         pass
 
 
-def _load(logs: list[str], stat_statements_dsn: str | None, log_format, prefix, jobs, config, sessions: bool = True) -> LogScan:
+def _load(logs: list[str], stat_statements_dsn: str | None, log_format, prefix, jobs, config, sessions: bool = True,
+          progress: bool | None = None) -> LogScan:
     """The workload from logs and, when a DSN is given, pg_stat_statements."""
     try:
-        with _progress() as progress:
-            scan = scan_logs(logs, log_format.value, prefix, jobs, progress, config=config, sessions=sessions)
+        with _steps("reading the logs", progress) as activity:
+            scan = scan_logs(logs, log_format.value, prefix, jobs, activity.progress, config=config, sessions=sessions)
     except (LogInputError, PrefixError) as e:
         raise AdvisorError(str(e), "check the path and the options (advisor parse --help)") from e
     if stat_statements_dsn:
@@ -197,6 +246,7 @@ def scan(
     top: Annotated[int, typer.Option("--top", min=1, help="Findings shown in text and markdown.")] = 20,
     fail_on: Annotated[FailOn, typer.Option("--fail-on", help="Exit 1 when a finding at or above this severity exists.")] = FailOn.never,
     show_values: Annotated[bool, typer.Option("--show-values", help="Show literal values (masked by default).")] = False,
+    progress: ProgressOption = None,
 ) -> None:
     """Examine a database and its workload: plan problems, N+1 patterns, index hygiene, ranked by impact."""
     from advisor.scan import scan as run_scan
@@ -204,8 +254,9 @@ def scan(
     if not log and not dsn:
         raise AdvisorError("nothing to scan", "give --dsn (the database) and/or --log (its slow query log)")
     config = replace(DEFAULT, n1_min_repeats=n1_min_repeats, round_trip_ms=round_trip_ms or DEFAULT.round_trip_ms)
-    loaded = _load(log or [], dsn if (pg_stat_statements or not log) else None, log_format, log_line_prefix, jobs, config)
-    with _steps("scanning") as step:
+    loaded = _load(log or [], dsn if (pg_stat_statements or not log) else None, log_format, log_line_prefix, jobs, config,
+                   progress=progress)
+    with _steps("scanning", progress) as step:
         result = run_scan(build_workload(loaded), dsn, config=config, time_budget_s=time_budget,
                           max_queries=max_queries, step=step,
                           measure_round_trip=round_trip_ms is None)  # fmt: skip
@@ -214,7 +265,7 @@ def scan(
     elif output_format is ScanFormat.markdown:
         _emit(scan_markdown(result, top=top), output)
     else:
-        _print(scan_summary(result, top=top), output)
+        _print(scan_summary(result, top=top, show_values=show_values), output)
     if fail_on is not FailOn.never and any(f.severity >= Severity[fail_on.value] for f in result.findings):
         raise typer.Exit(1)
 
@@ -255,7 +306,7 @@ def suggest_indexes(
 
     if verify and not scratch:
         raise AdvisorError("--verify builds real indexes", "mark the database as a scratch copy with --scratch")
-    span = None  # the time the calls were counted over: lets table counters stand in for unlogged writes
+    span = workload = None  # span: the time the calls were counted over, so table counters stand in for unlogged writes
     if sql_file is not None:
         queries = statements_file(sql_file)
     else:
@@ -267,7 +318,7 @@ def suggest_indexes(
         advice = advise_workload(
             dsn, queries, max_indexes=max_indexes, budget_bytes=None if budget_mb is None else int(budget_mb * 1024 * 1024),
             min_improvement=min_improvement, max_width=max_width, scratch=scratch, verify=verify,
-            sessions=jobs, workload_seconds=span, step=step,
+            sessions=jobs, workload_seconds=span, step=step, workload=workload,
         )  # fmt: skip
     if output_format is AdviceFormat.json:
         _emit_json(advice_document(advice), output)
@@ -292,9 +343,10 @@ def report(
     log_format: LogFormatOption = LogFormatChoice.auto,
     log_line_prefix: LogLinePrefixOption = None,
     time_budget: Annotated[float, typer.Option("--time-budget", min=1.0, help="Seconds for explaining queries, in all.")] = 60.0,
+    progress: ProgressOption = None,
 ) -> None:
     """The nightly job: ingest, scan, suggest indexes, compare with history; writes report.html, report.json, summary.md."""
-    from advisor.report.nightly import ReportOptions, run_report
+    from advisor.report.nightly import ReportOptions, report_line, run_report
 
     options = ReportOptions(
         dsn=dsn, out=out, logs=tuple(log or ()), pg_stat_statements=pg_stat_statements, bench=bench, history=history,
@@ -302,11 +354,11 @@ def report(
         fail_on_regression=fail_on_regression, keep_runs=keep_runs, log_format=log_format.value,
         log_line_prefix=log_line_prefix, time_budget_s=time_budget,
     )  # fmt: skip
-    with _steps("reporting") as step:
-        doc, code = run_report(options, step=step)
-    s = doc["summary"]
-    print(f"{s['statements']:,} statements, {s['queries']:,} queries, {s['findings']} findings, "
-          f"{s['new_findings']} new, {s['regressions']} regressions; report: {out / 'report.html'}")
+    with _steps("reporting", progress) as activity:
+        doc, code = run_report(options, step=activity, progress=activity.progress)
+    print(report_line(doc, out / "report.html"))
+    for note in doc["summary"]["warnings"]:
+        err.print(f"[yellow]warning:[/yellow] {note}", highlight=False, soft_wrap=True)
     for reason in doc["exit"]["reasons"]:
         err.print(f"[red]{reason}[/red]" if code == 2 else reason, highlight=False, soft_wrap=True)
     if code:
@@ -409,31 +461,6 @@ def _sorted(workload, sort: SortKey):
         SortKey.p95: lambda q: q.p95_ms or 0.0,
     }
     return replace(workload, queries=tuple(sorted(workload.queries, key=keys[sort], reverse=True)))
-
-
-class _progress:
-    """A progress bar on stderr for large inputs; a no-op callback otherwise."""
-
-    def __enter__(self):
-        self.bar: Progress | None = None
-        self.task = None
-        return self.update
-
-    def update(self, done: int, total: int) -> None:
-        if self.bar is None:
-            if total < PROGRESS_MIN_BYTES:
-                return
-            self.bar = Progress(
-                "[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                TransferSpeedColumn(), TimeRemainingColumn(), console=err, transient=True,
-            )  # fmt: skip
-            self.bar.start()
-            self.task = self.bar.add_task("parsing logs", total=total)
-        self.bar.update(self.task, completed=done)
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.stop()
 
 
 def _emit(text: str, output: Path | None) -> None:

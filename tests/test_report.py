@@ -16,6 +16,8 @@ import pytest
 
 from advisor import demo
 from advisor.report.html import SECTIONS
+from advisor.report.words import regression_text
+from advisor.workload.fingerprint import fingerprint
 
 SCALE = demo.Scale(lots=20, dies=25, requests=24)
 PASSWORD = "S3cretPw0rd"
@@ -24,15 +26,29 @@ ARTIFACTS = Path(os.environ.get("ADVISOR_TEST_ARTIFACTS", Path(__file__).resolve
 SLOW = "SELECT count(*) FROM test_results a JOIN test_results b ON a.wafer_id = b.wafer_id AND a.test_name = b.test_name WHERE a.value > b.value"
 
 
+# The same query, as often, on both nights; between them its table grows 300-fold: a real regression.
+GROWING = "SELECT count(*) FROM growing WHERE v % 7 = 3"
+GROWING_CALLS = 25
+GROWTH = 300_000
+
+
 def advisor(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "advisor.cli", *args], capture_output=True, text=True, timeout=300)
 
 
 def _replay_tail(cluster, dsn: str, extra: bool = False) -> tuple[str, int]:
-    """Replay the app (twice, plus a slow query, when ``extra``); the demo app's log lines, and the statements sent."""
+    """Replay the app (twice, plus a slow query, when ``extra``) and the growing-table query; the demo
+    app's log lines, and the statements sent."""
     log = cluster.stderr_log
     start = log.stat().st_size if log.exists() else 0
-    sent = demo.replay(dsn, SCALE)
+    with psycopg.connect(dsn, autocommit=True) as admin:  # not the app: its statements are not in the app's lines
+        admin.execute("CREATE TABLE IF NOT EXISTS growing (id int, v int)")
+        admin.execute(f"INSERT INTO growing SELECT g, g FROM generate_series(1, {GROWTH if extra else 1000}) g")
+    with psycopg.connect(dsn, autocommit=True, application_name=demo.DEMO_APP) as conn:
+        conn.execute("SET log_min_duration_statement = 0")
+        for _ in range(GROWING_CALLS):  # first: the last statement of a log waits for the next run
+            conn.execute(GROWING).fetchall()
+    sent = 1 + GROWING_CALLS + demo.replay(dsn, SCALE)
     if extra:
         sent += demo.replay(dsn, SCALE, seed=8)
         with psycopg.connect(dsn, autocommit=True, application_name=demo.DEMO_APP) as conn:
@@ -105,7 +121,14 @@ def test_second_run_reads_only_the_appended_log_and_compares_with_history(runs):
     assert read in (whole["statements"], whole["statements"] - 1)  # the very last statement waits for a later run
     h = doc["history"]
     assert h["previous_run"] == runs["doc1"]["run"]["started_at"] or h["previous_run"]
-    assert h["regressions"], "twice the traffic: total time rose for the repeated queries"
+    # The growing table's query regressed, in p95 and in total; each metric printed with its own change.
+    key = fingerprint(GROWING).id
+    [g] = [g for g in h["regressions"] if g["fingerprint"] == key]
+    p95 = [next(q["p95_ms"] for q in d["workload"]["queries"] if q["fingerprint"] == key) for d in (before, doc)]
+    assert g["calls_before"] == g["calls_after"] == GROWING_CALLS
+    assert "p95_ms" in g["metrics"] and (g["changes"]["p95_ms"]["before"], g["changes"]["p95_ms"]["after"]) == tuple(p95)
+    assert g["changes"]["p95_ms"]["change_pct"] == round((p95[1] - p95[0]) / p95[0] * 100, 1) > 100
+    assert f"`{key}` {regression_text(g)}" in (runs["out"] / "summary.md").read_text()
     assert any(len(t["points"]) == 2 for t in h["trend"])
     assert h["new_findings"] or any(q["normalized"].startswith("SELECT count(*) FROM test_results AS a")
                                     or "test_results" in q["normalized"] and "JOIN" in q["normalized"]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from urllib.parse import unquote, urlsplit
 
@@ -108,16 +108,39 @@ class StoredFinding:
 
 
 @dataclass(frozen=True, slots=True)
+class RegressionRule:
+    """When a query's rise between two runs is a regression and not noise. All of these must hold,
+    for each metric on its own (p95 and total time):"""
+
+    # The metric rose by more than this (--fail-on-regression sets it).
+    threshold_pct: float = 20.0
+    # Calls on both sides: a p95 of a handful of calls is one unlucky call.
+    min_calls: int = 20
+    # An absolute floor, so sub-millisecond statements (BEGIN at 0.034 → 0.043 ms) never qualify:
+    # the p95 rose by at least this much ...
+    min_p95_rise_ms: float = 1.0
+    # ... the total (server time over the run's window) by at least this much.
+    min_total_rise_ms: float = 100.0
+    # A margin over the run-to-run spread of this query in history: the rise must exceed the largest
+    # relative move of the metric between consecutive earlier runs times this factor (a query that
+    # always jumps ±40 % is not flagged at +45 %).
+    spread_factor: float = 1.25
+    # Earlier runs whose moves make the spread.
+    spread_runs: int = 10
+
+
+@dataclass(frozen=True, slots=True)
 class Regression:
     fingerprint: str
     normalized: str
-    metrics: tuple[str, ...]  # which rose past the threshold: "p95_ms", "total_ms"
+    metrics: tuple[str, ...]  # which regressed: "p95_ms", "total_ms"
     calls_before: int
     calls_after: int
     total_ms_before: float
     total_ms_after: float
     p95_ms_before: float | None
     p95_ms_after: float | None
+    spread_pct: dict[str, float] = field(default_factory=dict, hash=False)  # metric → largest earlier move
 
     @property
     def total_change_pct(self) -> float | None:
@@ -126,6 +149,9 @@ class Regression:
     @property
     def p95_change_pct(self) -> float | None:
         return _pct(self.p95_ms_before, self.p95_ms_after)
+
+    def change_pct(self, metric: str) -> float | None:
+        return self.p95_change_pct if metric == "p95_ms" else self.total_change_pct
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,13 +361,10 @@ class History:
             rows = conn.execute(select(query_stats_table).where(q.run_id == run_id)).all()
         return {x.fingerprint: (x.normalized, x.calls, x.total_ms, x.p95_ms) for x in rows}
 
-    def compare(self, database: str, threshold_pct: float = 20.0, min_delta_ms: float = 0.0) -> Comparison:
-        """The last two runs: findings that appeared and went away, and queries that got slower.
-
-        A regression is a fingerprint in both runs whose p95 or total time rose
-        by more than ``threshold_pct`` percent (and by more than ``min_delta_ms``,
-        to keep sub-millisecond noise out when asked).
-        """
+    def compare(self, database: str, threshold_pct: float = 20.0, rule: RegressionRule | None = None) -> Comparison:
+        """The last two runs: findings that appeared and went away, and queries that got slower
+        (by ``rule``, see RegressionRule; ``threshold_pct`` is its threshold)."""
+        rule = replace(rule or RegressionRule(), threshold_pct=threshold_pct)
         last = self.runs(database, limit=2)
         if len(last) < 2:
             return Comparison(None, last[0] if last else None, threshold_pct=threshold_pct)
@@ -354,12 +377,16 @@ class History:
             if fp not in stats_before:
                 continue
             _, calls0, total0, p950 = stats_before[fp]
-            metrics = tuple(
-                name for name, a, b in (("p95_ms", p950, p95), ("total_ms", total0, total))
-                if (pct := _pct(a, b)) is not None and pct > threshold_pct and b - a > min_delta_ms
-            )
+            if min(calls0, calls) < rule.min_calls:
+                continue
+            pairs = {"p95_ms": (p950, p95, rule.min_p95_rise_ms), "total_ms": (total0, total, rule.min_total_rise_ms)}
+            risen = {m: pct for m, (a, b, floor) in pairs.items()
+                     if (pct := _pct(a, b)) is not None and pct > rule.threshold_pct and b - a >= floor}
+            spread = self._spread(database, fp, list(risen), rule) if risen else {}
+            metrics = tuple(m for m, pct in risen.items() if pct > spread[m] * rule.spread_factor)
             if metrics:
-                regressions.append(Regression(fp, normalized, metrics, calls0, calls, total0, total, p950, p95))
+                regressions.append(Regression(fp, normalized, metrics, calls0, calls, total0, total, p950, p95,
+                                              {m: spread[m] for m in metrics}))
         regressions.sort(key=lambda g: -(g.total_ms_after - g.total_ms_before))
         return Comparison(
             before,
@@ -370,6 +397,16 @@ class History:
             threshold_pct=threshold_pct,
         )
 
+    def _spread(self, database: str, fingerprint: str, metrics: list[str], rule: RegressionRule) -> dict[str, float]:
+        """metric → the largest relative move (%, up or down) between consecutive runs before the last one."""
+        points = self.trend(database, fingerprint, limit=rule.spread_runs + 1)[:-1]
+        spread = {}
+        for metric in metrics:
+            values = [p.p95_ms if metric == "p95_ms" else p.total_ms for p in points]
+            moves = [abs(m) for a, b in zip(values, values[1:]) if (m := _pct(a, b)) is not None]
+            spread[metric] = max(moves, default=0.0)
+        return spread
 
-__all__ = ["Comparison", "History", "Regression", "Run", "StoredFinding", "TrendPoint", "database_label",
+
+__all__ = ["Comparison", "History", "Regression", "RegressionRule", "Run", "StoredFinding", "TrendPoint", "database_label",
            "engine_url", "metadata"]

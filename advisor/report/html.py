@@ -10,6 +10,8 @@ from html import escape
 from string import Template
 from typing import Any
 
+from advisor.report.words import regression_text
+
 SECTIONS = ("summary", "top-queries", "findings", "n-plus-one", "indexes", "hygiene", "bench", "history", "unanalysed")
 N_PLUS_ONE = ("ADV101", "ADV102")
 HYGIENE_PREFIX = "ADV2"
@@ -129,6 +131,7 @@ def _summary(doc: dict) -> str:
     sav = s["estimated_savings"]
     window = run["window"]
     alerts = "".join(f'<p class="alert">{e(u["reason"])}</p>' for u in doc["unanalysed"] if u["what"] == "database")
+    alerts += "".join(f'<p class="alert">Warning: {e(note)}</p>' for note in s.get("warnings", []))
     tiles = [
         ("statements", f"{s['statements']:,}"), ("distinct queries", f"{s['queries']:,}"),
         ("findings", f"{s['findings']:,}"), ("regressions", f"{s['regressions']:,}"),
@@ -236,11 +239,13 @@ def _history(doc: dict) -> str:
     if not h.get("previous_run"):
         intro = '<p class="muted">First run for this database: nothing to compare with yet.</p>'
     else:
-        intro = f"<p>Compared with the run of {e(h['previous_run'])}; a regression is p95 or total time up more than {h['threshold_pct']:g} %.</p>"
+        intro = (f"<p>Compared with the run of {e(h['previous_run'])}; a regression is p95 or total time up more than "
+                 f"{h['threshold_pct']:g} %, with enough calls on both sides, above an absolute floor and beyond the "
+                 f"query's run-to-run spread in history.</p>")
     new = _table(["severity", "code", "finding"], [[_sev(f["severity"]), e(f["code"]), e(f["title"])] for f in h["new_findings"]])
     gone = _table(["severity", "code", "finding"], [[_sev(f["severity"]), e(f["code"]), e(f["title"])] for f in h["resolved_findings"]])
-    reg = _table(["query", "rose", "total ms", "p95 ms"],
-                 [[f"<code>{e(g['normalized'][:300])}</code>", e(", ".join(g["metrics"])),
+    reg = _table(["query", "regressed", "total ms", "p95 ms"],
+                 [[f"<code>{e(g['normalized'][:300])}</code>", e(regression_text(g)),
                    f"{_ms(g['total_ms_before'])} → {_ms(g['total_ms_after'])}", f"{_ms(g['p95_ms_before'])} → {_ms(g['p95_ms_after'])}"]
                   for g in h["regressions"]], {2, 3})
     return _section("history", "History", intro + f"<h3>Regressions</h3>{reg}<h3>New findings</h3>{new}<h3>Resolved findings</h3>{gone}")

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from advisor import __version__
-from advisor.workload.fingerprint import mask_literals
+from advisor.report.words import round_floats, workload_notes
+from advisor.workload.fingerprint import mask_conditions, mask_literals
 from advisor.workload.model import Query, Workload
 
 WORKLOAD_SCHEMA_VERSION = 1
@@ -25,7 +26,7 @@ def workload_document(workload: Workload, *, top: int | None = None, show_values
             {"file": s.file, "line": s.line, "reason": s.reason, "text": _mask(s.text, show_values)}
             for s in workload.skipped
         ],
-        "notes": list(workload.notes),
+        "notes": workload_notes(workload),
         "queries": [query_document(q, show_values=show_values) for q in queries],
     }
 
@@ -92,8 +93,13 @@ def scan_document(result, *, show_values: bool = False) -> dict:
         "findings": [finding_document(f, show_values=show_values) for f in result.findings],
         "not_explained": [{"fingerprint": n.fingerprint, "normalized": n.normalized, "reason": n.reason} for n in result.not_explained],
         "skipped_checks": [{"check": check, "reason": why} for check, why in result.skipped_checks],
-        "notes": list(result.notes),
+        "notes": scan_notes(result),
     }
+
+
+def scan_notes(result) -> list[str]:
+    """What the reader must know about the numbers: the workload's notes (hidden rows, an empty log), then the scan's."""
+    return list(dict.fromkeys([*workload_notes(result.workload), *result.notes]))
 
 
 def finding_document(f, *, show_values: bool = False) -> dict:
@@ -112,22 +118,29 @@ def finding_document(f, *, show_values: bool = False) -> dict:
     }
 
 
-# Evidence keys whose text is SQL or plan output, which carry literal values.
-_SQL_ENDINGS = ("sql", "plan", "filter", "cond", "condition", "parent", "query", "excerpt")
+# Evidence keys whose text carries literal values: plan excerpts (literals only in their
+# conditions; their rows, loops and times are the evidence) and SQL or conditions (all of it).
+_PLAN_ENDINGS = ("plan", "excerpt")
+_SQL_ENDINGS = ("sql", "filter", "cond", "condition", "parent", "query")
 
 
 def _masked(evidence: dict, show_values: bool) -> dict:
-    """Evidence with the literal values in its SQL and plan text masked, unless asked not to."""
-    if show_values:
-        return evidence
-    return {k: _mask_sql(v) if k.endswith(_SQL_ENDINGS) else v for k, v in evidence.items()}
+    """Evidence with the literal values in its SQL and plan text masked, unless asked not to; floats rounded."""
+    def value(key: str, v):
+        if show_values:
+            return round_floats(v)
+        if key.endswith(_PLAN_ENDINGS):
+            return _mask_each(v, mask_conditions)
+        return _mask_each(v, mask_literals) if key.endswith(_SQL_ENDINGS) else round_floats(v)
+
+    return {k: value(k, v) for k, v in evidence.items()}
 
 
-def _mask_sql(value):
+def _mask_each(value, mask):
     if isinstance(value, str):
-        return mask_literals(value)
+        return mask(value)
     if isinstance(value, (list, tuple)):
-        return [_mask_sql(v) for v in value]
+        return [_mask_each(v, mask) for v in value]
     return value
 
 

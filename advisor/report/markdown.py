@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from advisor.report.jsondoc import scan_notes
+from advisor.report.words import plural
+
 
 def scan_markdown(result, *, top: int = 20) -> str:
     w = result.workload
     lines = [
         "# advisor scan",
         "",
-        f"{len(w.queries):,} queries, {w.statements:,} logged statements, {result.explained} explained, "
-        f"{len(result.findings)} findings.",
+        f"{plural(len(w.queries), 'query')}, {plural(w.statements, 'logged statement')}, {result.explained} explained, "
+        f"{plural(len(result.findings), 'finding')}.",
         "",
+        *[f"> **Note:** {n}\n" for n in scan_notes(result)],
         "| # | severity | code | impact ms | finding |",
         "|---|---|---|---:|---|",
     ]

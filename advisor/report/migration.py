@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from advisor import __version__
+from advisor.report.words import plural
 
 
 def advice_migration(advice) -> str:
@@ -14,7 +15,7 @@ def advice_migration(advice) -> str:
         "",
     ]
     for r in advice.recommendations:
-        lines.append(f"-- estimated size {r.estimated_size_bytes:,} bytes; helps {len(r.queries)} queries:")
+        lines.append(f"-- estimated size {r.estimated_size_bytes:,} bytes; helps {plural(len(r.queries), 'query')}:")
         for q in r.queries[:5]:
             lines.append(f"--   {q.fingerprint}: cost {q.cost_before:,.0f} -> {q.cost_after:,.0f}  {q.normalized[:100]}")
         lines += [r.candidate.ddl(), ""]

@@ -9,9 +9,12 @@ report.json (``schema_version`` 1, ``kind: "report"``)::
     scan         the scan document (README: advisor scan), or null
     indexes      the index advice document (README: advisor suggest-indexes), or null; indexes_reason says why
     bench        the pool benchmark document (advisor/bench/pool.py), or null
-    history      new_findings, resolved_findings, regressions, trend (per top query, oldest first),
-                 previous_run (started_at or null), threshold_pct
-    summary      top findings, regressions, estimated savings (also in summary.md)
+    history      new_findings, resolved_findings, regressions (each with changes {metric: {before, after,
+                 change_pct, spread_pct}} for the metrics that regressed), trend (per top query, oldest
+                 first), previous_run (started_at or null), threshold_pct, rule (RegressionRule's values)
+    summary      warnings (what hides part of the workload, e.g. pg_stat_statements rows the role may
+                 not read, with the GRANT; shown first in report.html and summary.md), top findings,
+                 regressions, estimated savings (also in summary.md)
     unanalysed   [{what, reason}]: what could not be analysed and why
     exit         {code, reasons}
 
@@ -24,7 +27,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -33,8 +36,9 @@ from advisor.checks.config import DEFAULT
 from advisor.db.connect import AdvisorConnectionError, redact_dsn
 from advisor.errors import AdvisorError
 from advisor.findings import Severity
-from advisor.report.history import Comparison, History, database_label
+from advisor.report.history import Comparison, History, RegressionRule, database_label
 from advisor.report.jsondoc import advice_document, scan_document, workload_document
+from advisor.report.words import plural, regression_text, warnings
 from advisor.workload.ingest import LogScan, build_workload, scan_logs
 from advisor.workload.logs import offsets
 from advisor.workload.logs.formats import sniff
@@ -46,6 +50,7 @@ SCHEMA_VERSION = 1
 TREND_QUERIES = 10
 TREND_RUNS = 10
 Step = Callable[[str], None]
+Progress = Callable[[int, int], None]  # bytes of logs read, of the total
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +80,7 @@ class _Run:
         self.unanalysed.append({"what": what, "reason": reason})
 
 
-def run_report(opts: ReportOptions, step: Step = lambda _: None) -> tuple[dict, int]:
+def run_report(opts: ReportOptions, step: Step = lambda _: None, progress: Progress | None = None) -> tuple[dict, int]:
     """Do the whole job; returns the report document and the exit code (0, 1 or 2). Always writes the files."""
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     out = Path(opts.out)
@@ -86,7 +91,7 @@ def run_report(opts: ReportOptions, step: Step = lambda _: None) -> tuple[dict, 
 
     # --- ingestion (incremental for logs)
     step("reading the logs (only what was appended since the last run)")
-    loaded, state, reads = _ingest(opts, state_path, run)
+    loaded, state, reads = _ingest(opts, state_path, run, progress)
     if opts.pg_stat_statements or not opts.logs:
         try:
             step("reading pg_stat_statements")
@@ -127,7 +132,7 @@ def run_report(opts: ReportOptions, step: Step = lambda _: None) -> tuple[dict, 
 
     # --- history
     history_doc = {"previous_run": None, "threshold_pct": opts.fail_on_regression or 20.0, "new_findings": [],
-                   "resolved_findings": [], "regressions": [], "trend": [], "recorded": False}
+                   "resolved_findings": [], "regressions": [], "trend": [], "recorded": False, "rule": None}
     if scanned is not None:
         try:
             history_doc = _history(opts, label, workload, scanned, started)
@@ -187,7 +192,7 @@ def run_report(opts: ReportOptions, step: Step = lambda _: None) -> tuple[dict, 
 # --- steps ---------------------------------------------------------------------------
 
 
-def _ingest(opts: ReportOptions, state_path: str, run: _Run) -> tuple[LogScan, dict | None, list[dict]]:
+def _ingest(opts: ReportOptions, state_path: str, run: _Run, progress: Progress | None = None) -> tuple[LogScan, dict | None, list[dict]]:
     if not opts.logs:
         return LogScan(WorkloadStats(), [], {}, SessionPatterns(DEFAULT)), None, []
     try:
@@ -200,7 +205,8 @@ def _ingest(opts: ReportOptions, state_path: str, run: _Run) -> tuple[LogScan, d
     ranges = {read.path: (read.start, read.end) for read in plan.reads}
     # formats: parse in the format the plan's unit boundaries were found with, not a second sniff.
     # jobs=1: ranges are never split, so each is parsed here, in order.
-    scan = scan_logs([read.path for read in plan.reads], jobs=1, config=DEFAULT, ranges=ranges, formats=formats)
+    scan = scan_logs([read.path for read in plan.reads], jobs=1, progress=progress, config=DEFAULT, ranges=ranges,
+                     formats=formats)
     scan.notes.extend(plan.notes)
     for path, why in plan.skipped:
         run.skip(f"log {path}", why)
@@ -256,17 +262,29 @@ def _history(opts: ReportOptions, label: str, workload, scanned, started: str) -
         "threshold_pct": threshold,
         "new_findings": [_stored(f) for f in change.new_findings] if change.before else [],
         "resolved_findings": [_stored(f) for f in change.resolved_findings],
-        "regressions": [
-            {"fingerprint": g.fingerprint, "normalized": g.normalized, "metrics": list(g.metrics),
-             "calls_before": g.calls_before, "calls_after": g.calls_after,
-             "total_ms_before": round(g.total_ms_before, 3), "total_ms_after": round(g.total_ms_after, 3),
-             "p95_ms_before": g.p95_ms_before, "p95_ms_after": g.p95_ms_after,
-             "total_change_pct": _r(g.total_change_pct), "p95_change_pct": _r(g.p95_change_pct)}
-            for g in change.regressions
-        ],
+        "regressions": [regression_document(g) for g in change.regressions],
         "trend": trend,
         "recorded": True,
+        "rule": asdict(replace(RegressionRule(), threshold_pct=threshold)),
     }
+
+
+def regression_document(g) -> dict:
+    """One regressed query, with the change of each metric that regressed (never another metric's)."""
+    sides = {"p95_ms": (g.p95_ms_before, g.p95_ms_after), "total_ms": (g.total_ms_before, g.total_ms_after)}
+    return {
+        "fingerprint": g.fingerprint, "normalized": g.normalized, "metrics": list(g.metrics),
+        "calls_before": g.calls_before, "calls_after": g.calls_after,
+        "total_ms_before": round(g.total_ms_before, 3), "total_ms_after": round(g.total_ms_after, 3),
+        "p95_ms_before": _r3(g.p95_ms_before), "p95_ms_after": _r3(g.p95_ms_after),
+        "total_change_pct": _r(g.total_change_pct), "p95_change_pct": _r(g.p95_change_pct),
+        "changes": {m: {"before": _r3(sides[m][0]), "after": _r3(sides[m][1]), "change_pct": _r(g.change_pct(m)),
+                        "spread_pct": _r(g.spread_pct.get(m))} for m in g.metrics},
+    }
+
+
+def _r3(x: float | None) -> float | None:
+    return None if x is None else round(x, 3)
 
 
 def _r(x: float | None) -> float | None:
@@ -291,7 +309,9 @@ def estimated_savings(doc: dict) -> dict:
 
 def _summary(doc: dict) -> dict:
     findings = (doc.get("scan") or {}).get("findings", [])
+    notes = [*doc["workload"]["notes"], *(doc.get("scan") or {}).get("notes", [])]
     return {
+        "warnings": warnings(notes),
         "statements": doc["workload"]["statements"],
         "queries": len(doc["workload"]["queries"]),
         "findings": len(findings),
@@ -303,15 +323,31 @@ def _summary(doc: dict) -> dict:
     }
 
 
+def history_line(doc: dict) -> str:
+    """Since the last run, in words; a first run says there is nothing to compare yet."""
+    h = doc["history"]
+    if not h["previous_run"]:
+        return "first run: nothing to compare with yet"
+    return (f"{plural(len(h['new_findings']), 'new finding')}, {len(h['resolved_findings'])} resolved, "
+            f"{plural(len(h['regressions']), 'regression')}")
+
+
+def report_line(doc: dict, report: Path) -> str:
+    s = doc["summary"]
+    return (f"{plural(s['statements'], 'statement')}, {plural(s['queries'], 'query')}, "
+            f"{plural(s['findings'], 'finding')}; {history_line(doc)}; report: {report}")
+
+
 def summary_markdown(doc: dict) -> str:
     s, run = doc["summary"], doc["run"]
     w = run["window"]
     lines = [f"# advisor report: {run['database']}", "",
-             f"{run['started_at']} · {s['statements']:,} statements in {s['queries']:,} queries"
+             f"{run['started_at']} · {plural(s['statements'], 'statement')} in {plural(s['queries'], 'query')}"
              f" · window {w['first_seen'] or '?'} → {w['last_seen'] or '?'}", ""]
     for u in doc["unanalysed"]:
         if u["what"] == "database":
             lines += [f"**{u['reason']}**", ""]
+    lines += [f"> **Warning:** {note}" for note in s.get("warnings", [])] + ([""] if s.get("warnings") else [])
     sav = s["estimated_savings"]
     lines += [f"Estimated savings: {sav['index_ms']:,.1f} ms from the recommended indexes "
               f"(of {sav['workload_total_ms']:,.1f} ms in all); findings' impact up to {sav['findings_impact_ms']:,.1f} ms.", ""]
@@ -322,13 +358,10 @@ def summary_markdown(doc: dict) -> str:
             lines.append(f"- **{f['severity']}** {f['code']} {f['title']}{impact}")
         lines.append("")
     h = doc["history"]
-    lines += ["## Since the last run", "",
-              f"{len(h['new_findings'])} new findings, {len(h['resolved_findings'])} resolved, "
-              f"{len(h['regressions'])} regressions (over {h['threshold_pct']:g} %)." if h["previous_run"]
-              else "First run: nothing to compare with.", ""]
+    over = f" (over {h['threshold_pct']:g} %)" if h["previous_run"] else ""
+    lines += ["## Since the last run", "", history_line(doc).capitalize() + over + ".", ""]
     for g in h["regressions"][:10]:
-        pct = g["total_change_pct"] if g["total_change_pct"] is not None else g["p95_change_pct"]
-        lines.append(f"- `{g['fingerprint']}` {', '.join(g['metrics'])} +{pct or 0:,.0f} %: `{g['normalized'][:120]}`")
+        lines.append(f"- `{g['fingerprint']}` {regression_text(g)}: `{g['normalized'][:120]}`")
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -340,4 +373,5 @@ def _write(out: Path, doc: dict) -> None:
     (out / "summary.md").write_text(summary_markdown(doc))
 
 
-__all__ = ["ReportOptions", "SCHEMA_VERSION", "estimated_savings", "run_report", "summary_markdown"]
+__all__ = ["ReportOptions", "SCHEMA_VERSION", "estimated_savings", "history_line", "regression_document", "report_line",
+           "run_report", "summary_markdown"]

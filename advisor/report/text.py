@@ -2,39 +2,69 @@
 
 from __future__ import annotations
 
-from rich.console import Group
+from rich.console import Console, ConsoleOptions, Group, RenderResult
 from rich.table import Table
 from rich.text import Text
 
+from advisor.report.jsondoc import scan_notes
+from advisor.report.words import plural, round_floats, workload_notes
+from advisor.workload.fingerprint import mask_conditions
 from advisor.workload.model import Workload
+
+# Below this many columns a table leaves the query too little room (80-column terminals, pipes):
+# the rows are stacked instead, the query on a line of its own, wrapped, never cut to `SELEC…`.
+WIDE_TABLE_MIN_COLUMNS = 120
+
+
+class ByWidth:
+    """A wide rendering where the console has room for it, else a narrow one (decided at print time)."""
+
+    def __init__(self, wide, narrow, min_width: int = WIDE_TABLE_MIN_COLUMNS) -> None:
+        self.wide, self.narrow, self.min_width = wide, narrow, min_width
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield self.wide if options.max_width >= self.min_width else self.narrow
 
 
 def workload_summary(workload: Workload, *, top: int = 20) -> Group:
     head = Text.assemble(
         ("Workload: ", "bold"),
-        f"{workload.statements:,} statements in {len(workload.queries):,} distinct queries, "
-        f"{workload.lines:,} log lines, {workload.plans:,} auto_explain plans, "
-        f"{workload.other_events:,} other events, ",
-        (f"{workload.skipped_count:,} lines skipped", "yellow" if workload.skipped_count else ""),
+        f"{plural(workload.statements, 'statement')} in {plural(len(workload.queries), 'distinct query', 'distinct queries')}, "
+        f"{plural(workload.lines, 'log line')}, {plural(workload.plans, 'auto_explain plan')}, "
+        f"{plural(workload.other_events, 'other event')}, ",
+        (f"{plural(workload.skipped_count, 'line')} skipped", "yellow" if workload.skipped_count else ""),
     )
-    return Group(head, queries_table(workload, top=top), *_skipped(workload), *(Text(n, "yellow") for n in workload.notes))
+    notes = [Text(f"note: {n}", "yellow") for n in workload_notes(workload)]
+    if not workload.queries:
+        return Group(head, *notes, *_skipped(workload))
+    return Group(head, *notes, queries_table(workload, top=top), *_skipped(workload))
 
 
-def queries_table(workload: Workload, *, top: int) -> Table:
-    table = Table(title=f"Top {min(top, len(workload.queries))} queries", title_justify="left", expand=True)
-    for name, justify in (("#", "right"), ("calls", "right"), ("total ms", "right"), ("mean", "right"),
-                          ("p50", "right"), ("p95", "right"), ("p99", "right"), ("query", "left")):  # fmt: skip
-        if name == "query":  # one line per query, taking the room left; the full text is in the JSON
-            table.add_column(name, overflow="ellipsis", no_wrap=True, ratio=1, min_width=20)
-        else:
-            table.add_column(name, justify=justify, no_wrap=True)
-    for rank, q in enumerate(workload.queries[:top], 1):
+def queries_table(workload: Workload, *, top: int) -> ByWidth:
+    title = f"Top {min(top, len(workload.queries))} queries"
+    queries = workload.queries[:top]
+    table = Table(title=title, title_justify="left", expand=True)
+    for name in ("#", "calls", "total ms", "mean", "p50", "p95", "p99"):
+        table.add_column(name, justify="right", no_wrap=True)
+    table.add_column("query", overflow="fold", ratio=1, min_width=30)  # wrapped; the full text is in the JSON
+    for rank, q in enumerate(queries, 1):
         table.add_row(
             str(rank), f"{q.calls:,}", f"{q.total_ms:,.1f}", _ms(q.mean_ms),
-            _ms(q.p50_ms), _ms(q.p95_ms), _ms(q.p99_ms),
-            Text(_shorten(q.normalized), style="" if q.parsed else "dim"),
+            _ms(q.p50_ms), _ms(q.p95_ms), _ms(q.p99_ms), _query_text(q),
         )  # fmt: skip
-    return table
+    stacked = Table.grid(padding=(0, 1))
+    stacked.title, stacked.title_justify, stacked.title_style = title, "left", "italic"
+    stacked.add_column(justify="right", no_wrap=True)
+    stacked.add_column(ratio=1)
+    for rank, q in enumerate(queries, 1):
+        numbers = (f"{plural(q.calls, 'call')} · total {q.total_ms:,.1f} · mean {_ms(q.mean_ms)} · "
+                   f"p50 {_ms(q.p50_ms)} · p95 {_ms(q.p95_ms)} · p99 {_ms(q.p99_ms)} ms")
+        stacked.add_row(Text(f"{rank}.", "bold"), Group(Text(numbers, "dim"), _query_text(q)))
+    return ByWidth(table, stacked)
+
+
+def _query_text(q) -> Text:
+    return Text(_shorten(q.normalized), style="" if q.parsed else "dim", overflow="fold")
 
 
 def _skipped(workload: Workload) -> list[Text]:
@@ -57,20 +87,23 @@ def _shorten(sql: str, limit: int = 160) -> str:
 SEVERITY_STYLE = {"high": "bold red", "medium": "yellow", "low": "cyan", "info": "dim"}
 
 
-def scan_summary(result, *, top: int = 20) -> Group:
+def scan_summary(result, *, top: int = 20, show_values: bool = False) -> Group:
     w = result.workload
     head = Text.assemble(
         ("Scan: ", "bold"),
-        f"{len(w.queries):,} queries, {w.statements:,} logged statements; ",
+        f"{plural(len(w.queries), 'query', 'queries')}, {plural(w.statements, 'logged statement')}; ",
         f"{result.explained} explained, {len(result.not_explained)} not; " if result.server_version_num else "no database: ",
-        f"{len(result.findings)} findings",
+        plural(len(result.findings), "finding"),
     )
     parts: list = [head]
+    # What hides part of the workload (rows the role may not read, an empty log) comes first, not last.
+    parts += [Text(f"note: {n}", "yellow") for n in scan_notes(result)]
     if result.superuser:
         parts.append(Text("warning: connected as a superuser; pg_monitor plus SELECT on the tables is enough (see README)", "yellow"))
-    parts.append(findings_table(result.findings[:top]))
+    if result.findings:
+        parts.append(findings_table(result.findings[:top]))
     for rank, f in enumerate(result.findings[:top], 1):
-        parts.append(_finding_detail(rank, f))
+        parts.append(_finding_detail(rank, f, show_values))
     if result.not_explained:
         parts.append(Text("Not explained:", "bold"))
         parts += [Text(f"  {n.fingerprint}  {_shorten(n.normalized, 70)}: {n.reason}") for n in result.not_explained]
@@ -80,31 +113,43 @@ def scan_summary(result, *, top: int = 20) -> Group:
     return Group(*parts)
 
 
-def findings_table(findings) -> Table:
-    table = Table(title="Findings, by estimated impact", title_justify="left", expand=True)
+def findings_table(findings) -> ByWidth:
+    title = "Findings, by estimated impact"
+    table = Table(title=title, title_justify="left", expand=True)
     table.add_column("#", justify="right", no_wrap=True)
     table.add_column("severity", no_wrap=True)
     table.add_column("code", no_wrap=True)
     table.add_column("impact ms", justify="right", no_wrap=True)
-    table.add_column("finding", ratio=1, overflow="ellipsis", no_wrap=True, min_width=20)
+    table.add_column("finding", ratio=1, overflow="fold", min_width=30)
+    stacked: list = [Text(title, "italic")]
     for rank, f in enumerate(findings, 1):
-        table.add_row(
-            str(rank), Text(str(f.severity), SEVERITY_STYLE[str(f.severity)]), f.code,
-            "-" if f.impact_ms is None else f"{f.impact_ms:,.1f}", f.title,
-        )  # fmt: skip
-    return table
+        severity, impact = Text(str(f.severity), SEVERITY_STYLE[str(f.severity)]), _impact(f.impact_ms)
+        table.add_row(str(rank), severity, f.code, impact, f.title)
+        stacked.append(Text.assemble((f"{rank:>2}. ", "bold"), severity, f" {f.code}, {impact} ms: {f.title}"))
+    return ByWidth(table, Group(*stacked), min_width=80)
 
 
-def _finding_detail(rank: int, f) -> Text:
+def _impact(ms: float | None) -> str:
+    return "-" if ms is None else f"{ms:,.1f}"
+
+
+_PLAN_KEYS = ("plan", "excerpt")
+
+
+def _finding_detail(rank: int, f, show_values: bool = False) -> Text:
     text = Text()
     text.append(f"\n{rank}. {f.code} {f.title}\n", style="bold")
     if f.normalized:
         text.append(f"   query: {_shorten(f.normalized, 300)}\n")
     if f.application:
         text.append(f"   from: {f.application}\n")
-    numbers = {k: v for k, v in f.evidence.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    numbers = {k: round_floats(v) for k, v in f.evidence.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     if numbers:
         text.append("   evidence: " + ", ".join(f"{k} {v:,}" for k, v in numbers.items()) + "\n", style="dim")
+    for key, value in f.evidence.items():
+        if key.endswith(_PLAN_KEYS) and value:
+            for line in [value] if isinstance(value, str) else value:
+                text.append(f"   plan: {line if show_values else mask_conditions(line)}\n", style="dim")
     text.append("   fix: " + f.suggestion.replace("\n", "\n        ") + "\n", style="green")
     return text
 
@@ -114,8 +159,8 @@ def advice_summary(advice) -> Group:
     share = (1 - after / before) if before else 0.0
     head = Text.assemble(
         ("Index advice: ", "bold"),
-        f"{len(advice.recommendations)} indexes lower the workload's planner cost from {before:,.0f} to {after:,.0f} "
-        f"({share:.0%} less); {advice.whatif_calls:,} what-if calls in {advice.seconds:.1f} s; validation: {advice.validation}",
+        f"{plural(len(advice.recommendations), 'index')} {'lowers' if len(advice.recommendations) == 1 else 'lower'} the workload's planner cost from {before:,.0f} to {after:,.0f} "
+        f"({share:.0%} less); {plural(advice.whatif_calls, 'what-if call')} in {advice.seconds:.1f} s; validation: {advice.validation}",
     )
     table = Table(expand=True)
     table.add_column("#", justify="right", no_wrap=True)
@@ -134,7 +179,7 @@ def advice_summary(advice) -> Group:
     parts += [Text(r.candidate.ddl(), "green") for r in advice.recommendations]
     parts += [Text(f"note: {n}", "yellow") for n in advice.notes]
     if advice.moot:
-        parts.append(Text(f"{len(advice.moot)} candidates already served by existing indexes, e.g. {advice.moot[0][0].definition()} by {advice.moot[0][1]}", "dim"))
+        parts.append(Text(f"{plural(len(advice.moot), 'candidate')} already served by existing indexes, e.g. {advice.moot[0][0].definition()} by {advice.moot[0][1]}", "dim"))
     if advice.existing_index_findings:
         parts.append(Text("Existing indexes:", "bold"))
         parts += [Text(f"  {i.kind}: {i.reason}\n    {i.suggestion}") for i in advice.existing_index_findings]

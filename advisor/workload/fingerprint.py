@@ -20,7 +20,7 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.dialects.postgres import Postgres
 
-__all__ = ["Fingerprint", "fingerprint", "mask_literals"]
+__all__ = ["Fingerprint", "fingerprint", "mask_conditions", "mask_literals"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +72,27 @@ def mask_literals(sql: str) -> str:
     """The text as written, with string and number literals shown as `?` (to display samples)."""
     return "".join(skip + ("?" if t and _kind(t) in ("str", "num") else t)
                    for skip, t, _ in _LEX.findall(str(sql)))
+
+
+def mask_conditions(excerpt: str) -> str:
+    """A plan excerpt ('Seq Scan on t (rows 1,000 scanned, filter: (a = 42), 3.1 ms self)') with the
+    literals of its conditions masked and the plan's own numbers (rows, loops, times) kept.
+
+    A condition is what follows a `label:` up to the `,` or `)` that closes it at its own depth:
+    EXPLAIN's conditions have no top-level comma, so this holds for bare ones (`filter: active`) too.
+    """
+    out, in_condition, depth = [], False, 0
+    for skip, t, _ in _LEX.findall(str(excerpt)):
+        if not in_condition:
+            in_condition, depth = t == ":", 0
+        elif t in ("(", "["):
+            depth += 1
+        elif t in (")", "]", ",") and depth == 0:
+            in_condition = False
+        elif t in (")", "]"):
+            depth -= 1
+        out.append(skip + ("?" if in_condition and t and _kind(t) in ("str", "num") else t))
+    return "".join(out)
 
 
 # --- pre-key --------------------------------------------------------------------------------
