@@ -11,6 +11,7 @@ client's own database, reset before the run.
 from __future__ import annotations
 
 import os
+import sys
 import subprocess
 import time
 import uuid
@@ -300,3 +301,55 @@ def test_log_counts_equal_pg_stat_statements(embedded_cluster, pg_dsn, client_db
         planned_calls = sum(q.calls for q in logged.values() if q.statement_type in PLANNED)
         assert w.plans == (planned_calls if explain != "off" else 0), where
 
+
+
+# --- the advisor's own traffic -------------------------------------------------------
+
+SHOP_QUERIES = {  # the application's statements and how often it runs each
+    "SELECT id, name FROM items WHERE price = %s": 6,
+    "SELECT count(*) FROM items WHERE name LIKE %s": 3,
+}
+
+
+def _advisor(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "advisor.cli", *args], capture_output=True, text=True, timeout=180)
+
+
+def test_no_statement_of_the_advisor_is_in_a_log_workload(embedded_cluster, pg_dsn):
+    """scan, suggest-indexes and bench pool run against a database that logs every statement and
+    every plan; the workload read back from each log holds the application's statements only."""
+    with psycopg.connect(embedded_cluster.dsn(), autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS rc_own WITH (FORCE)")
+    dsn = embedded_cluster.create_database("rc_own")
+    _setup_items(dsn)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION pg_stat_statements")
+        if embedded_cluster.has_hypopg:
+            conn.execute("CREATE EXTENSION hypopg")
+        for name, value in {**LOGGING["min_duration_0"], **EXPLAIN["json"]}.items():
+            conn.execute(sql.SQL("ALTER DATABASE rc_own SET {} = {}").format(sql.Identifier(name), sql.Literal(value)))
+    starts = {path: path.stat().st_size for path in _log_files(embedded_cluster)}
+    with psycopg.connect(dsn, autocommit=True, application_name="shop") as conn:
+        for query, runs in SHOP_QUERIES.items():
+            for i in range(runs):
+                conn.execute(query, (i if "price" in query else f"item {i}%",)).fetchall()
+    for command in (("scan", "--dsn", dsn), ("suggest-indexes", "--dsn", dsn),
+                    ("bench", "pool", "--dsn", dsn, "--duration", "0.3", "--warmup", "0.1", "--concurrency", "1")):
+        done = _advisor(*command, "--format", "json")
+        assert done.returncode in (0, 1), (command, done.stderr[-2000:])  # 1: findings at --fail-on
+    marker = "end of the advisor traffic run"
+    with psycopg.connect(dsn, autocommit=True, application_name="shop") as conn:
+        conn.execute(f"SELECT '{marker}'").fetchall()
+    _wait_for(embedded_cluster, marker)
+    expected = {fingerprint(q.replace("%s", "$1")).id: runs for q, runs in SHOP_QUERIES.items()}
+    expected[fingerprint(f"SELECT '{marker}'").id] = 1
+    for path, start in starts.items():
+        ranges = {str(path): (_line_start(path, start), None)}
+        w = build_workload(scan_logs([str(path)], jobs=1, ranges=ranges))
+        assert {q.fingerprint: q.calls for q in w.queries} == expected, path.suffix
+        assert all(q.applications == ("shop",) for q in w.queries), path.suffix
+        with open(path, "rb") as f:
+            f.seek(ranges[str(path)][0])
+            raw = f.read().decode(errors="replace")
+        assert "/* advisor */" in raw  # the advisor's statements were logged, and left out:
+        assert w.advisor_statements > 0 and any("sent by the advisor itself" in n for n in w.notes), path.suffix
