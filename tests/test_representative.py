@@ -104,7 +104,8 @@ def test_bindings_take_the_common_the_median_and_the_rare_value():
         ["d%", "13", "d\\%", None, "1000"],  # median histogram value; the upper bound high (a wide range)
         ["e", "1", "e", None, "10000"],  # the rare end
     ]
-    assert found[0].label.startswith("$1 = most common value of t.c (freq 60%)")
+    assert found[0].label == ("$1, $3 = most common value of t.c (freq 60%); $2 = median of t.n; "
+                              "$4 = NULL (a value no plan depends on); $5 = OFFSET 0")
     assert "a_1" not in found[0].label  # labels never carry the values
     assert bindings({1: ParameterUse("eq", "public.t", "missing")}, 1, lookup, rows_per_call=None,
                     large_offset=1000) == ([], "$1 is compared with t.missing, which has no statistics (never "
