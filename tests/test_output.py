@@ -85,6 +85,25 @@ def test_masked_plan_excerpt_keeps_every_number_and_hides_the_literals(literal_f
     assert shown["plan"] == line and SECRET in shown["filter"]
 
 
+def test_scan_masks_the_literals_of_its_plan_excerpts_unless_asked(pg_dsn, schema_conn, tmp_path):
+    """Through the CLI: the full scan's plan excerpt keeps the server's row counts; --show-values shows the literal."""
+    log = tmp_path / "pg.log"
+    log.write_text("".join(f"2026-11-22 03:00:0{i}.001 UTC [700] app@shop LOG:  duration: 900.000 ms  statement: "
+                           f"{LITERAL_SQL}\n" for i in range(3)))
+    scanned = schema_conn.execute("SELECT count(*) FROM items").fetchone()[0]
+    returned = schema_conn.execute(f"SELECT count(*) FROM ({LITERAL_SQL}) q").fetchone()[0]
+    plans = {}
+    for flag in ((), ("--show-values",)):
+        run = advisor("scan", "--dsn", pg_dsn, "--log", str(log), "--format", "json", *flag)
+        assert run.returncode == 0, run.stderr
+        [finding] = [f for f in json.loads(run.stdout)["findings"] if f["code"] == "ADV001"]
+        plans[flag] = finding["evidence"]["plan"]
+    masked, shown = plans[()], plans[("--show-values",)]
+    for plan in (masked, shown):
+        assert f"rows {fmt(scanned)} scanned, {fmt(returned)} returned" in plan and re.search(r"[\d.]+ ms self", plan)
+    assert SECRET not in masked and "4242" not in masked and f"'{SECRET}'" in shown and "4242" in shown
+
+
 def test_text_output_shows_the_plan_with_its_numbers(literal_finding):
     finding, line = literal_finding
     workload = Workload(queries=(), sources=("test",), lines=0, statements=0, other_events=0, skipped_count=0)

@@ -48,7 +48,11 @@ def fmt(value: float | None) -> str:
 
 
 def excerpt(node: PlanNode, *extra: str) -> str:
-    """'Seq Scan on t (rows 1,000,000 scanned, 12 returned, filter: (…), 40.1 ms)': one line of the plan."""
+    """'Seq Scan on t (rows 1,000,000 scanned, 12 returned, filter: (…), 40.1 ms)': one line of the plan.
+
+    Conditions come as `label: condition` and nothing else has a colon: reports mask the literals
+    of the conditions only (fingerprint.mask_conditions), never the plan's rows, loops or times.
+    """
     parts: list[str] = []
     if node.rows_total is not None:
         if node.rows_removed_total:
