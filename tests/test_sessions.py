@@ -176,16 +176,16 @@ def test_a_slow_statement_is_not_a_pause(tmp_path):
 
 def test_a_growing_offset_is_a_paging_loop(tmp_path):
     log = LogWriter()
-    for page in range(10):  # client-side binding: the offsets are literals in the text
+    for page in range(100):  # client-side binding: the offsets are literals in the text
         log.run(913, f"SELECT id, name FROM items ORDER BY id LIMIT 50 OFFSET {page * 50}")
     for author in range(8):  # the same offset for each parent: an N+1, not a loop
         log.run(913, "SELECT id FROM books WHERE author_id = $1 ORDER BY id LIMIT $2 OFFSET $3",
                 params=f"$1 = '{author}', $2 = '5', $3 = '0'", after_ms=2000 if author == 0 else 1)
     runs = {r.kind: r for r in log.workload(tmp_path).repeats}
     loop = runs["pagination"]
-    assert "FROM items" in loop.child_normalized and (loop.statements, loop.deepest_offset) == (10, 450)
-    # Pages of 50 (the step): 0 + 50 + … + 450 = 2,250 rows skipped of 2,250 + 10 × 50 read.
-    assert loop.discarded_share == pytest.approx(2250 / 2750)
+    assert "FROM items" in loop.child_normalized and (loop.statements, loop.deepest_offset) == (100, 4950)
+    # Pages of 50 (the step): 0 + 50 + … + 4,950 = 247,500 rows skipped of 247,500 + 100 × 50 read.
+    assert loop.discarded_share == pytest.approx(247_500 / 252_500)
     assert "FROM books" in runs["n_plus_one"].child_normalized
 
 

@@ -79,25 +79,40 @@ def _epoch(day: str, clock: str) -> float:
     return datetime.fromisoformat(f"{day}T{clock}").replace(tzinfo=timezone.utc).timestamp()
 
 
+@dataclass(slots=True)
+class _Pages:
+    """The OFFSETs of a run while each went further than the one before."""
+
+    first: int
+    last: int
+    total: int = 0  # their sum: the rows skipped
+    count: int = 0
+
+    def add(self, offset: int | None) -> bool:
+        """Take the next offset; False when it does not go further (so the run is no paging loop)."""
+        if offset is None or (self.count and offset <= self.last):
+            return False
+        self.last, self.total, self.count = offset, self.total + offset, self.count + 1
+        return True
+
+
 class _Run:
     """One fingerprint's executions within one unit of work."""
 
-    __slots__ = ("count", "keys", "ms", "parent", "offsets")
+    __slots__ = ("count", "keys", "ms", "parent", "pages")
 
     def __init__(self, parent: str | None) -> None:
         self.count = 0
         self.keys: set[int] = set()
         self.ms = 0.0
         self.parent = parent
-        self.offsets: list[int] | None = []  # while every execution paged further than the one before
+        self.pages: _Pages | None = None
 
     def page(self, offset: int | None) -> None:
-        if self.offsets is None:
-            return
-        if offset is None or (self.offsets and offset <= self.offsets[-1]) or len(self.offsets) >= KEYS_KEPT:
-            self.offsets = None  # not (or no longer provably) a paging loop
-        else:
-            self.offsets.append(offset)
+        if self.count == 1:  # the first execution
+            self.pages = _Pages(offset, offset) if offset is not None else None
+        if self.pages is not None and not self.pages.add(offset):
+            self.pages = None
 
 
 class _Unit:
@@ -238,13 +253,13 @@ class SessionPatterns:
             p.add(_Pattern(occurrences=1, statements=run.count, most=run.count, child_ms=run.ms,
                            sessions=[unit.session], applications=dict.fromkeys(filter(None, [unit.application]))))
             if kind == "pagination":
-                _add_pages(p, run.offsets)
+                _add_pages(p, run.pages)
 
     def _kind(self, child: str, run: _Run) -> str | None:
         if len(run.keys) < 2:  # the same parameters every time: a cache candidate, not an N+1
             return None
         kind = self.fingerprints[child].statement_type
-        if kind == "select" and run.offsets and len(run.offsets) >= self.config.paging_min_pages:
+        if kind == "select" and run.pages and run.pages.count >= self.config.paging_min_pages:
             return "pagination"
         if kind == "select" and run.count >= self.config.n1_min_repeats:
             return "n_plus_one"
@@ -366,9 +381,9 @@ def _offset(e: Execution) -> int | None:
         return None
 
 
-def _add_pages(p: _Pattern, offsets: list[int]) -> None:
+def _add_pages(p: _Pattern, pages: _Pages) -> None:
     """Rows a loop skipped and read: each page reads its OFFSET plus a page (the step between offsets)."""
-    page = (offsets[-1] - offsets[0]) / (len(offsets) - 1)
-    p.deepest_offset = max(p.deepest_offset or 0, offsets[-1])
-    p.skipped_rows += sum(offsets)
-    p.read_rows += sum(offsets) + page * len(offsets)
+    page = (pages.last - pages.first) / max(pages.count - 1, 1)
+    p.deepest_offset = max(p.deepest_offset or 0, pages.last)
+    p.skipped_rows += pages.total
+    p.read_rows += pages.total + page * pages.count
