@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from sqlglot import exp
 
 from advisor.workload import fingerprint as fp_module
-from advisor.workload.fingerprint import Fingerprint, fingerprint, mask_literals
+from advisor.workload.fingerprint import Fingerprint, fingerprint, mask_conditions, mask_literals
 
 SETTINGS = settings(deadline=None, max_examples=150, suppress_health_check=[HealthCheck.too_slow])
 TYPES = {"select", "insert", "update", "delete", "merge", "with", "utility", "unknown"}
@@ -325,6 +325,17 @@ def test_odd_inputs():
 def test_mask_literals():
     assert mask_literals("SELECT a1, 'it''s', 42, E'\\'', $1 FROM t2 -- 'keep'\nWHERE x = 1.5e3") == \
         "SELECT a1, ?, ?, ?, $1 FROM t2 -- 'keep'\nWHERE x = ?"
+
+
+
+def test_mask_conditions_keeps_the_plan_numbers():
+    line = ("Seq Scan on t2 (rows 1,000,000 scanned, 12 returned, estimated 10, loops 3, "
+            "filter: ((note = 'a,)b'::text) AND (v > 4242)), index cond: (id = ANY ('{1,2}'::integer[])), "
+            "join filter: f(a, 7), recheck: active, 96.9 ms self, 100.0 ms total)")
+    assert mask_conditions(line) == (
+        "Seq Scan on t2 (rows 1,000,000 scanned, 12 returned, estimated 10, loops 3, "
+        "filter: ((note = ?::text) AND (v > ?)), index cond: (id = ANY (?::integer[])), "
+        "join filter: f(a, ?), recheck: active, 96.9 ms self, 100.0 ms total)")
 
 
 KNOWN = {  # a change here changes every stored fingerprint: treat it as a format change
