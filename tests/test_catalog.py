@@ -217,3 +217,33 @@ def test_quote_ident_as_postgres_does(name, quoted, pg_dsn):
     assert quote_ident(name) == quoted
     with psycopg.connect(pg_dsn) as conn:
         assert conn.execute("SELECT quote_ident(%s)", [name]).fetchone()[0] == quoted
+
+
+def test_write_rates_follow_the_counters(pg_dsn, catalog):
+    """Rows changed a second: since the last ANALYZE where there was one (a bulk load before it does
+    not count), else over the counters' whole span."""
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA rates")
+        for name in ("analyzed", "never"):
+            conn.execute(f"CREATE TABLE rates.{name} (id int PRIMARY KEY, n int) WITH (autovacuum_enabled = off)")
+            conn.execute(f"INSERT INTO rates.{name} SELECT g, 0 FROM generate_series(1, 5000) g")
+        conn.execute("SELECT pg_stat_force_next_flush()")  # the loads are counted before the ANALYZE
+        conn.execute("ANALYZE rates.analyzed")
+        analyzed = time.monotonic()
+        for i in range(300):
+            conn.execute("UPDATE rates.analyzed SET n = n + 1 WHERE id = %s", [i + 1])
+        conn.execute("SELECT pg_stat_force_next_flush()")
+    with connect(pg_dsn) as conn:
+        fresh = read_catalog(conn)
+        (server_age,) = conn.execute(
+            "SELECT extract(epoch FROM now() - coalesce(stats_reset, pg_postmaster_start_time()))::float8 "
+            "FROM pg_stat_database WHERE datname = current_database()").fetchone()
+    elapsed = time.monotonic() - analyzed
+    recent, never = fresh.table("rates.analyzed"), fresh.table("rates.never")
+    assert (recent.n_tup_ins, recent.n_tup_upd, recent.n_mod_since_analyze) == (5000, 300, 300)  # the server's
+    assert 0 < fresh.stats_age_seconds <= server_age
+    assert recent.seconds_since_analyze <= elapsed + 1
+    assert fresh.write_rate(recent) == pytest.approx(300 / max(recent.seconds_since_analyze, 1.0))
+    assert fresh.write_rate(recent) >= 300 / max(elapsed + 1, 1.0)  # the updates, not the 5,000 rows loaded
+    assert never.seconds_since_analyze is None and never.n_tup_ins == 5000
+    assert fresh.write_rate(never) == pytest.approx(5000 / max(fresh.stats_age_seconds, 1.0))
