@@ -12,7 +12,7 @@ from advisor.db.catalog import read_catalog
 from advisor.demo import vacuum_until_all_visible
 from advisor.indexes.candidates import selectivity, static_table
 from advisor.indexes.maintenance import entry_rate
-from advisor.indexes.model import AdvisedQuery
+from advisor.indexes.model import AdvisedQuery, IndexCandidate
 from advisor.indexes.selection import advise
 from advisor.indexes.whatif import WhatIf
 from advisor.workload.fingerprint import fingerprint
@@ -53,14 +53,14 @@ def queries(*weighted: tuple[str, float]) -> list[AdvisedQuery]:
     return out
 
 
-def sizes(dsn: str, *definitions: str) -> list[int]:
-    """HypoPG's size estimates, as the advisor's budget counts them."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("SELECT hypopg_reset()")
-        out = [conn.execute("SELECT hypopg_relation_size(indexrelid) FROM hypopg_create_index(%s)", (d,)).fetchone()[0]
-               for d in definitions]
-        conn.execute("SELECT hypopg_reset()")
-    return out
+def sizes(dsn: str, *candidates: IndexCandidate) -> list[int]:
+    """The advisor's size estimates, as its budget counts them."""
+    with WhatIf(dsn) as whatif:
+        return [whatif.size(c) for c in candidates]
+
+
+def packed(*columns: str, include: tuple[str, ...] = ()) -> IndexCandidate:
+    return IndexCandidate("public.items", columns, include, fillfactor=100)
 
 
 @pytest.fixture(scope="module")
@@ -81,9 +81,8 @@ def covers(candidate, column: str) -> bool:
 
 
 def test_a_chosen_index_is_widened_into_the_covering_one(dsn):
-    plain, covering = sizes(dsn, "CREATE INDEX ON items (part_id) WITH (fillfactor = 100)",
-                            "CREATE INDEX ON items (part_id, quantity) WITH (fillfactor = 100)")
-    budget = covering + (covering - plain) // 2  # room for one of them, not for both
+    plain, covering = sizes(dsn, packed("part_id"), packed("part_id", "quantity"))
+    budget = covering + plain // 2  # room for one of them, not for both
     advice = advise(dsn, queries((AVG_QUANTITY, 100), (BY_SUPPLIER, 1)), budget_bytes=budget)
     picked = [r.candidate for r in advice.recommendations]
     assert len(picked) == 1 and picked[0].columns[0] == "part_id" and covers(picked[0], "quantity"), picked
@@ -92,8 +91,8 @@ def test_a_chosen_index_is_widened_into_the_covering_one(dsn):
 
 
 def test_two_covering_needs_merge_into_one_index(dsn):
-    one, = sizes(dsn, "CREATE INDEX ON items (supplier_id) INCLUDE (shipped, price) WITH (fillfactor = 100)")
-    merged, = sizes(dsn, "CREATE INDEX ON items (supplier_id) INCLUDE (shipped, price, quantity) WITH (fillfactor = 100)")
+    one, merged = sizes(dsn, packed("supplier_id", include=("shipped", "price")),
+                        packed("supplier_id", include=("shipped", "price", "quantity")))
     budget = merged + one // 3  # the merged index fits; two covering indexes do not
     advice = advise(dsn, queries((SHIPPED_PRICE, 10), (SHIPPED_QUANTITY, 10)), budget_bytes=budget)
     picked = [r.candidate for r in advice.recommendations]

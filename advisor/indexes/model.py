@@ -34,12 +34,16 @@ class IndexCandidate:
         name = "idx_" + "_".join(re.sub(r"\W+", "_", w).strip("_") for w in words)
         return name[:63]
 
+    @property
+    def target(self) -> str:
+        """The table, quoted for SQL."""
+        schema, _, table = self.table.rpartition(".")
+        return f"{quote_ident(schema)}.{quote_ident(table)}" if schema else quote_ident(table)
+
     def definition(self) -> str:
         """``ON table USING method (columns) INCLUDE (…) WHERE …``, the part after the index name."""
-        schema, _, table = self.table.rpartition(".")
-        target = f"{quote_ident(schema)}.{quote_ident(table)}" if schema else quote_ident(table)
         keys = ", ".join(_key(c) for c in self.columns)
-        text = f"ON {target} USING {self.method} ({keys})"
+        text = f"ON {self.target} USING {self.method} ({keys})"
         if self.include:
             text += f" INCLUDE ({', '.join(quote_ident(c) for c in self.include)})"
         if self.fillfactor is not None:

@@ -3,18 +3,21 @@
 HypoPG's ``hypopg_relation_size`` prices every row as its own index tuple, with a
 fudge factor for composite keys: it ignores B-tree deduplication (PostgreSQL 13+),
 which stores a key once with a posting list of 6-byte heap TIDs, so a low-cardinality
-index builds 3-7× smaller than it says; and it doubles the width of two-column and
-INCLUDE tuples (1.9× too big on our test tables). ``suggest-indexes`` spends its
-``--budget-mb`` by these sizes, so they must be the ones the server will build.
+index builds 3-7× smaller than it says; and it counts two-column and INCLUDE tuples
+about twice as wide as they are (1.8× too big on our test tables). ``suggest-indexes``
+spends its ``--budget-mb`` by these sizes, so they must be the ones the server builds.
 
 The model follows the bulk load of nbtsort.c (``_bt_load``, ``_bt_buildadd``):
 
 - rows: ``reltuples``; keys: pg_stats (``n_distinct``, ``null_frac``, the most common
   values' frequencies, ``avg_width``). A single key's rows are grouped by value: the most
   common values by their frequencies, the others evenly; NULLs are one more group.
-  Several keys: as many groups as the product of their distinct counts, at most one per
-  row — the most groups the data can have, so the least deduplication and the largest
-  index we may be building (correlated keys build smaller, never larger);
+  Several keys: the combinations counted by extended statistics (CREATE STATISTICS …
+  (ndistinct)) where there are some; else the keys are taken as independent, as the
+  planner takes them, and the rows fill the product of their distinct counts. Correlated
+  keys have fewer combinations, so their index builds smaller than estimated, never larger;
+- a partial index keeps the rows the planner expects its predicate to keep; the keys it
+  fixes (``c = 'x'``, ``c IS NULL``, …) have one value, the others what that many rows show;
 - deduplication applies when every key's default operator class can say that equal
   means bitwise equal (its ``equalimage`` support function: not numeric, float, jsonb,
   arrays, nondeterministic collations …) and the index has no INCLUDE columns. At build
@@ -24,19 +27,23 @@ The model follows the bulk load of nbtsort.c (``_bt_load``, ``_bt_buildadd``):
   and the tuple that does not fit becomes the next page's first, as the build does;
   upper levels hold one pivot per page below (70 % full), plus the metapage.
 
-Whatever the model cannot see (expressions, partial indexes, other methods, a table
-never analyzed, a column whose statistics are hidden from us) is left to HypoPG.
+Whatever the model cannot see (expression keys, methods other than B-tree, a table
+never analyzed, a column whose statistics are hidden from us, a predicate the planner
+cannot estimate) is left to HypoPG.
 """
 
 from __future__ import annotations
 
-import itertools
+import functools
 import json
 import math
+from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import psycopg
+import sqlglot
+from sqlglot import exp
 
 from advisor.indexes.model import IndexCandidate, key_column
 
@@ -48,7 +55,6 @@ _MAXALIGN = 8
 _MAX_POSTING = BLOCK * 10 // 100 // _MAXALIGN * _MAXALIGN - _LINE_POINTER  # nbtsort.c's cap at build: 812
 _DEFAULT_FILLFACTOR = 90
 _NONLEAF_FILLFACTOR = 70
-_SIMULATED_ITEMS = 20_000  # tuples packed one by one per kind of group; the rest is in proportion
 _ALIGN = {"c": 1, "s": 2, "i": 4, "d": 8}
 
 # One row per column of the table. The default B-tree operator class of the column's type
@@ -118,7 +124,8 @@ def read_table_stats(lookup: Callable[[str, list], list[tuple]], table_oid: int)
         return None
     if not rows or rows[0][0] < 0 or rows[0][1] not in ("r", "m"):
         return None
-    columns, names = {}, {}
+    columns: dict[str, ColumnStats] = {}
+    names: dict[str, str] = {}  # attnum -> name, for extended statistics
     for _, _, number, name, length, align, deterministic, width, n_distinct, null_frac, freqs, equal_image in rows:
         names[str(number)] = name
         if width is None:  # never analyzed, or hidden from this role
@@ -141,10 +148,53 @@ def _combinations(texts: list[str], names: dict[str, str]) -> dict[frozenset[str
     return found
 
 
+def restricted(table: TableStats, kept: float, where: str) -> TableStats:
+    """The statistics of the ``kept`` rows a partial index's predicate keeps: a column the predicate
+    fixes (``c = 'x'``, ``c``, ``NOT c``, ``c IS NULL``) has one value; any other keeps the values
+    that many rows drawn from the table would show, as the planner reckons the groups of a
+    filtered GROUP BY (estimate_num_groups)."""
+    fixed = _fixed_columns(where)
+
+    def drawn(distinct: float) -> float:
+        if distinct <= 0 or table.rows <= 0:
+            return distinct
+        return max(distinct * (1 - (max(table.rows - kept, 0.0) / table.rows) ** (table.rows / distinct)), 1.0)
+
+    columns = {}
+    for name, c in table.columns.items():
+        if name in fixed:
+            columns[name] = replace(c, n_distinct=1.0, null_frac=1.0 if fixed[name] else 0.0, common_freqs=())
+        else:
+            columns[name] = replace(c, n_distinct=drawn(c.n_distinct), common_freqs=())
+    return TableStats(kept, columns, {k: drawn(d) for k, d in table.combinations.items()})
+
+
+def _fixed_columns(where: str) -> dict[str, bool]:
+    """The columns a predicate's conjuncts fix to one value (True: to NULL)."""
+    try:
+        tree = sqlglot.parse_one(where, read="postgres")
+    except sqlglot.errors.SqlglotError:
+        return {}
+    fixed = {}
+    for term in tree.flatten() if isinstance(tree, exp.And) else [tree]:
+        term = term.this if isinstance(term, exp.Not) else term  # NOT c: c is false
+        if isinstance(term, exp.Column):
+            fixed[term.name] = False
+        elif isinstance(term, exp.Is) and isinstance(term.this, exp.Column) and isinstance(term.expression, exp.Null):
+            fixed[term.this.name] = True
+        elif isinstance(term, exp.EQ):
+            column, value = (term.this, term.expression) if isinstance(term.this, exp.Column) else \
+                (term.expression, term.this)
+            if isinstance(column, exp.Column) and isinstance(value, (exp.Literal, exp.Boolean)):
+                fixed[column.name] = False
+    return fixed
+
+
 def btree_size(table: TableStats, candidate: IndexCandidate, *, deduplication: bool = True) -> int | None:
-    """Bytes of ``candidate`` built on ``table``; None when the model cannot tell (see the module's
-    docstring). ``deduplication``: the server has it (PostgreSQL 13+)."""
-    if candidate.method != "btree" or candidate.where:
+    """Bytes of ``candidate`` built on ``table`` (for a partial index: ``restricted`` to the rows it
+    keeps); None when the model cannot tell (see the module's docstring). ``deduplication``: the
+    server has it (PostgreSQL 13+)."""
+    if candidate.method != "btree":
         return None
     keys = [table.columns.get(key_column(k)) for k in candidate.columns]
     included = [table.columns.get(c) for c in candidate.include]
@@ -153,19 +203,19 @@ def btree_size(table: TableStats, candidate: IndexCandidate, *, deduplication: b
     values = _values(keys, table.rows, table.combinations.get(frozenset(k.name for k in keys)))
     dedup = deduplication and not included and all(k.equal_image for k in keys)
     tuple_size = _tuple_size([*keys, *included])
-    leaf_pages, items = 0.0, 0.0
-    for group, count in _whole(values if dedup else [(1.0, table.rows)]):
-        tuples = list(_posting_tuples(group, tuple_size))
-        items += len(tuples) * count
-        sample = itertools.islice(itertools.cycle(tuples), _SIMULATED_ITEMS)
-        leaf_pages += _packed(sample, len(tuples) * count, candidate.fillfactor or _DEFAULT_FILLFACTOR, leaf=True)
+    tuples: Counter[tuple[float, float]] = Counter()  # (size, posting list bytes) -> how many
+    for rows, count in _whole(values if dedup else [(1.0, table.rows)]):
+        for kind, n in _posting_tuples(rows, tuple_size).items():
+            tuples[kind] += n * count
+    fillfactor = candidate.fillfactor or _DEFAULT_FILLFACTOR
+    level = math.ceil(sum(n / _per_page(*kind, fillfactor, leaf=True) for kind, n in tuples.items()))
     # A page boundary between equal keys gives its pivot a heap TID (suffix truncation cannot cut it).
+    items = sum(tuples.values())
     ties = max(0.0, 1 - sum(count for _, count in values) / items) if items else 0.0
     pivot = _tuple_size(keys) + _MAXALIGN * ties
-    blocks = level = math.ceil(leaf_pages)
+    blocks = level
     while level > 1:
-        level = math.ceil(_packed(itertools.repeat((pivot, 0.0), _SIMULATED_ITEMS), level,
-                                  _NONLEAF_FILLFACTOR, leaf=False))
+        level = math.ceil(level / _per_page(pivot, 0.0, _NONLEAF_FILLFACTOR, leaf=False))
         blocks += level
     return (1 + blocks) * BLOCK  # the metapage too
 
@@ -183,11 +233,12 @@ def _tuple_size(columns: list[ColumnStats]) -> float:
 
 def _values(keys: list[ColumnStats], rows: float, combinations: float | None = None) -> list[tuple[float, float]]:
     """(rows with a key value, how many such values): the duplicates deduplication can merge.
-    Several keys: ``combinations`` counted by extended statistics, else as the planner guesses
-    the groups of a GROUP BY, the product of the keys' distinct counts (a NULL one more value)."""
+    Several keys: ``combinations`` counted by extended statistics, else the combinations that
+    ``rows`` rows fill when the keys are independent: of the product of the keys' distinct
+    counts (a NULL one more value), as many as that many draws are expected to find."""
     if len(keys) > 1:
-        guess = math.prod(max(k.n_distinct, 1.0) + (k.null_frac > 0) for k in keys)
-        distinct = min(combinations or guess, rows)
+        product = math.prod(max(k.n_distinct, 1.0) + (k.null_frac > 0) for k in keys)
+        distinct = min(combinations or _filled(product, rows), rows)
         return [(rows / distinct, distinct)] if distinct >= 1 else []
     key = keys[0]
     values = [(f * rows, 1.0) for f in key.common_freqs if f * rows >= 1]
@@ -200,6 +251,11 @@ def _values(keys: list[ColumnStats], rows: float, combinations: float | None = N
     return values
 
 
+def _filled(cells: float, rows: float) -> float:
+    """How many of ``cells`` equally likely values ``rows`` rows are expected to show."""
+    return cells if cells <= 1 else cells * -math.expm1(rows * math.log1p(-1 / cells))
+
+
 def _whole(values: list[tuple[float, float]]) -> Iterator[tuple[int, float]]:
     """Whole rows per value: 2.3 rows each is 70 % of the values with 2 rows and 30 % with 3."""
     for rows, count in values:
@@ -209,42 +265,36 @@ def _whole(values: list[tuple[float, float]]) -> Iterator[tuple[int, float]]:
             yield low + 1, count * (rows - low)
 
 
-def _posting_tuples(rows: int, tuple_size: float) -> Iterator[tuple[float, float]]:
-    """(tuple size, its posting list's bytes) for one value's rows, as the build merges them."""
+def _posting_tuples(rows: int, tuple_size: float) -> Counter[tuple[float, float]]:
+    """The tuples one value's rows make, as the build merges them: (size, posting list bytes) -> how many."""
     per_tuple = int((_MAX_POSTING // _MAXALIGN * _MAXALIGN - tuple_size) // _TID)
-    while rows > 0:
-        n = min(rows, per_tuple)
-        rows -= n
-        if n == 1:
-            yield tuple_size, 0.0
-        else:
-            yield _align(tuple_size + _TID * n, _MAXALIGN), _TID * n
+    full, rest = divmod(rows, per_tuple)
+    tuples = Counter({_posting_tuple(per_tuple, tuple_size): full} if full else {})
+    if rest:
+        tuples[_posting_tuple(rest, tuple_size)] += 1
+    return tuples
 
 
-def _packed(sample: Iterator[tuple[float, float]], total: float, fillfactor: int, *, leaf: bool) -> float:
-    """Pages that ``total`` tuples fill, packing a ``sample`` of them as _bt_buildadd does and
-    counting the rest in proportion: a page is finished when the next tuple does not fit or the
-    free space left is under the fillfactor's (a posting list counting as free, since the high
-    key drops it); its last tuple then moves to the new page, and a copy of its key becomes the
-    high key."""
+def _posting_tuple(tids: int, tuple_size: float) -> tuple[float, float]:
+    if tids == 1:
+        return tuple_size, 0.0
+    return _align(tuple_size + _TID * tids, _MAXALIGN), float(_TID * tids)
+
+
+@functools.lru_cache(maxsize=4096)
+def _per_page(size: float, posting: float, fillfactor: int, *, leaf: bool) -> int:
+    """How many tuples of one size a page keeps, filled as _bt_buildadd fills it: the page is
+    finished when the next tuple does not fit or the free space left is under the fillfactor's
+    (a posting list counting as free, since the high key drops it); its last tuple then moves
+    to the next page, which so starts with one, and a copy of its key becomes the high key."""
     target_free = BLOCK * (100 - fillfactor) // 100
-    pages, free, on_page, done = 1, float(_PAGE_ROOM), 0, 0
-    last_size = last_posting = 0.0
-    for size, posting in sample:
-        if done >= total:
-            break
+    free, on_page = _PAGE_ROOM - size - _LINE_POINTER, 1
+    while True:
         room = free - _LINE_POINTER
-        if room < size + (_MAXALIGN if leaf else 0) or (room + last_posting < target_free and on_page >= 2):
-            pages += 1
-            free, on_page = _PAGE_ROOM - last_size - _LINE_POINTER, 1
+        if room < size + (_MAXALIGN if leaf else 0) or (room + posting < target_free and on_page >= 2):
+            return max(on_page - 1, 1)
         free -= size + _LINE_POINTER
         on_page += 1
-        last_size, last_posting = size, posting
-        done += 1
-    if not done:
-        return 0.0
-    last_page = min((_PAGE_ROOM - free) / (_PAGE_ROOM - target_free), 1.0)  # a part page: some other value's
-    return (pages - 1 + last_page) * total / done
 
 
 def _align(n: float, to: int) -> float:
@@ -252,15 +302,23 @@ def _align(n: float, to: int) -> float:
 
 
 class BtreeSizes:
-    """Model sizes in one database, reading each table's statistics once."""
+    """Model sizes in one database, reading each table's statistics once. ``rows_kept``: the
+    planner's estimate of the rows a partial index's predicate keeps (None: it cannot say)."""
 
-    def __init__(self, lookup: Callable[[str, list], list[tuple]], server_version_num: int) -> None:
+    def __init__(self, lookup: Callable[[str, list], list[tuple]], server_version_num: int,
+                 rows_kept: Callable[[IndexCandidate], float | None]) -> None:
         self._lookup = lookup
         self._deduplication = server_version_num >= 130000
+        self._rows_kept = rows_kept
         self._tables: dict[int, TableStats | None] = {}
 
     def estimate(self, candidate: IndexCandidate, table_oid: int) -> int | None:
         if table_oid not in self._tables:
             self._tables[table_oid] = read_table_stats(self._lookup, table_oid)
-        table = self._tables[table_oid]
-        return None if table is None else btree_size(table, candidate, deduplication=self._deduplication)
+        if (table := self._tables[table_oid]) is None or candidate.method != "btree":
+            return None
+        if candidate.where:
+            if (kept := self._rows_kept(candidate)) is None:
+                return None
+            table = restricted(table, kept, candidate.where)
+        return btree_size(table, candidate, deduplication=self._deduplication)

@@ -167,7 +167,7 @@ class WhatIf:
         self._session = _Session(dsn, statement_timeout_ms)  # AdvisorConnectionError if it fails
         # The same EXPLAIN text runs under many configurations: never let psycopg prepare it server-side.
         self._session.conn.prepare_threshold = None
-        self._btree_sizes = BtreeSizes(self._lookup, self._session.server_version_num)
+        self._btree_sizes = BtreeSizes(self._lookup, self._session.server_version_num, self._rows_kept)
         try:
             if backend == "hypopg":
                 self._hypopg = self._check_hypopg()
@@ -316,6 +316,17 @@ class WhatIf:
                 known = int(hypopg), "hypopg"
             self._sizes[candidate] = known
         return self._sizes[candidate]
+
+    def _rows_kept(self, candidate: IndexCandidate) -> float | None:
+        """The rows a partial index's predicate keeps, by the planner's estimate; None if it cannot say."""
+        try:
+            plan = _in_read_only_transaction(self._session, f"SELECT FROM {candidate.target} WHERE {candidate.where}",
+                                             "plain", None, self._timeout_ms)
+        except psycopg.Error as err:
+            if self._session.lost:
+                raise WhatIfUnavailable(_describe(err, self._session, self._timeout_ms), "check the server") from None
+            return None
+        return float(plan["Plan"]["Plan Rows"])
 
     def verify(self, queries: Iterable[AdvisedQuery], candidates: Iterable[IndexCandidate], *,
                runs: int = 2) -> dict[str, dict]:
