@@ -8,8 +8,10 @@ from advisor.checks.rewrite import Batched
 
 
 def run(conn: psycopg.Connection, sql: str, params: list) -> list[tuple]:
+    """The rows, with arrays as tuples so rows can be counted as multisets."""
     with psycopg.RawCursor(conn) as cur:  # $n placeholders, as the server receives them
-        return cur.execute(sql, params).fetchall()
+        rows = cur.execute(sql, params).fetchall()
+    return [tuple(tuple(v) if isinstance(v, list) else v for v in row) for row in rows]
 
 
 def from_evidence(rewrite: dict) -> Batched:

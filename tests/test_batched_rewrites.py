@@ -43,6 +43,10 @@ CASES = [
      "FROM accounts AS a WHERE a.bid = $1 AND a.aid > $3", BRANCHES, [100, 40], False, "aggregate"),
     ("SELECT count(stars), sum(1), string_agg(title, ',') FROM books WHERE author_id = $1", AUTHORS, [], False,
      "aggregate"),
+    ("SELECT string_agg(title, ',' ORDER BY title), array_agg(id ORDER BY id DESC), coalesce(sum(stars), $2), "
+     "count(DISTINCT stars) FROM books WHERE author_id = $1", AUTHORS, [-1], False, "aggregate"),
+    ("SELECT b.title, (SELECT count(*) FROM books AS o WHERE o.stars = b.stars) FROM books AS b "
+     "WHERE b.author_id = $1", AUTHORS, [], False, "rows"),  # the aggregate is the subquery's: row lookups
     ("SELECT id, title FROM books WHERE author_id = $1 ORDER BY title DESC LIMIT $2", AUTHORS, [3], True, "top_n"),
     ("SELECT id FROM books WHERE author_id = $1::INTEGER ORDER BY id LIMIT $2 OFFSET $3", AUTHORS, [2, 3], True,
      "top_n"),
@@ -57,6 +61,7 @@ def test_batched_form_returns_the_rows_of_each_key(schema_conn, child, keys, oth
         assert isinstance(batched, str) and "join" in batched
         return
     assert isinstance(batched, Batched) and batched.kind == kind and kind in KINDS
+    assert batched.parameter == "$1" and batched.others == tuple(f"${i}" for i in range(2, len(others) + 2))
     expected, got = rows_by_key(schema_conn, child, batched, keys, others)
     assert set(got) == set(keys)  # no row under a key that was not asked for
     assert any(not rows or any(v is None or v == 0 for v in rows[0]) for rows in expected.values())  # a key without rows
@@ -72,6 +77,12 @@ def test_batched_form_returns_the_rows_of_each_key(schema_conn, child, keys, oth
     ("SELECT title, row_number() OVER (ORDER BY id) FROM books WHERE author_id = $1", "window"),
     ("SELECT stars, count(*) FROM books WHERE author_id = $1 GROUP BY stars", "GROUP BY"),
     ("SELECT title FROM books WHERE author_id = $1 OR stars = $2", "no `column = parameter`"),
+    ("SELECT title FROM books WHERE author_id = $1 AND id IN (SELECT id FROM books WHERE stars = $1)",
+     "used elsewhere"),
+    ("WITH b AS (SELECT * FROM books) SELECT title FROM b WHERE author_id = $1", "WITH"),
+    ("SELECT max(stars) FROM books WHERE author_id = $1 HAVING count(*) > 1", "HAVING"),
+    ("SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY stars) FROM books WHERE author_id = $1", "WITHIN GROUP"),
+    ("SELECT count(*) FROM books AS b JOIN authors AS a ON a.id = b.author_id WHERE b.author_id = $1", "join"),
     ("SELECT jsonb_agg(title) FROM books WHERE author_id = $1", "cannot classify"),
     ("SELECT title FROM books WHERE author_id = $1 FOR UPDATE", "locking"),
     ("SELECT title FROM books WHERE author_id = $1 UNION SELECT name FROM authors WHERE id = $2", "not a plain SELECT"),

@@ -96,8 +96,10 @@ def _suggestion(batched: Batched | str) -> str:
         "aggregate": "one row per key, keys without rows included (count 0), as the separate queries returned them",
         "top_n": "the query runs per key in a LATERAL subquery, so its ORDER BY … LIMIT applies to each key",
     }[batched.kind]
+    same = (f" It holds when {', '.join(batched.others)} {'is' if len(batched.others) == 1 else 'are'} the same "
+            "for every parent, as the log's constants are." if batched.others else "")
     return (f"Fetch all children in one statement, passing the parent keys as an array in {batched.parameter} "
-            f"({how}):\n  {batched.sql};\n{ORM_HINTS}.")
+            f"({how}):\n  {batched.sql};\n{same}{' ' if same else ''}{ORM_HINTS}.")
 
 
 def _key_type(ctx: Context, batched: Batched) -> str | None:

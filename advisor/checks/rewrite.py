@@ -36,6 +36,7 @@ class Batched:
     key_position: int  # 0-based output column holding the key
     key_added: bool  # that column is the batched form's own (else it is one of the child's)
     table: str | None  # the key column's table, as the child names it (schema-qualified if it is)
+    others: tuple[str, ...] = ()  # the child's other parameters: the form holds when they are the same for every key
 
 
 def _is_parameter(node: exp.Expression) -> bool:
@@ -57,9 +58,10 @@ def _conjuncts(node: exp.Expression | None) -> list[exp.Expression]:
     return [node]
 
 
-def _key_predicate(select: exp.Select) -> tuple[exp.EQ, exp.Column, exp.Expression] | None:
-    """The first ``column = $n`` ANDed into the top WHERE whose $n appears nowhere else."""
+def _key_predicate(select: exp.Select) -> tuple[exp.EQ, exp.Column, exp.Expression] | str:
+    """The first ``column = $n`` ANDed into the top WHERE whose $n appears nowhere else, or why none."""
     where = select.args.get("where")
+    reason = "it has no `column = parameter` condition ANDed into its WHERE to batch on"
     for pred in _conjuncts(where.this if where else None):
         if not isinstance(pred, exp.EQ):
             continue
@@ -69,7 +71,13 @@ def _key_predicate(select: exp.Select) -> tuple[exp.EQ, exp.Column, exp.Expressi
         param = _uncast(other)
         if sum(p == param for p in select.find_all(type(param))) == 1:
             return pred, column, other
-    return None
+        reason = f"its key parameter {param.sql(dialect='postgres')} is used elsewhere in it too"
+    return reason
+
+
+def _own_aggregates(tree: exp.Select) -> list[exp.AggFunc]:
+    """The aggregates of this SELECT, not of its subqueries."""
+    return [a for a in tree.find_all(exp.AggFunc) if a.find_ancestor(exp.Select) is tree]
 
 
 def _refusal(select: exp.Expression) -> str | None:
@@ -82,6 +90,8 @@ def _refusal(select: exp.Expression) -> str | None:
             return f"it uses {what}"
     if select.find(exp.Window):
         return "it uses a window function"
+    if select.find(exp.WithinGroup):
+        return "it uses an ordered-set aggregate (WITHIN GROUP)"
     if select.find(exp.Anonymous):
         return "it calls a function the advisor cannot classify (it may be an aggregate)"
     return None
@@ -100,17 +110,19 @@ def batched_lookup(sql: str, key_type: str | None = None) -> Batched | str:
     if reason := _refusal(tree):
         return reason
     found = _key_predicate(tree)
-    if found is None:
-        return "it has no `column = parameter` condition to batch on"
+    if isinstance(found, str):
+        return found
     pred, column, param = found
     if isinstance(_uncast(param), exp.Placeholder):
         return "its key parameter is not numbered"
     name, table = column.sql(dialect="postgres"), _table_of(tree, column)
+    numbers = {int(p.name) for p in tree.find_all(exp.Parameter) if p.name.isdigit()} - {int(_uncast(param).name)}
+    others = tuple(f"${n}" for n in sorted(numbers))
     key = _Key(pred, column, _uncast(param).copy(),
                key_type or (param.to.sql(dialect="postgres") if isinstance(param, exp.Cast) else None))
     if tree.args.get("limit") or tree.args.get("offset"):
         built = _top_n(tree, key)
-    elif any(e.find(exp.AggFunc) for e in tree.expressions):
+    elif _own_aggregates(tree):
         built = _aggregate(tree, key)
     else:
         built = _rows(tree, key)
@@ -118,7 +130,7 @@ def batched_lookup(sql: str, key_type: str | None = None) -> Batched | str:
         return built
     kind, batched, position, added = built
     return Batched(kind, batched.sql(dialect="postgres"), name, key.parameter.sql(dialect="postgres"), position, added,
-                   table)
+                   table, others)
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +195,7 @@ def _aggregate(tree: exp.Select, key: _Key) -> tuple[str, exp.Expression, int, b
     joined = exp.column(key.column.name, table=owner.copy())
     key.predicate.replace(exp.EQ(this=joined.copy(), expression=value.copy()))
     matched = exp.Not(this=exp.Is(this=joined.copy(), expression=exp.Null()))
-    for agg in list(tree.find_all(exp.AggFunc)):  # a key without rows: count 0, other aggregates NULL
+    for agg in _own_aggregates(tree):  # a key without rows: count 0, other aggregates NULL
         if isinstance(agg.parent, exp.Filter):
             agg.parent.set("expression", exp.Where(this=exp.and_(agg.parent.expression.this, matched.copy())))
         else:
