@@ -10,6 +10,7 @@ import pytest
 from advisor.bench.load import (
     Phase, add_options, conninfo_params, latency_quantiles, rounded, run_phase, scrubber,
 )
+from advisor.bench.quiet import Logging, quiet_dsn
 from advisor.errors import AdvisorError
 
 
@@ -75,3 +76,22 @@ def test_connection_string_helpers():
     assert "pw-xyz" not in str(err.value)
     scrub = scrubber("postgresql://u:pw-one@h/d", None, "host=h password=pw-two")
     assert "pw-one" not in scrub("a pw-one b pw-two") and "pw-two" not in scrub("pw-two")
+
+
+def test_what_statement_logging_is_left_on_and_how_it_is_turned_off():
+    on = {"log_min_duration_statement": "0", "log_statement": "mod", "log_duration": "off",
+          "auto_explain.log_min_duration": "250"}
+    plain = Logging("app user", on, frozenset())
+    # mod logs no SELECT; 0 ms logs every statement; auto_explain logs the plans over 250 ms
+    assert plain.quieted == {} and set(plain.left_on) == {"log_min_duration_statement", "auto_explain.log_min_duration"}
+    assert plain.logs_all and plain.grant() == (
+        'GRANT SET ON PARAMETER log_min_duration_statement, auto_explain.log_min_duration TO "app user"')
+    granted = Logging("app", on, frozenset({"log_min_duration_statement"}))
+    assert granted.quieted == {"log_min_duration_statement": "-1"} and not granted.logs_all
+    assert granted.threshold_ms == 250 and granted.describe() == "auto_explain.log_min_duration = 250 ms"
+    superuser = Logging("postgres", on, frozenset(on))
+    assert superuser.left_on == {} and set(superuser.quieted) == set(on) - {"log_duration"}
+    dsn = quiet_dsn("postgresql://u@h/d?options=-c%20work_mem%3D8MB", superuser)
+    assert conninfo_params(dsn)["options"] == ("-c work_mem=8MB -c log_min_duration_statement=-1 "
+                                               "-c log_statement=none -c auto_explain.log_min_duration=-1")
+    assert quiet_dsn("postgresql://u@h/d", plain) == "postgresql://u@h/d"

@@ -242,7 +242,7 @@ def test_plain_role_is_warned_before_the_run_with_the_count_the_server_logs(embe
     first_arm = next(i for i, (_, text) in enumerate(events) if text.startswith("new_connection over"))
     assert len(warnings) == 1 and warnings[0] < first_arm, events  # once, before the first arm
     warning = events[warnings[0]][1]
-    assert f"GRANT SET ON PARAMETER log_min_duration_statement TO {PLAIN_ROLE}" in warning and "--requests" in warning
+    assert f'GRANT SET ON PARAMETER log_min_duration_statement TO "{PLAIN_ROLE}"' in warning and "--requests" in warning
     warned = re.search(r"The server will log every one of the up to ([\d,]+) statements", warning)
     assert warned, warning
 
@@ -263,3 +263,28 @@ def test_the_cli_prints_the_warning_where_steps_are_not_shown(logged_db):
     assert run.returncode == 0, run.stderr
     assert "warning: statement logging stays on" in run.stderr and "up to 5 statements" in run.stderr, run.stderr
     assert any("logging stays on" in n for n in json.loads(run.stdout)["notes"])
+
+
+def test_a_role_granted_set_turns_logging_off_and_is_not_warned(embedded_cluster, logged_db):
+    """PostgreSQL 15+: the GRANT the warning proposes is enough; the bench then logs no request."""
+    with psycopg.connect(logged_db, autocommit=True) as conn:
+        if conn.info.server_version < 150000:
+            pytest.skip("GRANT SET ON PARAMETER exists from PostgreSQL 15")
+        conn.execute(sql.SQL("GRANT SET ON PARAMETER log_min_duration_statement TO {}").format(sql.Identifier(PLAIN_ROLE)))
+    before = len(_settled_rows(embedded_cluster.csv_log))
+    warned: list[str] = []
+    try:
+        result = run_pool_bench(PoolBenchConfig(
+            dsn=conninfo.make_conninfo(logged_db, user=PLAIN_ROLE), requests=40, warmup_s=0, concurrency=(1,),
+            transports=("tcp",), modes=("new_connection", "psycopg_pool")), warn=warned.append)
+    finally:
+        with psycopg.connect(logged_db, autocommit=True) as conn:
+            conn.execute(sql.SQL("REVOKE SET ON PARAMETER log_min_duration_statement FROM {}")
+                         .format(sql.Identifier(PLAIN_ROLE)))
+    assert sum(a.requests for a in result.arms) == 2 * 40 and warned == []
+    rows = _db_rows(embedded_cluster, before)
+    messages = [r[CSV_MESSAGE] for r in rows if r[CSV_USER] == PLAIN_ROLE]  # not our GRANT and REVOKE
+    assert not any(BENCH_EXECUTE.match(m) for m in messages), messages
+    # only the three statements that read the settings and the rights (parse, bind and execute lines); no error
+    assert len(messages) <= 9 and all("pg_settings" in m or "current_user" in m or "has_parameter_privilege" in m
+                                      for m in messages), messages

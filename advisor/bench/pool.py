@@ -230,10 +230,12 @@ _USUAL_SOCKET_DIRS = ("/var/run/postgresql", "/tmp")
 
 def _server_facts(conn: psycopg.Connection, notes: list[str]) -> _Server:
     row = conn.execute(_FACTS).fetchone()
-    try:  # superuser or pg_read_all_settings only
-        setting = conn.execute(TAG + "SELECT current_setting('unix_socket_directories')").fetchone()[0] or ""
-        dirs = tuple(d.strip() for d in setting.split(",") if d.strip())
-    except pg_errors.InsufficientPrivilege:
+    # Superuser or pg_read_all_settings only; pg_settings hides it from others where current_setting() would
+    # raise an error, which the server logs.
+    setting = conn.execute(TAG + "SELECT setting FROM pg_settings WHERE name = 'unix_socket_directories'").fetchone()
+    if setting is not None:
+        dirs = tuple(d.strip() for d in (setting[0] or "").split(",") if d.strip())
+    else:
         dirs = _USUAL_SOCKET_DIRS
         notes.append("this role may not read unix_socket_directories: the usual socket folders were tried")
     return _Server(row[0], row[1], row[2], dirs, row[3], row[4], bool(row[5]), row[6])

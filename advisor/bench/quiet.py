@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 
 import psycopg
 from psycopg import conninfo as pg_conninfo
+from psycopg import sql as pg_sql
 
 from advisor.bench.load import add_options, bench_session, conninfo_params
 from advisor.errors import AdvisorError
@@ -48,7 +49,6 @@ class Logging:
     """What statement logging this role's sessions get on this database, and what the role may turn off."""
 
     role: str
-    superuser: bool
     settings: dict[str, str]  # the QUIET names in effect for this role and database, as pg_settings has them
     settable: frozenset[str]  # those the role may SET
 
@@ -59,7 +59,8 @@ class Logging:
 
     @property
     def left_on(self) -> dict[str, str]:
-        """The settings that still log once ours are applied (the role may not turn them off)."""
+        """The settings that still log once ours are applied (the role may not turn them off); ``log_statement``
+        = ddl or mod logs no SELECT, so not the pool benchmark's requests."""
         return {n: v for n, v in self.settings.items() if v != QUIET[n] and n not in self.settable
                 and not (n == "log_statement" and v in ("ddl", "mod"))}  # our requests are SELECTs
 
@@ -81,8 +82,9 @@ class Logging:
         return ", ".join(shown(n, v) for n, v in self.left_on.items())
 
     def grant(self) -> str:
-        names = ", ".join(n for n in self.left_on if "." not in n) or ", ".join(self.left_on)
-        return f"GRANT SET ON PARAMETER {names} TO {self.role}"
+        """The statement that lets the role turn off what still logs (PostgreSQL 15+)."""
+        role = pg_sql.Identifier(self.role).as_string(None)
+        return f"GRANT SET ON PARAMETER {', '.join(self.left_on)} TO {role}"
 
 
 def read_logging(conn: psycopg.Connection) -> Logging:
@@ -95,7 +97,7 @@ def read_logging(conn: psycopg.Connection) -> Logging:
         settable = frozenset(n for n, ok in conn.execute(_MAY_SET, (list(settings),)).fetchall() if ok)
     else:  # before 15 only a superuser may set them
         settable = frozenset()
-    return Logging(role, bool(superuser), settings, settable)
+    return Logging(role, settings, settable)
 
 
 def quiet_dsn(dsn: str, logging: Logging) -> str:
