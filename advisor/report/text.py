@@ -121,12 +121,15 @@ def findings_table(findings) -> ByWidth:
     table.add_column("code", no_wrap=True)
     table.add_column("impact ms", justify="right", no_wrap=True)
     table.add_column("finding", ratio=1, overflow="fold", min_width=30)
-    stacked: list = [Text(title, "italic")]
+    stacked = Table.grid(padding=(0, 1))
+    stacked.title, stacked.title_justify, stacked.title_style = title, "left", "italic"
+    stacked.add_column(justify="right", no_wrap=True)
+    stacked.add_column(ratio=1)
     for rank, f in enumerate(findings, 1):
         severity, impact = Text(str(f.severity), SEVERITY_STYLE[str(f.severity)]), _impact(f.impact_ms)
         table.add_row(str(rank), severity, f.code, impact, f.title)
-        stacked.append(Text.assemble((f"{rank:>2}. ", "bold"), severity, f" {f.code}, {impact} ms: {f.title}"))
-    return ByWidth(table, Group(*stacked), min_width=80)
+        stacked.add_row(Text(f"{rank}.", "bold"), Text.assemble(severity, f" {f.code}, {impact} ms: {f.title}"))
+    return ByWidth(table, stacked, min_width=80)
 
 
 def _impact(ms: float | None) -> str:
@@ -136,22 +139,24 @@ def _impact(ms: float | None) -> str:
 _PLAN_KEYS = ("plan", "excerpt")
 
 
-def _finding_detail(rank: int, f, show_values: bool = False) -> Text:
-    text = Text()
-    text.append(f"\n{rank}. {f.code} {f.title}\n", style="bold")
+def _finding_detail(rank: int, f, show_values: bool = False) -> Group:
+    """The finding's title, then its query, evidence, plan and fix, each labelled, wrapped under its label."""
+    rows = Table.grid(padding=(0, 1))
+    rows.add_column(justify="right", no_wrap=True, min_width=12)  # 3 of indent + the longest label, "evidence:"
+    rows.add_column(ratio=1, overflow="fold")
     if f.normalized:
-        text.append(f"   query: {_shorten(f.normalized, 300)}\n")
+        rows.add_row("query:", _shorten(f.normalized, 300))
     if f.application:
-        text.append(f"   from: {f.application}\n")
+        rows.add_row("from:", f.application)
     numbers = {k: round_floats(v) for k, v in f.evidence.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     if numbers:
-        text.append("   evidence: " + ", ".join(f"{k} {v:,}" for k, v in numbers.items()) + "\n", style="dim")
+        rows.add_row("evidence:", Text(", ".join(f"{k} {v:,}" for k, v in numbers.items()), "dim"))
     for key, value in f.evidence.items():
         if key.endswith(_PLAN_KEYS) and value:
             for line in [value] if isinstance(value, str) else value:
-                text.append(f"   plan: {line if show_values else mask_conditions(line)}\n", style="dim")
-    text.append("   fix: " + f.suggestion.replace("\n", "\n        ") + "\n", style="green")
-    return text
+                rows.add_row("plan:", Text(line if show_values else mask_conditions(line), "dim"))
+    rows.add_row("fix:", Text(f.suggestion, "green"))
+    return Group(Text(f"\n{rank}. {f.code} {f.title}", "bold"), rows)
 
 
 def advice_summary(advice) -> Group:
