@@ -163,7 +163,7 @@ def test_the_printed_aggregate_rewrite_counts_per_key(findings, pg_dsn):
     found, _, _, _ = findings
     (finding,) = _about(found, "count(*) FROM accounts")
     batched = from_evidence(finding.evidence["batched"])
-    assert batched.kind == "aggregate" and batched.sql in finding.suggestion and "AS INT[]" in batched.sql
+    assert batched.kind == "aggregate" and batched.sql in finding.suggestion and "UNNEST($1::integer[])" in batched.sql
     with psycopg.connect(pg_dsn) as conn:
         expected, got = rows_by_key(conn, finding.normalized, batched, list(range(1, CHILDREN + 1)) + [99])
     assert expected[21] == [(0,)] and expected[1] == [(200,)]  # branches 21-24 and 99 have no accounts

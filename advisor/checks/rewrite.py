@@ -23,6 +23,7 @@ import sqlglot
 from sqlglot import exp
 
 KINDS = ("rows", "aggregate", "top_n")
+_ARRAY = "__advisor_key_array__"  # stands for the keys' array until the SQL is text
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +37,7 @@ class Batched:
     key_position: int  # 0-based output column holding the key
     key_added: bool  # that column is the batched form's own (else it is one of the child's)
     table: str | None  # the key column's table, as the child names it (schema-qualified if it is)
-    others: tuple[str, ...] = ()  # the child's other parameters: the form holds when they are the same for every key
+    others: tuple[str, ...] = ()  # the child's other parameters: it holds when they are the same for every key
 
 
 def _is_parameter(node: exp.Expression) -> bool:
@@ -85,7 +86,7 @@ def _refusal(select: exp.Expression) -> str | None:
     if not isinstance(select, exp.Select):
         return "it is not a plain SELECT"
     for arg, what in (("distinct", "DISTINCT"), ("group", "GROUP BY"), ("having", "HAVING"), ("with_", "WITH"),
-                      ("with", "WITH"), ("locks", "a locking clause")):
+                      ("locks", "a locking clause")):
         if select.args.get(arg):
             return f"it uses {what}"
     if select.find(exp.Window):
@@ -113,12 +114,13 @@ def batched_lookup(sql: str, key_type: str | None = None) -> Batched | str:
     if isinstance(found, str):
         return found
     pred, column, param = found
-    if isinstance(_uncast(param), exp.Placeholder):
+    number = _uncast(param)
+    if not isinstance(number, exp.Parameter) or not number.name.isdigit():
         return "its key parameter is not numbered"
     name, table = column.sql(dialect="postgres"), _table_of(tree, column)
-    numbers = {int(p.name) for p in tree.find_all(exp.Parameter) if p.name.isdigit()} - {int(_uncast(param).name)}
+    numbers = {int(p.name) for p in tree.find_all(exp.Parameter) if p.name.isdigit()} - {int(number.name)}
     others = tuple(f"${n}" for n in sorted(numbers))
-    key = _Key(pred, column, _uncast(param).copy(),
+    key = _Key(pred, column, number.copy(),
                key_type or (param.to.sql(dialect="postgres") if isinstance(param, exp.Cast) else None))
     if tree.args.get("limit") or tree.args.get("offset"):
         built = _top_n(tree, key)
@@ -129,8 +131,8 @@ def batched_lookup(sql: str, key_type: str | None = None) -> Batched | str:
     if isinstance(built, str):
         return built
     kind, batched, position, added = built
-    return Batched(kind, batched.sql(dialect="postgres"), name, key.parameter.sql(dialect="postgres"), position, added,
-                   table, others)
+    return Batched(kind, batched.sql(dialect="postgres").replace(_ARRAY, key.array()), name,
+                   key.parameter.sql(dialect="postgres"), position, added, table, others)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,12 +146,15 @@ class _Key:
         """``unnest($n[::type[]]) AS keys(col)`` under an alias the child does not use, and ``keys.col``."""
         taken = {t.alias_or_name for t in tree.find_all(exp.Table)}
         alias = next(a for a in ("keys", "batch_keys", "batch_keys_") if a not in taken)
-        array = exp.cast(self.parameter.copy(), f"{self.type}[]", dialect="postgres") if self.type \
-            else self.parameter.copy()
         source = sqlglot.parse_one(f"SELECT 1 FROM unnest(x) AS {alias}({self.column.name})",
                                    read="postgres").args["from_"].this
-        source.set("expressions", [array])
+        source.set("expressions", [exp.column(_ARRAY)])  # the array's text goes in last (see array())
         return source, exp.column(self.column.name, table=alias)
+
+    def array(self) -> str:
+        """``$n::type[]`` as the catalog spells the type (sqlglot would rewrite some types wrongly)."""
+        return f"{self.parameter.sql(dialect='postgres')}::{self.type}[]" if self.type else \
+            self.parameter.sql(dialect="postgres")
 
 
 def _table_of(tree: exp.Select, column: exp.Column) -> str | None:
