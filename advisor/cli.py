@@ -290,7 +290,7 @@ def suggest_indexes(
     log_format: LogFormatOption = LogFormatChoice.auto,
     log_line_prefix: LogLinePrefixOption = None,
     max_indexes: Annotated[Optional[int], typer.Option("--max-indexes", min=1, help="At most this many new indexes.")] = None,
-    budget_mb: Annotated[Optional[float], typer.Option("--budget-mb", min=0.0, help="At most this much new index, in MB as PostgreSQL prints sizes (1 MB = 1024² bytes), by the size each index would build to, modelled from the table's statistics (B-tree deduplication included).")] = None,
+    budget_mb: Annotated[Optional[float], typer.Option("--budget-mb", min=0.0, help="At most this much new index, in MB as PostgreSQL prints sizes (1 MB = 1024² bytes), by HypoPG's size estimates.")] = None,
     min_improvement: Annotated[float, typer.Option("--min-improvement", min=0.0, help="A pick must lower the workload's cost by at least this % of what it is before that pick.")] = MIN_IMPROVEMENT,
     max_width: Annotated[int, typer.Option("--max-width", min=1, max=8, help="Columns per index at most.")] = 3,
     weight: Annotated[Weight, typer.Option("--weight", help="Weigh each query by its calls or its total time.")] = Weight.calls,
@@ -432,8 +432,9 @@ def bench_replicas(
         primary_dsn=primary, replica_dsns=tuple(replica or ()), local_replicas=local_replicas, read_ratio=read_ratio,
         concurrency=concurrency, duration_s=duration, max_lag_ms=max_lag_ms, max_lag_bytes=max_lag_bytes, drill=drill,
     )  # fmt: skip
-    with _steps("benchmarking") as step:
-        result = run_replica_bench(config, step=step)
+    with _steps("benchmarking") as step:  # a warning is printed even where steps are not (a pipe)
+        result = run_replica_bench(config, step=step, warn=lambda text: err.print(
+            f"[yellow]warning:[/yellow] {text}", highlight=False, soft_wrap=True))
     if output_format is OutputFormat.json:
         _emit_json(replica_bench_document(result), output)
     else:

@@ -540,9 +540,9 @@ def _logging_warning(cfg: PoolBenchConfig, logging: Logging, plan: list[tuple[st
         total = sum(round(seconds * min(c, host_cores()) * per_request[m]
                           / (request_s + (connect_s if m in OPENING_MODES else 0.0)))
                     for m, _, _ in plan for c in cfg.concurrency)
-        how = (f"{arms} arms × {seconds:g} s, at the {request_s * 1000:.2f} ms a request took here "
-               f"({connect_s * 1000:.1f} ms more with a new connection)")
-        amount = f"about {total:,}"
+        how = (f"an upper estimate: {arms} arms × {seconds:g} s, each client at the {request_s * 1000:.2f} ms a "
+               f"request took here ({connect_s * 1000:.1f} ms more with a new connection); --requests makes it exact")
+        amount = f"up to about {total:,}"
     which = "every one" if logging.logs_all else f"those slower than {logging.threshold_ms:,} ms"
     return (f"statement logging stays on for this role's sessions ({logging.describe()}): only a superuser, or a "
             f"role granted SET on these parameters, may turn it off. The server will log {which} of the {amount} "

@@ -452,9 +452,11 @@ def _with_sync_commit(dsn: str) -> str:
     return pg_conninfo.make_conninfo("", **add_options(conninfo_params(dsn), "-c synchronous_commit=on"))
 
 
-def run_replica_bench(cfg: ReplicaBenchConfig, step: Step | None = None) -> ReplicaBenchResult:
-    """Measure every arm (and the drill); local servers are stopped and the schema dropped before returning."""
+def run_replica_bench(cfg: ReplicaBenchConfig, step: Step | None = None, warn: Step | None = None) -> ReplicaBenchResult:
+    """Measure every arm (and the drill); local servers are stopped and the schema dropped before returning.
+    ``warn`` (else ``step``) hears, before the first arm, when this role may not turn statement logging off."""
     step = step or (lambda text: None)
+    warn = warn or step
     _check(cfg)
     notes: list[str] = []
     cluster = None
@@ -474,7 +476,7 @@ def run_replica_bench(cfg: ReplicaBenchConfig, step: Step | None = None) -> Repl
                          "cluster's default is off)")
         else:
             primary, replicas = cfg.primary_dsn, list(cfg.replica_dsns)
-        return _measure(cfg, primary, replicas, replica_clusters, notes, step)
+        return _measure(cfg, primary, replicas, replica_clusters, notes, step, warn)
     finally:
         if cluster is not None:
             step("stopping the local servers")
@@ -482,7 +484,7 @@ def run_replica_bench(cfg: ReplicaBenchConfig, step: Step | None = None) -> Repl
 
 
 def _measure(cfg: ReplicaBenchConfig, primary: str, replicas: list[str], replica_clusters: list,
-             notes: list[str], step: Step) -> ReplicaBenchResult:
+             notes: list[str], step: Step, warn: Step) -> ReplicaBenchResult:
     scrub = scrubber(primary, *replicas)
     # Sessions use pq/rq: the DSNs with statement logging off where the role may (the same role has the same
     # rights on a standby); what is shown keeps the DSNs as given.
@@ -494,7 +496,7 @@ def _measure(cfg: ReplicaBenchConfig, primary: str, replicas: list[str], replica
         notes.append(f"statement logging stays on for this role's sessions ({logging.describe()}): the servers log "
                      f"{which} of the run (thousands a second); to avoid it run as a superuser or "
                      f"{logging.grant()} (PostgreSQL 15+)")
-        step(f"warning: {notes[-1]}")
+        warn(notes[-1])
     schema = new_schema_name()
     t0 = time.monotonic()
     arms: list[ReplicaArm] = []
