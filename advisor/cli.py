@@ -290,7 +290,7 @@ def suggest_indexes(
     log_format: LogFormatOption = LogFormatChoice.auto,
     log_line_prefix: LogLinePrefixOption = None,
     max_indexes: Annotated[Optional[int], typer.Option("--max-indexes", min=1, help="At most this many new indexes.")] = None,
-    budget_mb: Annotated[Optional[float], typer.Option("--budget-mb", min=0.0, help="At most this much new index, in MB as PostgreSQL prints sizes (1 MB = 1024² bytes), by HypoPG's size estimates.")] = None,
+    budget_mb: Annotated[Optional[float], typer.Option("--budget-mb", min=0.0, help="At most this much new index, in MB as PostgreSQL prints sizes (1 MB = 1024² bytes), by the size each index would build to, modelled from the table's statistics (B-tree deduplication included).")] = None,
     min_improvement: Annotated[float, typer.Option("--min-improvement", min=0.0, help="A pick must lower the workload's cost by at least this % of what it is before that pick.")] = MIN_IMPROVEMENT,
     max_width: Annotated[int, typer.Option("--max-width", min=1, max=8, help="Columns per index at most.")] = 3,
     weight: Annotated[Weight, typer.Option("--weight", help="Weigh each query by its calls or its total time.")] = Weight.calls,
