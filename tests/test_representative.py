@@ -47,8 +47,8 @@ def db(pg_dsn):
             conn.execute(SLOW, (RARE_BRANCH,)).fetchall()
         for _ in range(30):
             conn.execute("SELECT sum(abalance) FROM accounts").fetchall()
-        for _ in range(200):  # deep pages: the workload's largest planner cost
-            conn.execute(PAGE, (20, 50_000)).fetchall()
+        for _ in range(40):  # deep pages (explained at OFFSET 100,000, the nearest try): the largest cost
+            conn.execute(PAGE, (20, 150_000)).fetchall()
         # A table that shrank after its query was measured: no plan of today explains that mean.
         conn.execute("CREATE TABLE shrinking AS SELECT g AS id, g % 7 AS v FROM generate_series(1, 300000) g")
         for _ in range(3):
@@ -103,6 +103,7 @@ def test_bindings_take_the_common_the_median_and_the_rare_value():
         ["a_1", "9", "a\\_1", None, "0"],  # most common; median; LIKE matches the value itself, escaped
         ["d%", "13", "d\\%", None, "1000"],  # median histogram value; the upper bound high (a wide range)
         ["e", "1", "e", None, "10000"],  # the rare end
+        ["a_1", "9", "a\\_1", None, "100000"],  # a deeper page: the others take their first value again
     ]
     assert found[0].label == ("$1, $3 = most common value of t.c (freq 60%); $2 = median of t.n; "
                               "$4 = NULL (a value no plan depends on); $5 = OFFSET 0")
@@ -191,9 +192,9 @@ def _workload(dsn: str):
     return build_workload(scan)
 
 
-# A pick must save a tenth of the workload's cost: the deep pages weigh most, as the user's other
+# A pick must save 15 % of the workload's cost: the deep pages weigh most, as the user's other
 # queries did, so the slow query's index must be worth more than a generic plan makes it look.
-MIN_IMPROVEMENT = 10.0
+MIN_IMPROVEMENT = 15.0
 
 
 def bid_indexes(recommendations: list) -> list:

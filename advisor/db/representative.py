@@ -11,7 +11,7 @@ column's ``pg_stats``:
 - a lower bound (``col > $1``, ``BETWEEN $1 …``): the median, then a low value
   (wide range), then a high one (narrow); an upper bound the other way round;
 - ``LIMIT $n``: the rows the query returned per call; ``OFFSET $n``: 0, the
-  large-OFFSET threshold, and ten times it.
+  large-OFFSET threshold, and ten and a hundred times it.
 
 Bindings are the i-th choice of every parameter taken together, so a handful of
 EXPLAINs covers the common case, the median and the rare case. The caller
@@ -36,7 +36,7 @@ from advisor.indexes.usage import _Walker, unparen
 
 __all__ = ["Binding", "Choice", "ParameterUse", "StatsRow", "bindings", "parameter_text", "parameter_uses"]
 
-MAX_BINDINGS = 3  # EXPLAINs per statement: the common case, the median, the rare case
+MAX_BINDINGS = 4  # EXPLAINs per statement: the common case, the median, the rare case (and a deeper OFFSET)
 
 # The columns pg_stats holds for one column (None where it has none).
 StatsRow = tuple[list[str] | None, list[float] | None, list[str] | None]  # most_common_vals, _freqs, histogram_bounds
@@ -259,9 +259,10 @@ def bindings(uses: dict[int, ParameterUse], count: int, stats: StatsLookup, *, r
             rows = max(1, round(rows_per_call)) if rows_per_call else 1
             per_parameter.append([Choice(str(rows), f"LIMIT {rows:,} (rows returned per call)")])
         elif use.kind == "offset":
+            deeper = [large_offset * 10, large_offset * 100]  # pages far beyond the threshold are common too
             per_parameter.append([Choice("0", "OFFSET 0"),
                                   Choice(str(large_offset), f"OFFSET {large_offset:,} (the large-OFFSET threshold)"),
-                                  Choice(str(large_offset * 10), f"OFFSET {large_offset * 10:,}")])
+                                  *(Choice(str(n), f"OFFSET {n:,}") for n in deeper)])
         else:
             schema, _, table = use.table.partition(".")
             row = stats(schema, table, use.column)
