@@ -172,7 +172,7 @@ class _Activity:
             err.log(text, highlight=False)
 
     def progress(self, done: int, total: int) -> None:
-        self.read = f": {done / MB:,.1f} of {total / MB:,.1f} MB of logs read"
+        self.read = f": {done / MB:,.1f} of {total / MB:,.1f} MB"
         self._redraw()
 
     def _redraw(self) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import re
 import subprocess
 import sys
@@ -158,6 +159,36 @@ def test_parse_in_a_narrow_pipe_prints_the_queries(tmp_path, columns):
     assert "2 calls" in run.stdout and "1 call " in run.stdout and "total 1,234.5" in run.stdout
     assert "mean 3.00" in run.stdout
     assert max(map(len, run.stdout.splitlines())) <= int(columns)
+
+
+def _on_a_terminal(*args: str) -> str:
+    """What the advisor writes to stderr when stderr is a terminal (a pseudo-terminal), escape codes removed."""
+    leader, follower = pty.openpty()
+    process = subprocess.Popen([sys.executable, "-m", "advisor.cli", *args], stdout=subprocess.DEVNULL, stderr=follower,
+                               env={**os.environ, "COLUMNS": "100", "TERM": "xterm"})
+    os.close(follower)
+    written = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the child closed its end
+            break
+        if not chunk:
+            break
+        written += chunk
+    process.wait(timeout=120)
+    os.close(leader)
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", written.decode(errors="replace"))
+
+
+def test_progress_shows_the_elapsed_time_on_a_terminal_only(tmp_path):
+    log = tmp_path / "pg.log"
+    log.write_text(LOG * 300)
+    shown = _on_a_terminal("parse", str(log))
+    assert "reading the logs" in shown and re.search(r"\d:\d\d:\d\d", shown)  # rich's elapsed-time column
+    assert not re.search(r"\w+\.py:\d+", shown)
+    piped = advisor("parse", str(log))
+    assert piped.returncode == 0 and piped.stderr == ""  # quiet off a terminal
 
 
 def test_an_empty_log_says_what_was_found_and_why(tmp_path):
