@@ -49,9 +49,10 @@ def workload_notes(workload: Workload) -> list[str]:
     return list(workload.notes) + ([empty] if empty else [])
 
 
-# Notes that say part of the workload is missing from the numbers (rows the role may not read,
-# an empty log): every report shows them first and loud, not in a list at the end.
-_MISSING_MARKERS = ("hidden", "no statements found")
+# Notes that say part of the workload is missing from the numbers: what the role may not read
+# (pg_stat_statements rows, tables; each such note gives its GRANT) and an empty log. Every report
+# shows them first and loud, not in a list at the end.
+_MISSING_MARKERS = ("GRANT ", "no statements found")
 
 
 def warnings(notes: list[str]) -> list[str]:
