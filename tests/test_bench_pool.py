@@ -184,6 +184,14 @@ def _db_rows(cluster, since: int) -> list[list[str]]:
     return [r for r in _settled_rows(cluster.csv_log)[since:] if len(r) > CSV_APP and r[CSV_DB] == LOGGED_DB]
 
 
+def _reset_statements(admin_dsn: str) -> None:
+    """Empty LOGGED_DB's pg_stat_statements (the fixture's own statements go), from another database."""
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        oid = conn.execute("SELECT oid FROM pg_database WHERE datname = %s", (LOGGED_DB,)).fetchone()[0]
+        conn.execute("SELECT pg_stat_statements_reset(0, %s, 0)", (oid,))
+
+
 def _untagged_statements(admin_dsn: str) -> list[tuple[str, int]]:
     """pg_stat_statements of LOGGED_DB whose text does not start with the tag (read from another database)."""
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
@@ -194,10 +202,7 @@ def _untagged_statements(admin_dsn: str) -> list[tuple[str, int]]:
 
 def test_superuser_run_is_tagged_named_and_stays_out_of_the_log(embedded_cluster, logged_db):
     admin = embedded_cluster.dsn()
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-        oid = conn.execute("SELECT oid FROM pg_database WHERE datname = %s", (LOGGED_DB,)).fetchone()[0]
-        conn.execute("SELECT pg_stat_statements_reset(0, %s, 0)", (oid,))
+    _reset_statements(admin)
     before = len(_settled_rows(embedded_cluster.csv_log))
     seen: set[str] = set()
     stop = threading.Event()
@@ -231,6 +236,7 @@ def test_superuser_run_is_tagged_named_and_stays_out_of_the_log(embedded_cluster
 
 def test_plain_role_is_warned_before_the_run_with_the_count_the_server_logs(embedded_cluster, logged_db):
     plain = conninfo.make_conninfo(logged_db, user=PLAIN_ROLE)
+    _reset_statements(embedded_cluster.dsn())
     before = len(_settled_rows(embedded_cluster.csv_log))
     events: list[tuple[str, str]] = []
     result = run_pool_bench(
