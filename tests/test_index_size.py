@@ -14,6 +14,7 @@ import pytest
 from advisor.indexes.model import AdvisedQuery, IndexCandidate
 from advisor.indexes.selection import advise
 from advisor.indexes.whatif import WhatIf
+from advisor.report.jsondoc import advice_document
 
 ROWS = 120_000
 TOLERANCE = 0.25  # the requirement: within 25 % of the built index
@@ -161,3 +162,5 @@ def test_budget_is_spent_by_the_corrected_size(db):
     assert (rec.candidate.columns, rec.candidate.include, rec.candidate.where) == (("med_int",), (), None)
     assert rec.size_estimate == "btree-model"
     assert abs(rec.estimated_size_bytes / built - 1) <= TOLERANCE
+    [shown] = advice_document(advice)["recommendations"]  # the JSON says which estimate it holds
+    assert (shown["estimated_size_bytes"], shown["size_estimate"]) == (rec.estimated_size_bytes, "btree-model")
