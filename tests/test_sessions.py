@@ -216,3 +216,13 @@ def test_written_tables_are_read_with_sqlglot():
     assert written_tables("copy items to stdout") == ()
     assert written_tables("with gone as (delete from q returning *) select * from gone") == ("q",)
     assert written_tables("select * from t") == ()
+
+
+def test_a_transaction_left_idle_is_closed_by_the_sweep(tmp_path):
+    log = LogWriter()
+    log.run(916, "BEGIN", after_ms=50)
+    for i in range(6):
+        log.run(916, "SELECT * FROM books WHERE id = $1", params=f"$1 = '{i}'")
+    log.run(916, "COMMIT", after_ms=12_000)  # 12 s idle: the sweep this line sets off closes the unit first
+    (run,) = log.workload(tmp_path).repeats
+    assert (run.occurrences, run.statements, run.sessions) == (1, 6, ("916",))

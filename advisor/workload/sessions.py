@@ -191,6 +191,8 @@ class SessionPatterns:
     # --- units of work ----------------------------------------------------
 
     def _add_to_unit(self, e: Execution, fp: Fingerprint, now: float | None, key: int) -> None:
+        if now is not None and now - self.swept_ms > self.config.n1_max_unit_ms:
+            self._sweep(now)  # first: it may close this session's unit, gone quiet
         session = e.session or ""
         unit = self.units.get(session)
         if unit is not None and self._ends_before(unit, e, fp, now):
@@ -200,8 +202,6 @@ class SessionPatterns:
             unit = self.units[session] = _Unit(session, e, now, transaction=fp.normalized in _BEGIN)
             if len(self.units) > MAX_OPEN_UNITS:
                 self._close(self.units.pop(next(iter(self.units))))
-        if now is not None and now - self.swept_ms > self.config.n1_max_unit_ms:
-            self._sweep(now)
         run = unit.runs.get(fp.id)
         if run is None and len(unit.runs) < MAX_RUNS_PER_UNIT:
             run = unit.runs[fp.id] = _Run(unit.previous)
