@@ -581,13 +581,18 @@ _FALLBACK_WORDS = {
 }
 
 
+def _percent(share: float) -> str:
+    """A share as a percentage that says 0 or 100 only when it is (0.2 %, not 0 %)."""
+    return f"{share:.1%}" if 0 < share < 0.01 or 0.99 < share < 1 else f"{share:.0%}"
+
+
 def _placement(arm: ReplicaArm) -> str:
     """Where an arm's reads went, measured: '87 % on replicas (…)', with the reasons when they fell back."""
     share = arm.replica_share
     answered = arm.answered_by_replicas + arm.answered_by_primary
     if share is None:
         return "no read completed"
-    text = f"reads {share:.0%} on replicas ({arm.answered_by_replicas:,} of {answered:,})"
+    text = f"reads {_percent(share)} on replicas ({arm.answered_by_replicas:,} of {answered:,})"
     if share >= REPLICA_ARM_SHARE or arm.policy == "primary":
         return text
     why = [f"{_FALLBACK_WORDS.get(r, r)} ({n:,})" for r, n in sorted(arm.fallback_reasons.items(), key=lambda x: -x[1])]
@@ -670,7 +675,7 @@ def replica_bench_text(result: ReplicaBenchResult):
     for a in result.arms:
         t.add_row(a.name, a.read_your_writes or "-", f"{a.requests:,}", num(a.ops_per_s, ",.0f"), num(a.p50_ms),
                   num(a.p95_ms), num(a.p99_ms), str(a.stale_reads), str(a.failed_requests),
-                  "-" if a.replica_share is None else f"{a.replica_share:.0%}", str(a.fallbacks), str(a.ejections))
+                  "-" if a.replica_share is None else _percent(a.replica_share), str(a.fallbacks), str(a.ejections))
     lines = [Text(f"primary {result.primary}; replicas {', '.join(result.replicas)}; host cores {result.host_cores}"),
              t, Text("latency in ms per request (a read, or a write with its read-back); on replicas: the share of "
                      "reads a standby answered (pg_is_in_recovery() of the server, read with each row)", style="dim")]
