@@ -338,7 +338,7 @@ def report(
     history: Annotated[Optional[str], typer.Option("--history", help="Run history: a SQLite path or a postgresql:// DSN (default OUT/history.sqlite).")] = None,
     state: Annotated[Optional[Path], typer.Option("--state", help="Where the log offsets are kept (default OUT/.log-state.json).")] = None,
     fail_on: Annotated[FailOn, typer.Option("--fail-on", help="Exit 1 when a finding at or above this severity exists.")] = FailOn.never,
-    fail_on_regression: Annotated[Optional[float], typer.Option("--fail-on-regression", min=0.0, help="Exit 1 when a query's p95 or total time rose by more than this % since the last run (also the regression threshold; default 20).")] = None,
+    fail_on_regression: Annotated[Optional[float], typer.Option("--fail-on-regression", min=0.0, help="Exit 1 when a query regressed: its p95 or total time rose by more than this % since the last run, with enough calls on both sides, above an absolute floor and beyond its usual run-to-run spread (README, advisor report; also the regression threshold; default 20).")] = None,
     keep_runs: Annotated[int, typer.Option("--keep-runs", min=1, help="Runs kept in the history per database.")] = 30,
     log_format: LogFormatOption = LogFormatChoice.auto,
     log_line_prefix: LogLinePrefixOption = None,

@@ -175,10 +175,10 @@ def run_report(opts: ReportOptions, step: Step = lambda _: None, progress: Progr
             hits = [f for f in scanned.findings if f.severity >= opts.fail_on]
             if hits:
                 code = 1
-                reasons.append(f"{len(hits)} finding(s) at or above {opts.fail_on.name}")
+                reasons.append(f"{plural(len(hits), 'finding')} at or above {opts.fail_on.name}")
         if opts.fail_on_regression is not None and history_doc["regressions"]:
             code = 1
-            reasons.append(f"{len(history_doc['regressions'])} regression(s) over {opts.fail_on_regression:g} %")
+            reasons.append(f"{plural(len(history_doc['regressions']), 'regression')} over {opts.fail_on_regression:g} %")
     doc["exit"] = {"code": code, "reasons": reasons}
 
     _write(out, doc)
