@@ -7,6 +7,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import psycopg
@@ -66,11 +68,31 @@ def test_arms_whose_reads_fell_back_to_the_primary_are_not_called_replica_routin
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute("SELECT pg_stat_statements_reset(0, %s, 0)", (oid,))
         logged_before = len(list(csv.reader(embedded_cluster.csv_log.read_text().splitlines(keepends=True))))
-        result = run_replica_bench(ReplicaBenchConfig(
-            primary_dsn=pg_dsn, replica_dsns=(replica.dsn(dbname),), concurrency=2, duration_s=0.5,
-            arms=("primary_only", "round_robin", "lag_aware")))
+        names: set[str] = set()
+        stop = threading.Event()
+
+        def sample() -> None:  # the sessions the bench opened on the primary (state is null while one starts)
+            with psycopg.connect(admin, autocommit=True) as conn:
+                while not stop.is_set():
+                    names.update(r[0] for r in conn.execute(
+                        "SELECT application_name FROM pg_stat_activity WHERE datname = %s "
+                        "AND backend_type = 'client backend' AND state IS NOT NULL", (dbname,)))
+                    time.sleep(0.01)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        try:
+            result = run_replica_bench(ReplicaBenchConfig(
+                primary_dsn=pg_dsn, replica_dsns=(replica.dsn(dbname),), concurrency=2, duration_s=0.5,
+                arms=("primary_only", "round_robin", "lag_aware")))
+        finally:
+            stop.set()
+            sampler.join()
     finally:
         replica.stop()
+    # the bench's pools and the lag sampler (the router probes the primary only once the replica answers)
+    assert {"advisor_bench", "advisor_bench_lag"} <= names, names
+    assert all(name.startswith("advisor") for name in names), names
     by = {a.name: a for a in result.arms}
     for name in ("round_robin", "lag_aware"):
         arm = by[name]
