@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import time
+from html import escape
 from pathlib import Path
 
 import psycopg
@@ -133,6 +134,19 @@ def test_second_run_reads_only_the_appended_log_and_compares_with_history(runs):
     assert h["new_findings"] or any(q["normalized"].startswith("SELECT count(*) FROM test_results AS a")
                                     or "test_results" in q["normalized"] and "JOIN" in q["normalized"]
                                     for q in doc["workload"]["queries"])
+
+
+def test_plan_excerpts_keep_the_servers_numbers_in_json_and_html(runs, pg_dsn):
+    """Item 7 of issue 11: literal masking never reaches a plan's rows, loops or times."""
+    with psycopg.connect(pg_dsn) as conn:
+        rows = conn.execute("SELECT count(*) FROM test_results").fetchone()[0]
+    html = (runs["out"] / "report.html").read_text()
+    scans = [f for f in runs["doc2"]["scan"]["findings"] if f["code"] == "ADV001" and "test_results" in f["title"]]
+    assert scans
+    for f in scans:
+        plan = f["evidence"]["plan"]
+        assert f"on test_results (rows {rows:,} scanned, " in plan and re.search(r"[\d,]+\.\d ms self", plan)
+        assert "?," not in plan.split("filter:")[0] and escape(plan) in html
 
 
 def test_fail_on_regression_exits_1(runs):
