@@ -128,21 +128,21 @@ class _Session:
             yield from _orphan(self.plan, file)
         self.plan = plan
 
-    def close(self, file: str, track: bool) -> Iterator[Execution]:
-        """The open execution is done; with ``track``, a plan for it may still come."""
+    def close(self, file: str) -> Iterator[Execution]:
+        """The open execution is done (a plan for it may still come: a cursor's portal closes later)."""
         p, self.open = self.open, None
         if p is None:
             return
         if p.before is not None:  # no plan followed it: the one before was its own
             p.plan, p.before = p.before.text, None
-        if track and p.plan is None:
+        if p.plan is None:
             self.recent.append(p)
             if len(self.recent) > RECENT_KEPT:
                 del self.recent[0]
         yield _execution(p, file)
 
     def finish(self, file: str) -> Iterator[Execution]:
-        yield from self.close(file, False)
+        yield from self.close(file)
         if self.plan is not None:
             yield from _orphan(self.plan, file)
         self.plan = None
@@ -190,8 +190,10 @@ def executions(records: Iterable[LogRecord], file: str, tally: Tally) -> Iterato
             if s.plan is not None:
                 yield from s.resolve(p, verb[0] == "e", file)
             if s.open is not None:
-                # Only logs with plans need to remember executions that went without one.
-                yield from s.close(file, tally.plans > 0)
+                if tally.plans:  # only logs with plans need more than the execution itself
+                    yield from s.close(file)
+                else:
+                    yield _execution(s.open, file)
             s.open, s.details = p, True
             del sessions[key]  # kept in order of activity: the idlest session is closed first
             sessions[key] = s
