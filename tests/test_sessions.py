@@ -226,3 +226,15 @@ def test_a_transaction_left_idle_is_closed_by_the_sweep(tmp_path):
     log.run(916, "COMMIT", after_ms=12_000)  # 12 s idle: the sweep this line sets off closes the unit first
     (run,) = log.workload(tmp_path).repeats
     assert (run.occurrences, run.statements, run.sessions) == (1, 6, ("916",))
+
+
+def test_a_data_modifying_with_is_a_write_not_a_cached_read(tmp_path):
+    log = LogWriter()
+    for _ in range(6):
+        log.run(918, "SELECT * FROM jobs WHERE id = 1")
+        log.run(918, "WITH done AS (DELETE FROM jobs WHERE id = 2 RETURNING id) SELECT count(*) FROM done")
+    log.run(918, "SELECT * FROM jobs WHERE id = 1")
+    log.run(918, "SELECT * FROM jobs WHERE id = 1")  # the only read with no write before it
+    (cached,) = log.workload(tmp_path).cache  # the WITH is not a cache candidate, and it invalidates the read
+    assert "FROM jobs WHERE id" in cached.normalized and cached.lookups == 8
+    assert all(hits == 1 for _, _, hits in cached.hits)

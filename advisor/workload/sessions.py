@@ -185,7 +185,7 @@ class SessionPatterns:
         read, written = self.tables[fp.id]
         for table in written:
             self.writes[table] = self.writes.get(table, 0) + 1
-        if fp.statement_type == "select" and now is not None:
+        if fp.statement_type == "select" and not written and now is not None:
             self._replay(fp.id, key, now, e.duration_ms or 0.0, sum(self.writes.get(t, 0) for t in read))
 
     # --- units of work ----------------------------------------------------
@@ -360,9 +360,14 @@ def _real_vxid(vxid: str | None) -> bool:
 def _tables(fp: Fingerprint) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(tables a read depends on, tables a write changes), by bare lower-case name: a write to
     ``s.t`` invalidates reads of any ``t``, which errs towards fewer cache hits."""
-    if fp.statement_type == "select":
-        return tuple(t.rsplit(".", 1)[-1].strip('"').lower() for t in tables_of(fp.normalized)), ()
-    return (), written_tables(fp.normalized)
+    words = fp.normalized.split(None, 1)
+    first = words[0].lower() if words else ""
+    if fp.statement_type == "select":  # a data-modifying WITH is a write: never replayed as a read
+        written = written_tables(fp.normalized) if first == "with" else ()
+        return tuple(t.rsplit(".", 1)[-1].strip('"').lower() for t in tables_of(fp.normalized)), written
+    if fp.statement_type in ("insert", "update", "delete", "merge") or first in ("truncate", "copy"):
+        return (), written_tables(fp.normalized)
+    return (), ()  # SET, BEGIN, VACUUM…: not parsed again
 
 
 def _offset(e: Execution) -> int | None:
