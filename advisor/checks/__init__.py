@@ -1,7 +1,9 @@
 """The checks, in the order they run: an explicit registry, no import-time magic.
 
 Each module holds one check: its docstring states the problem, the signal and
-threshold (a Thresholds field) and the fix; it exposes CODE, NAME and run(ctx).
+threshold (a Thresholds field), how its impact is estimated and the fix; it
+exposes CODE, NAME and run(ctx). Severity is never a check's own: every check
+takes it from its impact with ``Context.severity`` (one rule, Thresholds.severity).
 ``needs`` says what a check reads besides the workload: query plans, the catalog.
 """
 
