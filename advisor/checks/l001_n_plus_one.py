@@ -9,7 +9,8 @@ Impact: the time the pattern spends, its children's server time plus a
 round trip each (``round_trip_ms``, measured against the target when a DSN is
 given); batching saves the round trips and the per-statement work, and for
 children that scan, all scans but one. ``batched_ms`` in the evidence is the
-lower bound (the round trips alone). Severity: from that impact
+batched form's time if only the round trips were saved (so ``spent_ms −
+batched_ms`` is the least batching saves). Severity: from that impact
 (``Thresholds.severity``). A paging loop (growing OFFSET) is ADV009, not this.
 Fix: one statement for all keys, proven equivalent per key (checks/rewrite.py):
 ``col = ANY($1)`` for row lookups, ``unnest($1) LEFT JOIN … GROUP BY`` for
