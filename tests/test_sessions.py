@@ -203,7 +203,8 @@ def test_writes_invalidate_the_cached_reads_of_their_tables(tmp_path):
     hits = {(ttl, size): h for ttl, size, h in cache["products"].hits}
     assert cache["products"].lookups == 12 and hits[(300.0, 10_000)] == 8  # 4 misses: the first, and after 3 updates
     hits = {(ttl, size): h for ttl, size, h in cache["colours"].hits}
-    assert cache["colours"].lookups == 13 and hits[(300.0, 10_000)] == 11  # the first read and the one after TRUNCATE miss
+    # The first read of colours and the one after TRUNCATE miss.
+    assert cache["colours"].lookups == 13 and hits[(300.0, 10_000)] == 11
 
 
 def test_written_tables_are_read_with_sqlglot():

@@ -101,7 +101,7 @@ def app(embedded_cluster, pg_dsn):
             setup.execute(statement)
         setup.execute("SELECT pg_stat_force_next_flush()")  # the loads' counts land before the reset, not after
         setup.execute("SELECT pg_stat_reset()")  # this database's counters start now: the write rates are ours
-    logged = f"-c log_min_duration_statement=0"
+    logged = "-c log_min_duration_statement=0"
     with psycopg.connect(pg_dsn, autocommit=True, application_name=name, options=logged) as conn, \
             psycopg.connect(pg_dsn, autocommit=True) as writer:
         n_plus_one_in_a_transaction(conn)

@@ -9,7 +9,8 @@ Signal: the node's Rows Removed by Filter (× loops) is at least
 at least ``index_filter_min_removed`` rows. Needs EXPLAIN ANALYZE.
 
 Impact: the query's total workload time × the node's exclusive share of its
-plan × the share of fetched rows wasted. Severity: from that impact (``Thresholds.severity``, the same rule for every check).
+plan × the share of fetched rows wasted. Severity: from that impact
+(``Thresholds.severity``, the same rule for every check).
 
 Fix: a composite index whose columns are the index condition's columns plus
 the filter's (equality columns first, then one range column), so the index

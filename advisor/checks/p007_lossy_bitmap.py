@@ -12,7 +12,8 @@ Memory that would have sufficed: about 64 bytes per heap page in the bitmap
 for the hash table's growth, rounded up to a power of two MB.
 
 Impact: the query's total workload time × the node's exclusive share of the
-plan × the lossy share of its pages. Severity: from that impact (``Thresholds.severity``, the same rule for every check).
+plan × the lossy share of its pages. Severity: from that impact
+(``Thresholds.severity``, the same rule for every check).
 
 Fix: ``SET LOCAL work_mem = '…'`` for this query; or a more selective index so
 the bitmap holds fewer pages.

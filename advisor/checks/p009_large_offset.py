@@ -94,7 +94,8 @@ def paging_loops(repeats: Iterable[RepeatPattern]) -> dict[str, Loop]:
         found[r.child_fingerprint] = Loop(
             before.loops + r.occurrences, before.pages + r.statements, max(before.most_pages, r.most_per_occurrence),
             max(before.deepest_offset, r.deepest_offset or 0), before.ms + r.child_ms,
-            before.wasted_ms + r.child_ms * (r.discarded_share or 0.0), tuple(dict.fromkeys(before.sessions + r.sessions)))
+            before.wasted_ms + r.child_ms * (r.discarded_share or 0.0),
+            tuple(dict.fromkeys(before.sessions + r.sessions)))
     return found
 
 
