@@ -2,8 +2,8 @@
 
 The app runs against the harness server with statement logging on for its own
 sessions (extended protocol: `execute <unnamed>` lines with parameters). The
-stderr log (no virtual transaction id in its prefix) and the csvlog (with one)
-must tell the same story:
+stderr log (no virtual transaction id in its prefix), the csvlog and the
+jsonlog (with one) must tell the same story:
 - an N+1 inside one transaction that outlasts ``n1_max_unit_ms`` is one unit,
   one finding; the same loop in autocommit is cut by the cap;
 - a loop over pages with a growing OFFSET is ADV009 with its keyset fix, not ADV101;
@@ -117,8 +117,8 @@ def app(embedded_cluster, pg_dsn):
         marker = f"SELECT 'done {name}'"
         conn.execute(marker)
     deadline = time.monotonic() + 15
-    while marker not in embedded_cluster.csv_log.read_text(errors="replace") or \
-            marker not in embedded_cluster.stderr_log.read_text(errors="replace"):
+    while any(marker not in log.read_text(errors="replace")
+              for log in (embedded_cluster.stderr_log, embedded_cluster.csv_log, embedded_cluster.json_log)):
         assert time.monotonic() < deadline, "the server log never showed the run"
         time.sleep(0.1)
     with psycopg.connect(pg_dsn) as conn:
@@ -127,10 +127,10 @@ def app(embedded_cluster, pg_dsn):
     return name, catalog, calls, embedded_cluster
 
 
-@pytest.fixture(scope="module", params=["stderr", "csv"])
+@pytest.fixture(scope="module", params=["stderr", "csv", "json"])
 def findings(app, request):
     name, catalog, calls, cluster = app
-    log = cluster.stderr_log if request.param == "stderr" else cluster.csv_log
+    log = {"stderr": cluster.stderr_log, "csv": cluster.csv_log, "json": cluster.json_log}[request.param]
     workload = build_workload(scan_logs([str(log)], jobs=1, config=CONFIG))
     ctx = Context(workload=workload, catalog=catalog, config=CONFIG)
     ours = {q.fingerprint for q in workload.queries if name in q.applications}
