@@ -34,6 +34,7 @@ def logged_run(embedded_cluster, pg_dsn):
         setup.execute("CREATE TABLE IF NOT EXISTS items (id int PRIMARY KEY, name text, price numeric)")
         setup.execute("INSERT INTO items SELECT g, 'item ' || g, g % 10 FROM generate_series(1, 200) g ON CONFLICT DO NOTHING")
         setup.execute("SELECT pg_stat_statements_reset()")
+    starts = {path: path.stat().st_size for path in (embedded_cluster.stderr_log, embedded_cluster.csv_log, embedded_cluster.json_log)}
     with psycopg.connect(pg_dsn, autocommit=True, application_name=app) as conn:
         conn.execute("SET log_min_duration_statement = 0")
         for i in range(7):  # psycopg prepares after 5: unnamed, then named statements
@@ -48,7 +49,7 @@ def logged_run(embedded_cluster, pg_dsn):
         conn.execute("SET auto_explain.log_min_duration = -1")
         conn.execute("SELECT 'end of run'").fetchall()
     _wait_for(embedded_cluster, "'end of run'")
-    return embedded_cluster, app
+    return embedded_cluster, app, starts  # starts: where this run begins in each log (earlier modules wrote before)
 
 
 def _wait_for(cluster, marker: str, timeout: float = 15.0) -> None:
@@ -77,7 +78,7 @@ EXPECTED = {POINT.replace("%s", "$1"): 7, RANGE: 3, MULTI: 2, EXPLAINED: 1}
 
 @pytest.mark.parametrize("which", ["stderr_log", "csv_log", "json_log"])
 def test_each_format_reads_back_what_ran(logged_run, which):
-    cluster, app = logged_run
+    cluster, app, _ = logged_run
     executions, fmt, tally = _executions(getattr(cluster, which), app)
     calls = _calls(executions)
     for sql, count in EXPECTED.items():
@@ -91,7 +92,7 @@ def test_each_format_reads_back_what_ran(logged_run, which):
 
 
 def test_stderr_prefix_is_detected_and_fields_read(logged_run):
-    cluster, app = logged_run
+    cluster, app, _ = logged_run
     assert sniff(str(cluster.stderr_log)) == LogFormat("stderr", cluster.log_line_prefix)
     executions, _, _ = _executions(cluster.stderr_log, app)
     assert {e.user for e in executions} == {"postgres"}
@@ -100,7 +101,7 @@ def test_stderr_prefix_is_detected_and_fields_read(logged_run):
 
 
 def test_jsonlog_query_id_joins_pg_stat_statements(logged_run, pg_dsn):
-    cluster, app = logged_run
+    cluster, app, _ = logged_run
     executions, _, _ = _executions(cluster.json_log, app)
     point_id = fingerprint(POINT.replace("%s", "$1")).id
     logged_ids = {e.query_id for e in executions if fingerprint(e.sql).id == point_id}
@@ -111,10 +112,11 @@ def test_jsonlog_query_id_joins_pg_stat_statements(logged_run, pg_dsn):
 
 
 def test_whole_pipeline_agrees_across_formats(logged_run):
-    cluster, app = logged_run
+    _, app, starts = logged_run
     totals = {}
-    for path in (cluster.stderr_log, cluster.csv_log, cluster.json_log):
-        w = build_workload(scan_logs([str(path)], jobs=1))
-        totals[path.suffix] = {q.fingerprint: q.calls for q in w.queries if app in q.applications}
+    for path, start in starts.items():
+        w = build_workload(scan_logs([str(path)], jobs=1, ranges={str(path): (start, None)}))
+        assert all(q.applications == (app,) for q in w.queries)
+        totals[path.suffix] = {q.fingerprint: q.calls for q in w.queries}
     assert totals[".log"] == totals[".csv"] == totals[".json"]
     assert sum(totals[".log"].values()) >= sum(EXPECTED.values())
