@@ -63,6 +63,13 @@ def n_plus_one_in_a_transaction(conn: psycopg.Connection) -> None:
             time.sleep(0.005)
 
 
+def distinct_per_branch(conn: psycopg.Connection) -> None:
+    """An N+1 whose batched form cannot be proven (DISTINCT): the finding must say so, not guess."""
+    with conn.transaction():
+        for bid in range(1, 7):
+            conn.execute("SELECT DISTINCT abalance FROM accounts WHERE bid = %s", [bid]).fetchall()
+
+
 def the_same_loop_in_autocommit(conn: psycopg.Connection) -> None:
     for bid in range(1, CHILDREN + 1):
         conn.execute("SELECT sum(abalance) FROM accounts WHERE bid = %s", [bid]).fetchone()
@@ -105,6 +112,7 @@ def app(embedded_cluster, pg_dsn):
     with psycopg.connect(pg_dsn, autocommit=True, application_name=name, options=logged) as conn, \
             psycopg.connect(pg_dsn, autocommit=True) as writer:
         n_plus_one_in_a_transaction(conn)
+        distinct_per_branch(conn)
         the_same_loop_in_autocommit(conn)
         export_by_pages(conn)
         with writer.transaction():  # a busy writer whose statements are under log_min_duration_statement
@@ -168,6 +176,14 @@ def test_the_printed_aggregate_rewrite_counts_per_key(findings, pg_dsn):
         expected, got = rows_by_key(conn, finding.normalized, batched, list(range(1, CHILDREN + 1)) + [99])
     assert expected[21] == [(0,)] and expected[1] == [(200,)]  # branches 21-24 and 99 have no accounts
     assert got == expected
+
+
+def test_no_rewrite_is_printed_where_none_is_provable(findings):
+    found, _, _, _ = findings
+    (finding,) = _about(found, "DISTINCT abalance")
+    assert finding.code == "ADV101" and finding.evidence["batched"] == {"none_known": "it uses DISTINCT"}
+    assert finding.suggestion.startswith("No equivalent batched form of this query is known (it uses DISTINCT)")
+    assert "ANY(" not in finding.suggestion and "selectinload" in finding.suggestion  # the ORM advice stays
 
 
 def test_the_cap_still_cuts_an_autocommit_stream(findings):
