@@ -239,3 +239,13 @@ def test_a_data_modifying_with_is_a_write_not_a_cached_read(tmp_path):
     (cached,) = log.workload(tmp_path).cache  # the WITH is not a cache candidate, and it invalidates the read
     assert "FROM jobs WHERE id" in cached.normalized and cached.lookups == 8
     assert all(hits == 1 for _, _, hits in cached.hits)
+
+
+def test_an_autocommit_run_cut_by_the_cap_keeps_its_parent(tmp_path):
+    log = LogWriter()
+    log.run(919, "SELECT id FROM branches", after_ms=50)
+    for i in range(40):  # 20 s without a pause: the cap cuts it, but it is one N+1 with one parent
+        log.run(919, "SELECT count(*) FROM accounts WHERE bid = $1", params=f"$1 = '{i}'", after_ms=500)
+    (run,) = log.workload(tmp_path).repeats
+    assert (run.occurrences, run.statements) == (2, 40)
+    assert run.parent_normalized == "SELECT id FROM branches"

@@ -117,9 +117,10 @@ class _Run:
 
 class _Unit:
     __slots__ = ("session", "first_ms", "last_ms", "vxid", "transaction", "runs", "previous", "application",
-                 "started")
+                 "started", "parents")
 
-    def __init__(self, session: str, e: Execution, now: float | None, transaction: bool) -> None:
+    def __init__(self, session: str, e: Execution, now: float | None, transaction: bool,
+                 parents: dict[str, str | None]) -> None:
         self.session = session
         self.first_ms = self.last_ms = now
         self.vxid = e.vxid
@@ -128,6 +129,7 @@ class _Unit:
         self.previous: str | None = None
         self.application = e.application
         self.started = e.timestamp
+        self.parents = parents  # of the runs of the unit this one continues, when the cap cut it
 
 
 @dataclass(slots=True)
@@ -195,16 +197,19 @@ class SessionPatterns:
             self._sweep(now)  # first: it may close this session's unit, gone quiet
         session = e.session or ""
         unit = self.units.get(session)
-        if unit is not None and self._ends_before(unit, e, fp, now):
+        parents: dict[str, str | None] = {}
+        if unit is not None and (end := self._ends_before(unit, e, fp, now)):
             self._close(self.units.pop(session))
+            if end == "cap":  # the same request, cut for memory's sake: a run the cut splits keeps its parent
+                parents = {child: run.parent for child, run in unit.runs.items()}
             unit = None
         if unit is None:
-            unit = self.units[session] = _Unit(session, e, now, transaction=fp.normalized in _BEGIN)
+            unit = self.units[session] = _Unit(session, e, now, fp.normalized in _BEGIN, parents)
             if len(self.units) > MAX_OPEN_UNITS:
                 self._close(self.units.pop(next(iter(self.units))))
         run = unit.runs.get(fp.id)
         if run is None and len(unit.runs) < MAX_RUNS_PER_UNIT:
-            run = unit.runs[fp.id] = _Run(unit.previous)
+            run = unit.runs[fp.id] = _Run(unit.parents.get(fp.id, unit.previous))
         if run is not None:
             run.count += 1
             run.ms += e.duration_ms or 0.0
@@ -225,22 +230,23 @@ class SessionPatterns:
             if unit.last_ms is not None and now - unit.last_ms > self.config.n1_max_unit_ms:
                 self._close(self.units.pop(session))
 
-    def _ends_before(self, unit: _Unit, e: Execution, fp: Fingerprint, now: float | None) -> bool:
-        """Whether ``e`` starts a new unit of work in its session."""
+    def _ends_before(self, unit: _Unit, e: Execution, fp: Fingerprint, now: float | None) -> str | None:
+        """Why ``e`` starts a new unit of work in its session ("boundary", or "cap" for an autocommit
+        stream that ran too long), or None when it continues the unit."""
         if fp.normalized in _BEGIN:
-            return True
+            return "boundary"
         if _real_vxid(e.vxid) and _real_vxid(unit.vxid):
             if e.vxid == unit.vxid:  # the same transaction, however long it runs
                 unit.transaction = True
-                return False
+                return None
             if unit.transaction:  # its transaction ended, though its COMMIT was not logged
-                return True
+                return "boundary"
         if unit.transaction or now is None or unit.last_ms is None:
-            return False  # a transaction is one unit, whatever its length and pauses, until it ends
+            return None  # a transaction is one unit, whatever its length and pauses, until it ends
         started = now - (e.duration_ms or 0.0)  # log lines are written when statements end
         if started - unit.last_ms > self.config.n1_max_gap_ms:
-            return True
-        return now - unit.first_ms > self.config.n1_max_unit_ms
+            return "boundary"
+        return "cap" if now - unit.first_ms > self.config.n1_max_unit_ms else None
 
     def _close(self, unit: _Unit) -> None:
         for child, run in unit.runs.items():
