@@ -7,7 +7,8 @@ statements sharing one virtual transaction id where the log has ``%v``) is
 one unit whatever its length and its pauses. An autocommit stream is cut at
 pauses longer than ``n1_max_gap_ms`` (from the end of one statement to the
 start of the next) and after ``n1_max_unit_ms`` (a busy autocommit backend
-never pauses, and no request lasts that long). Within a unit, a fingerprint executed at
+never pauses, and no request lasts that long); a run the cap cuts keeps its
+parent in the next unit, so it stays one finding. Within a unit, a fingerprint executed at
 least ``n1_min_repeats`` times with differing parameters is an N+1 run; its
 parent is the statement the unit ran just before the first child. The same
 read with an OFFSET that grows at every execution, at least
