@@ -8,28 +8,30 @@ one unit whatever its length and its pauses. An autocommit stream is cut at
 pauses longer than ``n1_max_gap_ms`` (from the end of one statement to the
 start of the next) and after ``n1_max_unit_ms`` (a busy autocommit backend
 never pauses, and no request lasts that long); a run the cap cuts keeps its
-parent in the next unit, so it stays one finding. Within a unit, a fingerprint executed at
-least ``n1_min_repeats`` times with differing parameters is an N+1 run; its
-parent is the statement the unit ran just before the first child. The same
-read with an OFFSET that grows at every execution, at least
-``paging_min_pages`` times, is a paging loop (ADV009), not an N+1. The same
-statement with the same parameters is not an N+1 but a cache candidate.
+parent in the next unit, so it stays one finding. Within a unit, a
+fingerprint executed at least ``n1_min_repeats`` times with differing
+parameters is an N+1 run; its parent is the statement the unit ran just
+before the first child. The same read with an OFFSET that grows at every
+execution, at least ``paging_min_pages`` times, is a paging loop (ADV009),
+not an N+1. The same statement with the same parameters is not an N+1 but a
+cache candidate.
 
 Cache replay. Every read is replayed through LRU caches with a TTL, for a
 few TTLs and sizes, in log order: the hit counts are what such a cache would
 have served on this very workload. A write seen in the log (INSERT, UPDATE,
-DELETE, MERGE, TRUNCATE, COPY … FROM) to a table a read depends on
-invalidates that read's cached entries, as an application cache invalidated
-on writes would be; writes the log did not record (below
-``log_min_duration_statement``) are not seen, so the counts stay upper bounds
-(the cache check also reads the tables' write counters when it has a catalog).
+DELETE, MERGE, TRUNCATE, COPY … FROM, a data-modifying WITH) to a table a
+read depends on invalidates that read's cached entries, as an application
+cache invalidated on writes would be; writes the log did not record (below
+``log_min_duration_statement``) are not seen, so the counts stay upper
+bounds (the cache check also reads the tables' write counters when it has a
+catalog).
 
 Memory is bounded: open units are capped per session and in number, cache
 simulations by their size. A session quiet for ``n1_max_unit_ms`` is closed
 even inside a transaction (so a BEGIN whose COMMIT was not logged cannot
-hold its session's statements together for ever). Parts of a log parsed apart are merged by adding;
-a unit cut by a part boundary is counted as two, and each part replays its
-own cache.
+hold its session's statements together for ever). Parts of a log parsed
+apart are merged by adding; a unit cut by a part boundary is counted as
+two, and each part replays its own cache.
 """
 
 from __future__ import annotations
