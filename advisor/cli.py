@@ -283,7 +283,7 @@ class Weight(str, Enum):
 
 @app.command("suggest-indexes")
 def suggest_indexes(
-    dsn: Annotated[str, typer.Option("--dsn", envvar="ADVISOR_DSN", help="The database the indexes are for (only EXPLAIN is run, with hypothetical indexes).")],
+    dsn: Annotated[str, typer.Option("--dsn", envvar="ADVISOR_DSN", help="The database the indexes are for: queries are costed by EXPLAIN with hypothetical indexes; reads with $n and no values are first explained with representative values (EXPLAIN ANALYZE, read-only, rolled back).")],
     log: Annotated[Optional[list[str]], typer.Option("--log", help="Take the workload from this slow query log; repeat for several.")] = None,
     pg_stat_statements: Annotated[bool, typer.Option("--pg-stat-statements", help="Take the workload from pg_stat_statements.")] = False,
     sql_file: Annotated[Optional[Path], typer.Option("--sql", help="Take the workload from a file of statements, each ending with ';' at the end of a line.")] = None,
