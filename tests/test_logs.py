@@ -306,6 +306,28 @@ def test_timing_gives_a_plan_to_the_execution_that_ran_it(tmp_path):
     assert [(e.duration_ms, e.plan is not None) for e in executions] == [(2.0, False), (9.5, True), (3.0, False)]
 
 
+# log_statement = all + log_duration: a statement that fails gets no duration, and is no execution
+# (pg_stat_statements does not count it either).
+FAILED_STATEMENTS = """\
+LOG:  statement: SELECT 1 / (price - price) FROM items WHERE id = 4
+ERROR:  division by zero
+STATEMENT:  SELECT 1 / (price - price) FROM items WHERE id = 4
+LOG:  execute <unnamed>: SELECT 1 / (price - price) FROM items WHERE id = $1
+DETAIL:  parameters: $1 = '4'
+ERROR:  division by zero
+STATEMENT:  SELECT 1 / (price - price) FROM items WHERE id = $1
+LOG:  statement: SELECT 1
+LOG:  duration: 0.100 ms
+ERROR:  relation "nope" does not exist at character 15
+STATEMENT:  SELECT * FROM nope
+"""
+
+
+def test_a_statement_that_failed_is_not_an_execution(tmp_path):
+    path = write(tmp_path, _session(FAILED_STATEMENTS))
+    assert [e.sql for e in read_executions(path, sniff(path), Tally(path))] == ["SELECT 1"]
+
+
 def test_multi_line_statements_are_joined(tmp_path):
     log = write(
         tmp_path,

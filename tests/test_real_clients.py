@@ -50,6 +50,7 @@ POINT = "SELECT id, name FROM items WHERE id = %s"
 RANGE = "SELECT name\n  FROM items\n WHERE price > %s\n ORDER BY name LIMIT 3"
 TOUCH = "UPDATE items SET price = price WHERE id = %s"
 SLOW = "SELECT pg_sleep(0.012), count(*) FROM items WHERE id < %s"  # over the 10 ms threshold
+FAILING = "SELECT 1 / (price - price) FROM items WHERE id = %s"  # fails while it runs: not an execution
 
 
 def _psycopg_queries(conn_or_cursor) -> None:
@@ -62,16 +63,24 @@ def _psycopg_queries(conn_or_cursor) -> None:
     run(SLOW, (10,)).fetchall()
 
 
+def _fail(conn_or_cursor) -> None:
+    with pytest.raises(psycopg.errors.DivisionByZero):
+        conn_or_cursor.execute(FAILING, (4,))
+
+
 def psycopg_extended(dsn: str, app: str, options: str) -> None:
     with psycopg.connect(dsn, autocommit=True, application_name=app, options=options) as conn:
         _psycopg_queries(conn)
+        _fail(conn)
         with conn.transaction():  # in a transaction the plan of a SELECT comes after the next parse
             _psycopg_queries(conn)
 
 
 def psycopg_client_binding(dsn: str, app: str, options: str) -> None:
     with psycopg.connect(dsn, autocommit=True, application_name=app, options=options) as conn:
-        _psycopg_queries(psycopg.ClientCursor(conn))  # literals bound in the client: the simple protocol
+        cursor = psycopg.ClientCursor(conn)  # literals bound in the client: the simple protocol
+        _psycopg_queries(cursor)
+        _fail(cursor)
 
 
 PGBENCH_TRANSACTIONS = 12

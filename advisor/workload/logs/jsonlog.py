@@ -22,6 +22,7 @@ FIELDS = {
     "detail": ("detail",),
     "application": ("application_name",),
     "query_id": ("query_id",),
+    "statement": ("statement", "query"),
 }
 
 

@@ -24,6 +24,8 @@ The rules, from what PostgreSQL writes:
   execution (the statement ran under ``log_min_duration_statement`` but over
   ``auto_explain.log_min_duration``) is the only trace of that execution and
   counts as one.
+- A statement ``log_statement`` wrote when it started and that then failed
+  (its ERROR names it) is not an execution, as pg_stat_statements counts it.
 """
 
 from __future__ import annotations
@@ -87,13 +89,14 @@ class _Plan:
 class _Session:
     """What one backend has logged that later lines may still complete."""
 
-    __slots__ = ("open", "details", "plan", "recent")
+    __slots__ = ("open", "details", "plan", "recent", "error")
 
     def __init__(self) -> None:
         self.open: _Pending | None = None  # the last execution, until the next one starts
         self.details = False  # a DETAIL now belongs to ``open`` (nothing else was logged since)
         self.plan: _Plan | None = None  # a plan waiting for the statement line that follows it
         self.recent: list[_Pending] = []  # closed executions without a plan, newest last
+        self.error = False  # an ERROR was logged whose STATEMENT line comes next (stderr)
 
     def resolve(self, p: _Pending, execute: bool, file: str) -> Iterator[Execution]:
         """``p`` begins: the plan waiting for a statement line is its own, or an orphan."""
@@ -162,6 +165,8 @@ def executions(records: Iterable[LogRecord], file: str, tally: Tally) -> Iterato
         m = message_match(r.message) if r.severity == "LOG" else None
         if m is None:
             tally.other_events += 1
+            if s is not None and s.open is not None and r.severity in _FAILED:
+                _forget_failed(s, r)
             continue
         duration_text, verb = m.group(1, 2)
         duration = float(duration_text) if duration_text is not None else None
@@ -200,6 +205,23 @@ def executions(records: Iterable[LogRecord], file: str, tally: Tally) -> Iterato
         # bind: counted by its execute.
     for s in sessions.values():
         yield from s.finish(file)
+
+
+_FAILED = frozenset({"ERROR", "FATAL", "STATEMENT"})
+
+
+def _forget_failed(s: _Session, r: LogRecord) -> None:
+    """A statement ``log_statement`` logged when it started, then failed, was not an execution:
+    pg_stat_statements does not count it, and with ``log_min_duration_statement`` it is not
+    logged at all. The error names it (csvlog and jsonlog in the record, stderr on the
+    STATEMENT line that follows); a statement that already has its duration had finished."""
+    if r.severity == "STATEMENT":
+        failed, s.error = s.error and r.message, False
+    else:
+        failed, s.error = r.statement, r.statement is None
+    p = s.open
+    if failed and p.duration is None and p.plan is None and _squash(failed) == _squash(p.sql):
+        s.open = None
 
 
 def _orphan(plan: _Plan, file: str) -> Iterator[Execution]:

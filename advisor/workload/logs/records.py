@@ -25,6 +25,7 @@ class LogRecord:
     vxid: str | None = None
     query_id: str | None = None
     detail: str | None = None  # csvlog and jsonlog carry DETAIL in the same record
+    statement: str | None = None  # ... and an error's STATEMENT too
 
 
 @dataclass(slots=True)
