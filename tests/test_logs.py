@@ -543,5 +543,5 @@ def test_the_advisors_own_statements_are_left_out_and_counted(tmp_path, ranged):
     path = write(tmp_path, OWN)
     w = workload(path, ranges={path: (0, None)} if ranged else None)
     assert [q.sample for q in w.queries] == ["SELECT * FROM orders WHERE id = 1"]
-    assert (w.statements, w.advisor_statements) == (1, 3)
+    assert (w.statements, w.advisor_statements, w.plans) == (1, 3, 0)
     assert "3 statements sent by the advisor itself were left out" in w.notes

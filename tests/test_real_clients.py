@@ -357,6 +357,7 @@ def test_no_statement_of_the_advisor_is_in_a_log_workload(embedded_cluster, pg_d
         w = build_workload(scan_logs([str(path)], jobs=1, ranges=ranges))
         assert {q.fingerprint: q.calls for q in w.queries} == expected, path.suffix
         assert all(q.applications == ("shop",) for q in w.queries), path.suffix
+        assert w.plans == sum(expected.values()), path.suffix  # the application's plans; the advisor's are left out too
         with open(path, "rb") as f:
             f.seek(ranges[str(path)][0])
             raw = f.read().decode(errors="replace")

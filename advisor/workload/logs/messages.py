@@ -36,6 +36,7 @@ from collections.abc import Iterable, Iterator
 
 from advisor.workload.logs.records import LogRecord, Tally
 from advisor.workload.model import Execution
+from advisor.workload.own_traffic import sent_by_advisor
 
 MAX_OPEN_SESSIONS = 10_000  # sessions followed at once; the least recently active is closed beyond
 RECENT_KEPT = 4  # executions per session whose plan may still come (a cursor's portal closes later)
@@ -155,6 +156,7 @@ def executions(records: Iterable[LogRecord], file: str, tally: Tally) -> Iterato
     """The executions in ``records``, in order within each session."""
     sessions: dict[str, _Session] = {}  # least recently started execution first
     message_match = _MESSAGE.match
+    plans_seen = False
     for r in records:
         key = r.session or r.pid or ""
         s = sessions.get(key)
@@ -183,8 +185,9 @@ def executions(records: Iterable[LogRecord], file: str, tally: Tally) -> Iterato
                 tally.other_events += 1  # an empty message, or log_duration's line for something not logged
         elif verb[0] == "p":
             if verb == "plan":
-                tally.plans += 1
-                yield from s.take_plan(_Plan(r, r.message[m.end() :], duration), file)
+                plan, plans_seen = _Plan(r, r.message[m.end() :], duration), True
+                tally.plans += not sent_by_advisor(plan.query, r.application)  # as its execution is left out
+                yield from s.take_plan(plan, file)
             # parse: counted by its execute.
         elif verb.startswith("execute fetch from"):  # more rows from an open portal: the same execution
             p = s.open
@@ -195,7 +198,7 @@ def executions(records: Iterable[LogRecord], file: str, tally: Tally) -> Iterato
             if s.plan is not None:
                 yield from s.resolve(p, verb[0] == "e", file)
             if s.open is not None:
-                if tally.plans:  # only logs with plans need more than the execution itself
+                if plans_seen:  # only logs with plans need more than the execution itself
                     yield from s.close(file)
                 else:
                     yield _execution(s.open, file)
