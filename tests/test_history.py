@@ -92,6 +92,20 @@ def record_two_runs(h: History, db: str) -> tuple[int, int]:
     return first, second
 
 
+def test_a_finding_whose_query_did_not_run_is_not_resolved(history_url):
+    """An incremental read that holds none of a query says nothing of its finding: unseen, not resolved."""
+    with History(history_url) as h:
+        record_two_runs(h, "quiet")
+        h.record("quiet", workload(query("a", 100, 15_000.0, 210.0)), [finding("ADV001", "a")],
+                 started_at="2026-01-03T02:00:00+00:00")
+        c = h.compare("quiet")
+        # ADV003 on "c" fired the night before; "c" did not run tonight.
+        assert c.resolved_findings == ()
+        h.record("quiet", workload(query("a", 100, 15_000.0, 210.0), query("c", 30, 300.0, 10.0)), [],
+                 started_at="2026-01-04T02:00:00+00:00")
+        assert {f.key for f in h.compare("quiet").resolved_findings} == {("ADV001", "a")}
+
+
 def test_url_forms():
     assert engine_url("postgresql://u@h/db") == "postgresql+psycopg://u@h/db"
     assert engine_url("postgres://u@h/db") == "postgresql+psycopg://u@h/db"

@@ -24,7 +24,7 @@ from advisor.findings import Finding, Severity
 from advisor.plans import parse_plan
 from advisor.report.jsondoc import finding_document
 from advisor.report.text import findings_table, queries_table, scan_summary
-from advisor.report.words import plural
+from advisor.words import plural
 from advisor.scan import ScanResult
 from advisor.workload.model import Query, Workload
 
@@ -205,6 +205,20 @@ def test_an_empty_log_says_what_was_found_and_why(tmp_path):
     assert "log_min_duration_statement" in text
     doc = json.loads(advisor("parse", str(quiet), "--format", "json").stdout)
     assert doc["statements"] == 0 and any("log_min_duration_statement" in n for n in doc["notes"])
+
+    ours = tmp_path / "ours.log"  # a night in which only the advisor ran: the server did log, nothing to fix there
+    ours.write_text("".join(f"2026-11-22 03:00:0{i}.001 UTC [701] app@shop LOG:  duration: 0.050 ms  "
+                            f"statement: /* advisor */ SELECT {i}\n" for i in range(3)))
+    text = " ".join(advisor("parse", str(ours)).stdout.split())
+    assert "every statement it held was the advisor's own (3, left out)" in text
+    assert "log_min_duration_statement" not in text
+
+
+def test_evidence_numbers_read_as_a_person_reads_them():
+    from advisor.report.words import round_floats
+    assert round_floats({"ms": 96.95300000000002, "share": 0.000412345, "rows": [190050.0, 0.5], "n": 3}) == \
+        {"ms": 96.953, "share": 0.000412, "rows": [190050, 0.5], "n": 3}
+    assert isinstance(round_floats(190050.0), int) and round_floats(0.0) == 0.0
 
 
 def test_counts_agree_with_their_nouns():

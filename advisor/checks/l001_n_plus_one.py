@@ -26,6 +26,7 @@ from advisor.checks.context import Context
 from advisor.checks.rewrite import Batched, batched_lookup, tables_of
 from advisor.findings import Finding
 from advisor.workload.model import RepeatPattern
+from advisor.words import plural
 
 CODE = "ADV101"
 NAME = "n_plus_one"
@@ -56,7 +57,7 @@ def finding(r: RepeatPattern, ctx: Context, code: str, name: str, what: str, sug
         code=code,
         check=name,
         severity=ctx.severity(spent),
-        title=f"{what}: {r.occurrences:,} time(s), {per:,.0f} statements each on average (up to {r.most_per_occurrence:,})",
+        title=f"{what}: {plural(r.occurrences, 'time')}, {per:,.0f} statements each on average (up to {r.most_per_occurrence:,})",
         suggestion=suggestion,
         fingerprint=r.child_fingerprint,
         normalized=r.child_normalized,

@@ -40,6 +40,7 @@ from advisor.checks.context import Context, ExplainedQuery
 from advisor.findings import Finding
 from advisor.plans import Plan, PlanNode
 from advisor.workload.model import Query, RepeatPattern
+from advisor.words import plural
 
 CODE = "ADV009"
 NAME = "large_offset"
@@ -122,7 +123,7 @@ def _check(ctx: Context, query: Query, eq: ExplainedQuery | None, loop: Loop | N
         impact = round(loop.wasted_ms, 3)
         share = loop.wasted_ms / query.total_ms if query.total_ms else 0.0
         title = (f"Paging loop: {_plan.fmt(loop.pages)} pages with a growing OFFSET (up to "
-                 f"{_plan.fmt(loop.deepest_offset)}) in {_plan.fmt(loop.loops)} unit(s) of work; every page "
+                 f"{_plan.fmt(loop.deepest_offset)}) in {plural(loop.loops, 'unit')} of work; every page "
                  "reads and discards the rows before it")
     else:
         share = text_offset / (text_offset + (paging.limit or 1))

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from advisor.db.catalog import Catalog, Table
 from advisor.indexes.candidates import CandidateSet
 from advisor.indexes.model import AdvisedQuery, IndexCandidate
+from advisor.words import plural
 
 MIN_WINDOW_S = 60.0  # a write rate measured over less than a minute says little
 VISIBLE_ENOUGH = 0.9  # below this share of all-visible pages, index-only scans are priced noticeably higher
@@ -93,7 +94,7 @@ class WriteLoad:
             table = self.catalog.tables.get(c.table)
             if lost and table is not None:
                 columns = ", ".join(sorted(set().union(*(w.assigned & _columns(c, table) for w in lost))))
-                notes.append(f"{c.name}: covers {columns}, which {len(lost)} UPDATE statement(s) of the workload set, "
+                notes.append(f"{c.name}: covers {columns}, which {plural(len(lost), 'UPDATE statement')} of the workload set, "
                              "so those updates can no longer be HOT; its write cost includes every index entry they will write")
             if table is not None:
                 notes += self._counter_notes(c, table)

@@ -392,7 +392,10 @@ class History:
             before,
             after,
             new_findings=tuple(f for k, f in new.items() if k not in old),
-            resolved_findings=tuple(f for k, f in old.items() if k not in new),
+            # A finding whose query did not run in this window is not resolved, only unseen (an incremental
+            # log read may hold none of it): resolved means its query ran and the finding did not fire.
+            resolved_findings=tuple(f for k, f in old.items()
+                                    if k not in new and (f.fingerprint is None or f.fingerprint in stats_after)),
             regressions=tuple(regressions),
             threshold_pct=threshold_pct,
         )

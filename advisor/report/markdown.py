@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from advisor.report.jsondoc import scan_notes
-from advisor.report.words import plural
+from advisor.words import plural
 
 
 def scan_markdown(result, *, top: int = 20) -> str:

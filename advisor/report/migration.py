@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from advisor import __version__
-from advisor.report.words import plural
+from advisor.words import plural
 
 
 def advice_migration(advice) -> str:

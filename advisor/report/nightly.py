@@ -38,7 +38,8 @@ from advisor.errors import AdvisorError
 from advisor.findings import Severity
 from advisor.report.history import Comparison, History, RegressionRule, database_label
 from advisor.report.jsondoc import advice_document, scan_document, workload_document
-from advisor.report.words import plural, regression_text, warnings
+from advisor.report.words import regression_text, warnings
+from advisor.words import plural
 from advisor.workload.ingest import LogScan, build_workload, scan_logs
 from advisor.workload.logs import offsets
 from advisor.workload.logs.formats import sniff

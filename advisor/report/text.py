@@ -7,7 +7,8 @@ from rich.table import Table
 from rich.text import Text
 
 from advisor.report.jsondoc import scan_notes
-from advisor.report.words import plural, round_floats, workload_notes
+from advisor.report.words import round_floats, workload_notes
+from advisor.words import plural
 from advisor.workload.fingerprint import mask_conditions
 from advisor.workload.model import Workload
 

@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 from advisor.workload.model import Workload
-
-
-def plural(n: int, word: str, many: str | None = None) -> str:
-    """'1 query', '2 queries', '0 indexes': the count with its noun agreed."""
-    if n == 1:
-        return f"1 {word}"
-    if many is None:
-        many = word[:-1] + "ies" if word.endswith("y") and word[-2:-1] not in "aeiou" else \
-            word + "es" if word.endswith(("s", "x", "ch", "sh")) else word + "s"
-    return f"{n:,} {many}"
+from advisor.words import plural
 
 
 def round_floats(value):
     """Numbers of evidence as people read them: 96.953, not 96.95300000000002; three decimals,
-    or three significant digits below 1 (a share of 0.000412 stays visible). Nested lists and dicts too."""
+    or three significant digits below 1 (a share of 0.000412 stays visible); a whole number of rows
+    (plans give rows as floats, averaged over loops) reads 190,050, not 190,050.0. Nested lists and dicts too."""
     if isinstance(value, float):
+        if value.is_integer() and abs(value) >= 1:
+            return int(value)
         return round(value, 3) if abs(value) >= 1 or value == 0 else float(f"{value:.3g}")
     if isinstance(value, dict):
         return {k: round_floats(v) for k, v in value.items()}
@@ -35,6 +29,9 @@ def empty_log_note(workload: Workload) -> str | None:
              f"{plural(workload.skipped_count, 'line')} skipped")
     if workload.lines == 0:
         cause = "the log is empty: is this the file the server writes to (SHOW log_directory; SHOW log_filename)?"
+    elif workload.advisor_statements:
+        cause = (f"every statement it held was the advisor's own ({workload.advisor_statements:,}, left out): "
+                 "the application ran nothing the server logged in this window")
     elif workload.skipped_count >= workload.lines:
         cause = "no line was understood: pass --log-format, or --log-line-prefix with the server's log_line_prefix"
     else:
