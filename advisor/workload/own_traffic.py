@@ -10,6 +10,7 @@ one rule that tells them apart, for every source.
 from __future__ import annotations
 
 from advisor.db.connect import TAG
+from advisor.words import plural
 
 APPLICATION_PREFIX = "advisor"
 _MARK = TAG.strip()
@@ -21,4 +22,4 @@ def sent_by_advisor(sql: str, application: str | None = None) -> bool:
 
 
 def left_out_note(count: int) -> str:
-    return f"{count} statement{'s' if count != 1 else ''} sent by the advisor itself {'were' if count != 1 else 'was'} left out"
+    return f"{plural(count, 'statement')} sent by the advisor itself {'was' if count == 1 else 'were'} left out"
