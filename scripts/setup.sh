@@ -69,6 +69,21 @@ if [ ! -f "$sharedir/extension/hypopg.control" ]; then
 fi
 say "PostgreSQL $pg_major at $bindir; HypoPG $( [ -f "$sharedir/extension/hypopg.control" ] && echo present || echo absent )"
 
+# --- PgBouncer, for `advisor bench pool --local-pgbouncer` and its tests ------------------
+pgbouncer_bin() { command -v pgbouncer || { [ -x /usr/sbin/pgbouncer ] && echo /usr/sbin/pgbouncer; }; }
+if ! pgbouncer_bin >/dev/null; then
+    if apt_install pgbouncer; then
+        # The package starts a system PgBouncer on port 6432; the advisor starts its own, so stop that one
+        # and keep it from starting at boot: nothing should listen that we did not start.
+        as_root service pgbouncer stop >/dev/null 2>&1 || true
+        as_root update-rc.d pgbouncer disable >/dev/null 2>&1 || true
+        as_root systemctl disable --now pgbouncer >/dev/null 2>&1 || true
+    else
+        say "PgBouncer is missing and could not be installed: run 'sudo apt-get install pgbouncer' (bench pool --local-pgbouncer and its tests need it)"
+    fi
+fi
+if pb=$(pgbouncer_bin); then say "$("$pb" --version | head -1) at $pb"; fi
+
 # --- Chromium, to render the HTML report in its test (tests/test_report.py) ------------
 if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
     apt_install chromium \
