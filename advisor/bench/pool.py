@@ -82,7 +82,8 @@ import statistics
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
 import psycopg
 from psycopg import conninfo as pg_conninfo
@@ -95,6 +96,7 @@ from advisor.bench.load import (
     create_schema, drop_schema, first_line, host_cores, latency_quantiles, new_schema_name, rounded, run_phase,
     scrubber,
 )
+from advisor.bench.pgbouncer import POOL_MODES, PREPARED_SINCE, LocalPgBouncer, find_pgbouncer, pgbouncer_version
 from advisor.bench.quiet import Logging, quiet_session
 from advisor.db.connect import TAG, scrub_secrets, redact_dsn
 from advisor.errors import AdvisorError
@@ -106,8 +108,10 @@ __all__ = [
 
 SCHEMA_VERSION = 1
 MODES = ("new_connection", "psycopg_pool", "psycopg_pool_checked", "sqlalchemy_queuepool", "sqlalchemy_nullpool",
-         "pgbouncer")
-POOLED_MODES = ("psycopg_pool", "psycopg_pool_checked", "sqlalchemy_queuepool", "pgbouncer")
+         "pgbouncer", "pgbouncer_pool", "pgbouncer_pool_prepared")
+PGBOUNCER_MODES = ("pgbouncer", "pgbouncer_pool", "pgbouncer_pool_prepared")  # run only through a PgBouncer
+# pgbouncer_pool_prepared shows what the default prepare_threshold does through PgBouncer; it is not advice
+POOLED_MODES = ("psycopg_pool", "psycopg_pool_checked", "sqlalchemy_queuepool", "pgbouncer", "pgbouncer_pool")
 TRANSPORTS = ("tcp", "unix")
 TABLE_ROWS = 10_000
 SATURATION_GAIN = 0.10  # less than this gain from one concurrency level to the next: saturated
@@ -129,7 +133,10 @@ class PoolBenchConfig:
     requests: int | None = None  # in total per arm, shared by its threads
     warmup_s: float = 1.0
     pgbouncer_dsn: str | None = None
-    modes: tuple[str, ...] = MODES  # pgbouncer runs only with pgbouncer_dsn
+    local_pgbouncer: bool = False  # start a throwaway PgBouncer per PgBouncer arm (advisor.bench.pgbouncer)
+    pgbouncer_pool_size: int | None = None  # its server connections; None: see default_pgbouncer_pool_size
+    pgbouncer_pool_modes: tuple[str, ...] = POOL_MODES
+    modes: tuple[str, ...] = MODES  # the PGBOUNCER_MODES run only with pgbouncer_dsn or local_pgbouncer
     transports: tuple[str, ...] = TRANSPORTS
     request_timeout_s: float = 10.0
 
@@ -147,6 +154,7 @@ class Arm:
     p99_ms: float | None
     max_ms: float | None
     connect_ms: float | None
+    connect_p50_ms: float | None
     connect_p95_ms: float | None
     connections_opened: int
     errors: int
@@ -175,14 +183,20 @@ class PoolBenchResult:
 # --- connection strings ----------------------------------------------------------------
 
 
+def _session_settings(timeout_s: float) -> dict[str, str]:
+    """What every benchmark session on the server runs with (startup options direct, connect_query through
+    a local PgBouncer)."""
+    return {"statement_timeout": str(int(timeout_s * 1000)), "default_transaction_read_only": "on",
+            "idle_in_transaction_session_timeout": "60000", "lock_timeout": "1000"}
+
+
 def _bench_conninfo(params: dict[str, str], timeout_s: float, *, server_options: bool = True, **override: str) -> str:
     """A conninfo for benchmark sessions: the user's parameters plus ours (ours win)."""
     p = dict(params, **override)
     p["application_name"] = APPLICATION_NAME
     p.setdefault("connect_timeout", str(max(2, int(timeout_s))))
     if server_options:  # PgBouncer refuses startup options it does not know; the server gets them all
-        p = add_options(p, f"-c statement_timeout={int(timeout_s * 1000)} -c default_transaction_read_only=on "
-                           f"-c idle_in_transaction_session_timeout=60000 -c lock_timeout=1000")
+        p = add_options(p, " ".join(f"-c {k}={v}" for k, v in _session_settings(timeout_s).items()))
     return pg_conninfo.make_conninfo("", **p)
 
 
@@ -213,6 +227,8 @@ class _Server:
     started: str  # pg_postmaster_start_time(), identifies the server behind a second transport
     read_only: bool
     backends: int  # client backends already connected
+    user: str  # current_user and current_database(): what a local PgBouncer logs in as, and to
+    dbname: str
 
 
 _FACTS = TAG + """SELECT current_setting('server_version_num')::int, current_setting('max_connections')::int,
@@ -220,7 +236,8 @@ _FACTS = TAG + """SELECT current_setting('server_version_num')::int, current_set
         + coalesce(current_setting('reserved_connections', true)::int, 0),
     current_setting('port'), pg_postmaster_start_time()::text,
     current_setting('transaction_read_only') = 'on' OR pg_is_in_recovery(),
-    (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid())"""
+    (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()),
+    current_user, current_database()"""
 
 _IDENTITY = TAG + "SELECT current_setting('port'), pg_postmaster_start_time()::text"
 # Where libpq and the Debian/upstream builds put the socket, for roles that may not read the setting;
@@ -238,7 +255,7 @@ def _server_facts(conn: psycopg.Connection, notes: list[str]) -> _Server:
     else:
         dirs = _USUAL_SOCKET_DIRS
         notes.append("this role may not read unix_socket_directories: the usual socket folders were tried")
-    return _Server(row[0], row[1], row[2], dirs, row[3], row[4], bool(row[5]), row[6])
+    return _Server(row[0], row[1], row[2], dirs, row[3], row[4], bool(row[5]), row[6], row[7], row[8])
 
 
 def _create_table(conn: psycopg.Connection, schema: str) -> None:
@@ -281,32 +298,39 @@ class _ConnectTimes:
         return TimedConnection
 
 
-def _connect_stats(times: Sequence[float]) -> tuple[float | None, float | None]:
-    """Mean and p95, in ms, of the connection times (seconds)."""
+def _connect_stats(times: Sequence[float]) -> tuple[float | None, float | None, float | None]:
+    """Mean, median and p95, in ms, of the connection times (seconds)."""
     if not times:
-        return None, None
-    return statistics.fmean(t * 1000.0 for t in times), latency_quantiles(times)[1]
+        return None, None, None
+    p50, p95, _, _ = latency_quantiles(times)
+    return statistics.fmean(t * 1000.0 for t in times), p50, p95
 
 
 class _Client:
     """What a request does in one mode; open() before the warm-up, close() after the window."""
 
     def __init__(self, mode: str, conninfo: str, concurrency: int, sql: str, timeout_s: float,
-                 connects: _ConnectTimes) -> None:
+                 connects: _ConnectTimes, pool_size: int | None = None) -> None:
         self.mode, self.conninfo, self.concurrency, self.sql = mode, conninfo, concurrency, sql
         self.timeout_s, self.connects = timeout_s, connects
+        self.pool_size = pool_size or concurrency  # a client pool's size (threads wait for a connection beyond it)
         self.pool = None
         self.engine = None
 
     def open(self) -> None:
-        c, mode = self.concurrency, self.mode
-        if mode in ("psycopg_pool", "psycopg_pool_checked"):
+        c, mode = self.pool_size, self.mode
+        if mode in ("psycopg_pool", "psycopg_pool_checked", "pgbouncer_pool", "pgbouncer_pool_prepared"):
             from psycopg_pool import ConnectionPool
 
+            # Through PgBouncer's transaction pooling, psycopg's prepared statements (after prepare_threshold,
+            # 5, runs of a query) meet another server connection: pgbouncer_pool turns them off, as the advice
+            # says; pgbouncer_pool_prepared keeps psycopg's default, as an application that was not told would.
+            kwargs = {"autocommit": True, "cursor_factory": TaggedCursor}
+            if mode == "pgbouncer_pool":
+                kwargs["prepare_threshold"] = None
             self.pool = ConnectionPool(
                 self.conninfo, min_size=c, max_size=c, open=True, name=f"advisor-bench-{mode}",
-                connection_class=self.connects.connection_class(),
-                kwargs={"autocommit": True, "cursor_factory": TaggedCursor},
+                connection_class=self.connects.connection_class(), kwargs=kwargs,
                 check=ConnectionPool.check_connection if mode == "psycopg_pool_checked" else None,
                 timeout=self.timeout_s, reconnect_timeout=self.timeout_s,
             )  # fmt: skip
@@ -340,8 +364,8 @@ class _Client:
                     conn.exec_driver_sql(self.sql.replace("%", "%%")).fetchall()
                 else:
                     conn.exec_driver_sql(self.sql, params).fetchall()
-        else:  # new_connection, pgbouncer
-            conn = self.connects.connect(self.conninfo, prepare_threshold=None if self.mode == "pgbouncer" else 5)
+        else:  # new_connection, pgbouncer: one query per connection, so psycopg never prepares it
+            conn = self.connects.connect(self.conninfo)
             try:
                 conn.execute(self.sql, params).fetchall()
             finally:
@@ -378,6 +402,22 @@ class _Monitor:
             self.failed = True
             return
         self.peak = (max(self.peak[0], db), max(self.peak[1], server))
+
+    def backends(self) -> int | None:
+        """Backends of this database now (the monitor not counted); None when the monitor cannot read them."""
+        try:
+            return self.conn.execute(self._SAMPLE).fetchone()[0]
+        except psycopg.Error:
+            return None
+
+    def settle(self, baseline: int | None, timeout_s: float = 5.0) -> None:
+        """Wait until this database has no more backends than ``baseline`` (those of a stopped PgBouncer exit)."""
+        end = time.monotonic() + timeout_s
+        while baseline is not None and time.monotonic() < end:
+            now = self.backends()
+            if now is None or now <= baseline:
+                return
+            time.sleep(0.02)
 
     def start(self, cap_s: float) -> None:
         self.peak, self.failed = (0, 0), False
@@ -419,6 +459,14 @@ def _check_config(cfg: PoolBenchConfig) -> None:
         raise AdvisorError(f"--requests must be between 1 and {MAX_REQUESTS_PER_ARM:,}", "for example --requests 10000")
     if not 0 <= cfg.warmup_s <= 600:
         raise AdvisorError("--warmup must be between 0 and 600 seconds", "for example --warmup 1")
+    if cfg.local_pgbouncer and cfg.pgbouncer_dsn:
+        raise AdvisorError("--local-pgbouncer and --pgbouncer-dsn measure two different PgBouncers",
+                           "give one of them")
+    if cfg.pgbouncer_pool_size is not None and not 1 <= cfg.pgbouncer_pool_size <= MAX_CONCURRENCY:
+        raise AdvisorError(f"--pgbouncer-pool-size must be between 1 and {MAX_CONCURRENCY}", "for example 8")
+    if not cfg.pgbouncer_pool_modes or any(m not in POOL_MODES for m in cfg.pgbouncer_pool_modes):
+        raise AdvisorError(f"unknown PgBouncer pool mode in {', '.join(cfg.pgbouncer_pool_modes) or 'nothing'}",
+                           f"give {', '.join(POOL_MODES)} or one of them")
     if cfg.query is not None:
         from advisor.db.explain import classify
 
@@ -437,6 +485,7 @@ def run_pool_bench(cfg: PoolBenchConfig, step: Step | None = None, warn: Step | 
     step = step or (lambda text: None)
     warn = warn or step
     _check_config(cfg)
+    pgbouncer = find_pgbouncer() if cfg.local_pgbouncer else None  # missing: say so before anything runs
     notes: list[str] = []
     setup, dsn, logging = quiet_session(cfg.dsn, notes)  # dsn: cfg.dsn with logging off where the role may
     params = conninfo_params(dsn)
@@ -451,11 +500,15 @@ def run_pool_bench(cfg: PoolBenchConfig, step: Step | None = None, warn: Step | 
             if workload["kind"] != "table":
                 schema = None
         plan = _plan(cfg, params, server, notes)
+        bouncer = None
+        if pgbouncer is not None and any(info is None for _, _, info in plan):
+            bouncer = _local_bouncer(cfg, pgbouncer, params, server, logging, notes)
         if logging.left_on:
-            warning = _logging_warning(cfg, logging, plan, sql_text, param)
+            warning = _logging_warning(cfg, logging, plan, _bench_conninfo(params, cfg.request_timeout_s), sql_text,
+                                       param)
             warn(warning)
             notes.append(warning)
-        arms = _run_arms(cfg, plan, params, TAG + sql_text, param, step)
+        arms = _run_arms(cfg, plan, params, TAG + sql_text, param, step, bouncer)
     finally:
         if schema is not None:
             step(f"dropping {schema}")
@@ -474,13 +527,19 @@ def run_pool_bench(cfg: PoolBenchConfig, step: Step | None = None, warn: Step | 
 
     shown = cfg.query.strip() if cfg.query is not None else sql_text.replace("%s", "$1")
     verdict = _verdict(arms, server, cfg)
+    if bouncer is not None or cfg.pgbouncer_dsn:
+        verdict["pgbouncer"] = _pgbouncer_verdict(arms, cfg, bouncer)
+        verdict["summary"] += verdict["pgbouncer"]["summary"]
     return PoolBenchResult(
         dsn=redact_dsn(cfg.dsn), host_cores=cores, server_local=local, server_version_num=server.version_num,
         max_connections=server.max_connections, reserved_connections=server.reserved, query=mask_literals(shown),
         workload=workload,
         settings={"concurrency": list(cfg.concurrency), "duration_s": _duration(cfg), "requests": cfg.requests,
-                  "warmup_s": cfg.warmup_s, "modes": [m for m in cfg.modes if m != "pgbouncer" or cfg.pgbouncer_dsn],
-                  "transports": list(cfg.transports), "request_timeout_s": cfg.request_timeout_s},
+                  "warmup_s": cfg.warmup_s, "modes": list(dict.fromkeys(m for m, _, _ in plan)),
+                  "transports": list(cfg.transports), "request_timeout_s": cfg.request_timeout_s,
+                  "pgbouncer": None if bouncer is None else {
+                      "local": True, "version": ".".join(map(str, bouncer.version)), "pool_size": bouncer.pool_size,
+                      "pool_modes": list(cfg.pgbouncer_pool_modes), "max_client_conn": bouncer.max_clients + 10}},
         arms=tuple(arms), verdict=verdict, notes=tuple(scrub_secrets(n, cfg.dsn) for n in notes),
     )
 
@@ -522,8 +581,8 @@ OPENING_MODES = ("new_connection", "sqlalchemy_nullpool", "pgbouncer")  # a new 
 CALIBRATION_REQUESTS = 20
 
 
-def _logging_warning(cfg: PoolBenchConfig, logging: Logging, plan: list[tuple[str, str, str]], sql_text: str,
-                     param: Callable[[random.Random], tuple | None]) -> str:
+def _logging_warning(cfg: PoolBenchConfig, logging: Logging, plan: list[tuple[str, str, str | None]], direct: str,
+                     sql_text: str, param: Callable[[random.Random], tuple | None]) -> str:
     """What the server will log of this run, and how to avoid it: exact with --requests, else estimated
     from requests timed here."""
     arms = len(plan) * len(cfg.concurrency)
@@ -535,7 +594,7 @@ def _logging_warning(cfg: PoolBenchConfig, logging: Logging, plan: list[tuple[st
                + ("; 2 statements per request with a health check" if "psycopg_pool_checked" in per_request else ""))
         amount = f"up to {total:,}"
     else:
-        connect_s, request_s = _calibrate(plan[0][2], sql_text, param)
+        connect_s, request_s = _calibrate(direct, sql_text, param)
         seconds = _duration(cfg) + cfg.warmup_s
         total = sum(round(seconds * min(c, host_cores()) * per_request[m]
                           / (request_s + (connect_s if m in OPENING_MODES else 0.0)))
@@ -607,51 +666,128 @@ def _transports(cfg: PoolBenchConfig, params: dict[str, str], server: _Server, n
 
 
 def _plan(cfg: PoolBenchConfig, params: dict[str, str], server: _Server,
-          notes: list[str]) -> list[tuple[str, str, str]]:
-    """(mode, transport, conninfo) of every arm at one concurrency level."""
-    plan: list[tuple[str, str, str]] = []
+          notes: list[str]) -> list[tuple[str, str, str | None]]:
+    """(mode, transport, conninfo) of every arm at one concurrency level; conninfo None: a local PgBouncer's,
+    known once it runs (its transport names its pooling mode: pgbouncer-transaction, pgbouncer-session)."""
+    plan: list[tuple[str, str, str | None]] = []
     for label, info in _transports(cfg, params, server, notes):
-        plan += [(m, label, info) for m in cfg.modes if m != "pgbouncer"]
-    if "pgbouncer" in cfg.modes and cfg.pgbouncer_dsn:
+        plan += [(m, label, info) for m in cfg.modes if m not in PGBOUNCER_MODES]
+    bouncer_modes = [m for m in cfg.modes if m in PGBOUNCER_MODES]
+    if bouncer_modes and cfg.local_pgbouncer:
+        plan += [(m, f"pgbouncer-{pool_mode}", None) for pool_mode in cfg.pgbouncer_pool_modes for m in bouncer_modes]
+    elif bouncer_modes and cfg.pgbouncer_dsn:
         bparams = conninfo_params(cfg.pgbouncer_dsn)
-        plan.append(("pgbouncer", _tcp_label(bparams), _bench_conninfo(bparams, cfg.request_timeout_s, server_options=False)))
-        notes.append("pgbouncer: a new client connection per request to PgBouncer, without startup options "
-                     "(no statement_timeout, no read-only default, statement logging as the server has it) and "
-                     "without prepared statements; its peak backends are counted in the DSN's database, which may "
-                     "differ from PgBouncer's target")
-    elif cfg.pgbouncer_dsn is None and "pgbouncer" in cfg.modes and cfg.modes != MODES:
-        notes.append("pgbouncer was asked for but no --pgbouncer-dsn was given: not measured")
+        info = _bench_conninfo(bparams, cfg.request_timeout_s, server_options=False)
+        plan += [(m, _tcp_label(bparams), info) for m in bouncer_modes]
+        notes.append("your PgBouncer (--pgbouncer-dsn): its clients send application_name (PgBouncer passes it on) "
+                     "but no startup options, which PgBouncer refuses unless ignore_startup_parameters lists them, "
+                     "and then drops: its server connections run with the server's own statement_timeout, no "
+                     "read-only default and the server's statement logging, so the benchmark's requests are logged "
+                     "where the server logs statements. Its version and pooling mode are not read; its peak backends "
+                     "are counted in the DSN's database, which may differ from PgBouncer's target")
+    elif bouncer_modes and cfg.modes != MODES:
+        notes.append(f"{', '.join(bouncer_modes)} asked for but neither --local-pgbouncer nor --pgbouncer-dsn "
+                     "was given: not measured")
     return plan
 
 
-def _run_arms(cfg: PoolBenchConfig, plan: list[tuple[str, str, str]], params: dict[str, str], sql_text: str,
-              param: Callable[[random.Random], tuple | None], step: Step) -> list[Arm]:
+@dataclass(frozen=True, slots=True)
+class _Bouncer:
+    """How to start each local PgBouncer arm's own throwaway PgBouncer (one per arm, so that the backends an arm
+    saw are its own: PgBouncer keeps idle server connections for minutes)."""
+
+    binary: Path
+    version: tuple[int, int, int]
+    target: dict[str, str]
+    user: str
+    dbname: str
+    pool_size: int
+    max_clients: int
+    settings: dict[str, str]  # run on each server connection (connect_query)
+
+    def launch(self, pool_mode: str) -> LocalPgBouncer:
+        return LocalPgBouncer(self.target, user=self.user, dbname=self.dbname, pool_mode=pool_mode,
+                              pool_size=self.pool_size, max_clients=self.max_clients, session_settings=self.settings,
+                              binary=self.binary)
+
+
+def default_pgbouncer_pool_size(server_local: bool, cores: int) -> int:
+    """Two server connections per core when the server is on this host (PgBouncer's and PostgreSQL's rule of
+    thumb for a CPU-bound load), else PgBouncer's own default_pool_size, 20."""
+    return max(2, 2 * cores) if server_local else 20
+
+
+def _local_bouncer(cfg: PoolBenchConfig, binary: Path, params: dict[str, str], server: _Server, logging: Logging,
+                   notes: list[str]) -> _Bouncer:
+    """The local PgBouncer every PgBouncer arm starts, and a note on what it is."""
+    version = pgbouncer_version(binary)
+    local, cores = _is_local(params), host_cores()
+    size = cfg.pgbouncer_pool_size or default_pgbouncer_pool_size(local, cores)
+    why = ("as given" if cfg.pgbouncer_pool_size else
+           f"2 per core of this host, which the server shares" if local else "PgBouncer's default")
+    settings = {"application_name": APPLICATION_NAME, **_session_settings(cfg.request_timeout_s), **logging.quieted}
+    notes.append(
+        f"local PgBouncer {'.'.join(map(str, version))} ({binary}): one started for each PgBouncer arm on a loopback "
+        f"port and stopped after it, pool size {size} ({why}) per pooling mode, up to {max(cfg.concurrency)} clients; "
+        "it logs in with the DSN's user and password from an auth_file (mode 0600) in its own directory, removed "
+        "after. Its server connections run one tagged connect_query that names them advisor_bench and applies the "
+        "benchmark's timeouts, read-only default and statement logging off (what direct sessions send as startup "
+        "options); no server_reset_query runs.")
+    return _Bouncer(binary, version, params, server.user, server.dbname, size, max(cfg.concurrency), settings)
+
+
+def _run_arms(cfg: PoolBenchConfig, plan: list[tuple[str, str, str | None]], params: dict[str, str], sql_text: str,
+              param: Callable[[random.Random], tuple | None], step: Step, bouncer: _Bouncer | None) -> list[Arm]:
     duration = _duration(cfg)
     slack = cfg.request_timeout_s + 5.0
     arms: list[Arm] = []
-    server_arms = [info for mode, _, info in plan if mode != "pgbouncer"]
+    server_arms = [info for mode, _, info in plan if mode not in PGBOUNCER_MODES]
     monitor = _Monitor(server_arms[0] if server_arms else _bench_conninfo(params, cfg.request_timeout_s))
     try:
         for concurrency in cfg.concurrency:
             for mode, transport, info in plan:
                 step(f"{mode} over {transport}, concurrency {concurrency}")
-                arms.append(_run_arm(mode, transport, info, concurrency, sql_text, param, duration, cfg.requests,
-                                     cfg, monitor, slack))
+                if info is not None:
+                    arms.append(_run_arm(mode, transport, info, concurrency, sql_text, param, duration, cfg.requests,
+                                         cfg, monitor, slack))
+                else:
+                    arms.append(_run_local_pgbouncer_arm(bouncer, mode, transport, concurrency, sql_text, param,
+                                                         duration, cfg, monitor, slack))
     finally:
         monitor.close()
-    arms.sort(key=lambda a: (a.transport, a.concurrency, MODES.index(a.mode)))
+    arms.sort(key=lambda a: (a.mode in PGBOUNCER_MODES, a.transport, a.concurrency, MODES.index(a.mode)))
     return arms
+
+
+def _run_local_pgbouncer_arm(bouncer: _Bouncer, mode: str, transport: str, concurrency: int, sql_text: str,
+                             param: Callable[[random.Random], tuple | None], duration: float, cfg: PoolBenchConfig,
+                             monitor: _Monitor, slack: float) -> Arm:
+    pool_mode = transport.removeprefix("pgbouncer-")
+    # In session mode a client connection holds its server connection until it closes: a client pool larger than
+    # PgBouncer's would leave connections waiting for ever, so it gets PgBouncer's size, as a deployment would.
+    capped = pool_mode == "session" and mode != "pgbouncer" and concurrency > bouncer.pool_size
+    baseline = monitor.backends()
+    with bouncer.launch(pool_mode) as pgb:
+        info = pgb.conninfo(application_name=APPLICATION_NAME, connect_timeout=str(max(2, int(cfg.request_timeout_s))))
+        arm = _run_arm(mode, transport, info, concurrency, sql_text, param, duration, cfg.requests, cfg, monitor,
+                       slack, pool_size=bouncer.pool_size if capped else None, secret=info)
+    monitor.settle(baseline)  # PgBouncer's server connections are gone before the next arm counts its own
+    if capped:
+        note = f"client pool of {bouncer.pool_size} (PgBouncer's pool size in session mode) for {concurrency} threads"
+        arm = replace(arm, note=f"{arm.note}; {note}" if arm.note else note)
+    return arm
 
 
 def _run_arm(mode: str, transport: str, info: str, concurrency: int, sql_text: str,
              param: Callable[[random.Random], tuple | None], duration: float, requests: int | None,
-             cfg: PoolBenchConfig, monitor: _Monitor, slack: float) -> Arm:
+             cfg: PoolBenchConfig, monitor: _Monitor, slack: float, pool_size: int | None = None,
+             secret: str | None = None) -> Arm:
     connects = _ConnectTimes()
-    client = _Client(mode, info, concurrency, sql_text, cfg.request_timeout_s, connects)
-    scrub = scrubber(cfg.dsn, cfg.pgbouncer_dsn)
+    client = _Client(mode, info, concurrency, sql_text, cfg.request_timeout_s, connects, pool_size)
+    scrub = scrubber(cfg.dsn, cfg.pgbouncer_dsn, secret)
 
     def empty(note: str) -> Arm:
-        return Arm(mode, transport, concurrency, 0, 0.0, 0.0, None, None, None, None, None, None, 0, 0, 0,
+        return Arm(mode, transport, concurrency, 0, 0.0, 0.0, None, None, None, None, None, None, None, 0, 0, 0,
                    None, None, scrub(note))
 
     try:
@@ -673,7 +809,7 @@ def _run_arm(mode: str, transport: str, info: str, concurrency: int, sql_text: s
             client.close()
         except Exception:  # a pool that cannot close cleanly must not lose the measurement
             pass
-    c_mean, c_p95 = _connect_stats(opened)
+    c_mean, c_p50, c_p95 = _connect_stats(opened)
     n = len(phase.latencies)
     note_parts = []
     if phase.first_error:
@@ -687,7 +823,8 @@ def _run_arm(mode: str, transport: str, info: str, concurrency: int, sql_text: s
     note = scrub("; ".join(note_parts)) if note_parts else None
     return Arm(
         mode=mode, transport=transport, concurrency=concurrency, **phase.figures(),
-        connect_ms=rounded(c_mean), connect_p95_ms=rounded(c_p95), connections_opened=len(opened),
+        connect_ms=rounded(c_mean), connect_p50_ms=rounded(c_p50),
+        connect_p95_ms=rounded(c_p95), connections_opened=len(opened),
         errors=phase.errors, timeouts=phase.timeouts,
         peak_backends=None if peaks is None else peaks[0], peak_server_backends=None if peaks is None else peaks[1],
         note=note,
@@ -699,13 +836,13 @@ def _run_arm(mode: str, transport: str, info: str, concurrency: int, sql_text: s
 
 def _verdict(arms: Sequence[Arm], server: _Server, cfg: PoolBenchConfig) -> dict:
     by = {(a.mode, a.transport, a.concurrency): a for a in arms}
-    transports = list(dict.fromkeys(a.transport for a in arms if a.mode != "pgbouncer"))
+    transports = list(dict.fromkeys(a.transport for a in arms if a.mode not in PGBOUNCER_MODES))
     levels = sorted(set(cfg.concurrency))
     speedups, saturation, summary = [], [], []
 
     def pooled_at(transport: str, c: int) -> list[Arm]:
         return [a for a in arms if a.mode in POOLED_MODES and a.concurrency == c and a.requests > 0
-                and (a.transport == transport or a.mode == "pgbouncer")]
+                and (a.transport == transport or a.mode in PGBOUNCER_MODES)]
 
     for transport in transports:
         for c in levels:
@@ -760,6 +897,113 @@ def _verdict(arms: Sequence[Arm], server: _Server, cfg: PoolBenchConfig) -> dict
                        f"monitor not counted) of {usable} usable (max_connections {server.max_connections} - "
                        f"{server.reserved} reserved): {usable - peak} left.")
     return {"speedups": speedups, "saturation": saturation, "headroom": headroom, "summary": summary}
+
+
+def _first_failure(arm: Arm) -> str | None:
+    """The first error an arm met, from its note."""
+    for part in (arm.note or "").split("; "):
+        if part.startswith("first failure: "):
+            return part.removeprefix("first failure: ")
+    return None
+
+
+def _pgbouncer_verdict(arms: Sequence[Arm], cfg: PoolBenchConfig, bouncer: _Bouncer | None) -> dict:
+    """What PgBouncer bought at the highest concurrency (backends used, throughput, connect time), what psycopg's
+    prepared statements did through transaction pooling, and the client settings that go with PgBouncer."""
+    from advisor.words import plural
+
+    top = max(cfg.concurrency)
+    by = {(a.mode, a.transport, a.concurrency): a for a in arms}
+    direct = [a.transport for a in arms if a.mode == "new_connection"]
+    base = by.get(("new_connection", "tcp" if "tcp" in direct else (direct or [None])[0], top))
+    size = bouncer.pool_size if bouncer else None
+    served, summary = [], []
+    for transport in dict.fromkeys(a.transport for a in arms if a.mode in PGBOUNCER_MODES):
+        pool_mode = transport.removeprefix("pgbouncer-") if bouncer else None
+        ran = [by[k] for k in (("pgbouncer", transport, top), ("pgbouncer_pool", transport, top))
+               if k in by and by[k].requests > 0]
+        if not ran:
+            continue
+        best = max(ran, key=lambda a: a.ops_per_s)
+        opened = by.get(("pgbouncer", transport, top))
+        served.append({
+            "transport": transport, "pool_mode": pool_mode, "pool_size": size, "concurrency": top,
+            "best_mode": best.mode, "ops_per_s": best.ops_per_s, "peak_backends": best.peak_backends,
+            "connect_p50_ms": opened.connect_p50_ms if opened else None,
+            "new_connection_ops_per_s": base.ops_per_s if base else None,
+            "new_connection_peak_backends": base.peak_backends if base else None,
+            "new_connection_connect_p50_ms": base.connect_p50_ms if base else None,
+        })
+        who = f"PgBouncer, {pool_mode} pooling, pool size {size}" if bouncer else "your PgBouncer"
+        backends = "?" if best.peak_backends is None else best.peak_backends
+        line = f"{who}: {plural(top, 'client')} served by {backends} backends at {best.ops_per_s:,.0f} ops/s ({best.mode})"
+        if base is not None:
+            line += (f"; a new connection per request straight to the server: {base.ops_per_s:,.0f} ops/s and "
+                     f"{'?' if base.peak_backends is None else base.peak_backends} backends")
+        summary.append(line + ".")
+        if opened and base and opened.connect_p50_ms and base.connect_p50_ms:
+            summary.append(f"{who}: a new connection to PgBouncer opened in {opened.connect_p50_ms:.2f} ms (median), "
+                           f"one straight to the server in {base.connect_p50_ms:.2f} ms.")
+    prepared = _prepared_verdict(arms, bouncer)
+    summary += prepared.pop("summary") if prepared else []
+    advice = _pgbouncer_advice(arms, bouncer)
+    return {"served": served, "prepared_statements": prepared, "advice": advice, "summary": summary + advice}
+
+
+def _prepared_verdict(arms: Sequence[Arm], bouncer: _Bouncer | None) -> dict | None:
+    """psycopg's default prepare_threshold through (transaction) pooling against prepare_threshold=None."""
+    transport = "pgbouncer-transaction" if bouncer else None
+    tried = [a for a in arms if a.mode == "pgbouncer_pool_prepared" and (transport is None or a.transport == transport)]
+    if not tried:
+        return None
+    fixed = [a for a in arms if a.mode == "pgbouncer_pool" and a.transport in {a.transport for a in tried}]
+    version = ".".join(map(str, bouncer.version)) if bouncer else None
+    supported = bouncer.version >= PREPARED_SINCE if bouncer else None
+    failed = sum(a.errors for a in tried)
+    sent = sum(a.requests + a.errors + a.timeouts for a in tried)
+    first = next((f for a in tried if (f := _first_failure(a))), None)
+    out = {
+        "pool_mode": "transaction" if bouncer else None, "pgbouncer_version": version,
+        "max_prepared_statements": 200 if supported else None,
+        "default_prepare_threshold": {"requests": sent, "errors": failed, "first_error": first},
+        "prepare_threshold_none": {"requests": sum(a.requests + a.errors + a.timeouts for a in fixed),
+                                   "errors": sum(a.errors for a in fixed),
+                                   "ops_per_s": max((a.ops_per_s for a in fixed), default=None)},
+    }
+    where = f"PgBouncer {version} in transaction mode" if bouncer else "your PgBouncer"
+    fix = out["prepare_threshold_none"]
+    measured = (f" (measured: {fix['errors']} errors in {fix['requests']:,} requests, {fix['ops_per_s']:,.0f} ops/s)"
+                if fixed and fix["ops_per_s"] is not None else "")
+    upgrade = "or PgBouncer 1.21+ with max_prepared_statements set (e.g. 100)"
+    if failed:
+        out["summary"] = [
+            f"prepared statements: psycopg 3 with its default prepare_threshold (it prepares a query after 5 runs) "
+            f"failed {failed:,} of {sent:,} requests through {where} (first: {first}): PgBouncer before 1.21 does not "
+            f"follow protocol-level prepared statements across the server connections it lends. Fix: connect with "
+            f"prepare_threshold=None{measured}, {upgrade}."]
+    elif supported:
+        out["summary"] = [f"prepared statements: {where} with max_prepared_statements = 200 kept psycopg's prepared "
+                          f"statements: no error in {sent:,} requests with the default prepare_threshold."]
+    else:
+        out["summary"] = [
+            f"prepared statements: psycopg's default prepare_threshold raised no error through {where} in {sent:,} "
+            "requests (each client kept to one server connection at this concurrency); it fails once clients share "
+            f"server connections in transaction mode before PgBouncer 1.21: use prepare_threshold=None, {upgrade}."]
+    return out
+
+
+def _pgbouncer_advice(arms: Sequence[Arm], bouncer: _Bouncer | None) -> list[str]:
+    """Client settings for an application behind PgBouncer, where the arms make them matter."""
+    advice = ["behind PgBouncer let PgBouncer pool: SQLAlchemy create_engine(..., poolclass=NullPool) opens a "
+              "connection to PgBouncer per request (the pgbouncer arm measures just that); a small client pool "
+              "(pgbouncer_pool) also saves the connect round trip to PgBouncer."]
+    if any(a.mode in PGBOUNCER_MODES and a.transport != "pgbouncer-session" for a in arms):
+        advice.append(
+            "in transaction mode: no client-side reset (no DISCARD ALL or RESET ALL in a psycopg_pool reset= "
+            "callback or a SQLAlchemy checkin event): it runs on a server connection PgBouncer lends to others, costs "
+            "a round trip per checkout and, from 1.21, drops the statements PgBouncer prepared; session state (SET, "
+            "temporary tables, advisory locks, LISTEN) does not outlive a transaction.")
+    return advice
 
 
 # --- rendering ---------------------------------------------------------------------------
