@@ -387,7 +387,10 @@ def bench_pool(
     duration: Annotated[Optional[float], typer.Option("--duration", help="Seconds measured per arm (default 5; with --requests only a cap).")] = None,
     requests: Annotated[Optional[int], typer.Option("--requests", help="Requests per arm in total instead of a duration.")] = None,
     warmup: Annotated[float, typer.Option("--warmup", help="Seconds of warm-up per arm, not measured.")] = 1.0,
-    pgbouncer_dsn: Annotated[Optional[str], typer.Option("--pgbouncer-dsn", help="Also measure a new connection per request through this PgBouncer.")] = None,
+    pgbouncer_dsn: Annotated[Optional[str], typer.Option("--pgbouncer-dsn", help="Also measure your PgBouncer: a new connection per request and a client pool through it.")] = None,
+    local_pgbouncer: Annotated[bool, typer.Option("--local-pgbouncer", help="Also measure a throwaway PgBouncer started in front of the DSN (loopback, stopped after), in transaction and session modes.")] = False,
+    pgbouncer_pool_size: Annotated[Optional[int], typer.Option("--pgbouncer-pool-size", help="Server connections of the local PgBouncer (default: 2 per core when the server is local, else 20).")] = None,
+    pgbouncer_modes: Annotated[str, typer.Option("--pgbouncer-modes", help="Pooling modes of the local PgBouncer, comma-separated.")] = "transaction,session",
     modes: Annotated[Optional[str], typer.Option("--modes", help="Only these modes, comma-separated (default all).")] = None,
     transports: Annotated[str, typer.Option("--transports", help="tcp (the DSN as given) and/or unix (the server's socket, when local).")] = "tcp,unix",
     output_format: Annotated[OutputFormat, typer.Option("--format", help="text (a table and a verdict) or json (versioned, see advisor/bench/pool.py).")] = OutputFormat.text,
@@ -398,7 +401,9 @@ def bench_pool(
 
     config = PoolBenchConfig(
         dsn=dsn, query=query, concurrency=_int_list(concurrency, "--concurrency"), duration_s=duration,
-        requests=requests, warmup_s=warmup, pgbouncer_dsn=pgbouncer_dsn,
+        requests=requests, warmup_s=warmup, pgbouncer_dsn=pgbouncer_dsn, local_pgbouncer=local_pgbouncer,
+        pgbouncer_pool_size=pgbouncer_pool_size,
+        pgbouncer_pool_modes=tuple(m.strip() for m in pgbouncer_modes.split(",") if m.strip()),
         modes=tuple(m.strip() for m in modes.split(",") if m.strip()) if modes else MODES,
         transports=tuple(t.strip() for t in transports.split(",") if t.strip()),
     )  # fmt: skip

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from psycopg import conninfo, sql
 
-from advisor.bench.pool import MODES, PoolBenchConfig, run_pool_bench
+from advisor.bench.pool import MODES, PGBOUNCER_MODES, PoolBenchConfig, run_pool_bench
 from advisor.db.embedded import EmbeddedCluster
 
 ARM_FIELDS = ("mode", "transport", "concurrency", "requests", "ops_per_s", "p50_ms", "p95_ms", "p99_ms", "max_ms",
@@ -59,7 +59,7 @@ def test_document_and_every_arm_have_every_field(doc, pg_cluster):
     transports = {a["transport"] for a in doc["arms"]}
     if isinstance(pg_cluster, EmbeddedCluster):  # loopback TCP plus the socket folder we chose
         assert transports == {"tcp", "unix"}
-    expected = {(m, t, c) for m in MODES if m != "pgbouncer" for t in transports for c in (1, 2)}
+    expected = {(m, t, c) for m in MODES if m not in PGBOUNCER_MODES for t in transports for c in (1, 2)}
     assert {(a["mode"], a["transport"], a["concurrency"]) for a in doc["arms"]} == expected
     for arm in doc["arms"]:
         assert set(ARM_FIELDS) <= set(arm), arm
@@ -85,9 +85,10 @@ def test_connect_time_only_for_arms_that_open_connections(doc):
     for arm in doc["arms"]:
         if arm["mode"] in OPENING:
             assert arm["connect_ms"] > 0 and arm["connect_p95_ms"] >= arm["connect_ms"] * 0.5, arm
+            assert 0 < arm["connect_p50_ms"] <= arm["connect_p95_ms"], arm
             assert arm["connections_opened"] == arm["requests"], arm
         else:  # pools are filled before the warm-up: nothing is opened in the window
-            assert arm["connect_ms"] is None and arm["connect_p95_ms"] is None, arm
+            assert arm["connect_ms"] is None and arm["connect_p50_ms"] is None and arm["connect_p95_ms"] is None, arm
             assert arm["connections_opened"] == 0, arm
 
 

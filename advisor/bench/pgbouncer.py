@@ -15,10 +15,11 @@ client side; the server is then asked with that, which only a server that does n
 ask for one accepts. The password is never printed: callers scrub it from messages.
 
 Our traffic stays ours through PgBouncer too: clients send ``application_name``
-(a startup parameter PgBouncer keeps per client), and each new server connection runs
-``connect_query``, one tagged statement that names it ``advisor_bench`` and applies
-the settings the benchmark's direct sessions send as startup ``options`` (which
-PgBouncer would pass on to no server): timeouts, read-only, statement logging off.
+(a startup parameter PgBouncer keeps per client); each server connection is named by
+the alias's ``application_name`` in its startup packet, then runs ``connect_query``,
+one tagged statement that applies the settings the benchmark's direct sessions send
+as startup ``options`` (which PgBouncer would pass on to no server): timeouts,
+read-only, statement logging off.
 PgBouncer's own statements are tagged or off: the server check query is tagged, and
 there is no reset query (``DISCARD ALL`` would be an untagged statement, and would
 undo ``connect_query``; our clients leave no session state behind).
@@ -127,8 +128,9 @@ class LocalPgBouncer:
 
     def conninfo(self, **extra: str) -> str:
         """Where clients connect: loopback, our alias, the auth_file's user and password."""
-        return pg_conninfo.make_conninfo("", host="127.0.0.1", port=str(self.port), dbname=ALIAS, user=self.user,
-                                         password=self.password, **extra)
+        params = {"host": "127.0.0.1", "port": str(self.port), "dbname": ALIAS, "user": self.user,
+                  "password": self.password}
+        return pg_conninfo.make_conninfo("", **{**params, **extra})
 
     # -- lifecycle
     def __enter__(self) -> LocalPgBouncer:
@@ -170,10 +172,9 @@ class LocalPgBouncer:
         atexit.unregister(self.stop)
 
     # -- steps of start()
-    def _connect_query(self) -> str:
+    def _connect_query(self, settings: Mapping[str, str]) -> str:
         # One statement, so the tag leads all of it; set_config's values need no quoting of ours.
-        calls = ", ".join(f"set_config({_dollar(name)}, {_dollar(value)}, false)"
-                          for name, value in self.session_settings.items())
+        calls = ", ".join(f"set_config({_dollar(name)}, {_dollar(value)}, false)" for name, value in settings.items())
         return f"{TAG}SELECT {calls}"
 
     def _database_line(self) -> str:
@@ -183,8 +184,11 @@ class LocalPgBouncer:
             server["host"] = host.split(",")[0]
         if self.target.get("port"):
             server["port"] = self.target["port"].split(",")[0]
-        if self.session_settings:
-            server["connect_query"] = self._connect_query()
+        settings = dict(self.session_settings)
+        if "application_name" in settings:  # in the startup packet: the backend is named from its first line on
+            server["application_name"] = settings.pop("application_name")
+        if settings:
+            server["connect_query"] = self._connect_query(settings)
         return f"{ALIAS} = " + " ".join(f"{k}={_quoted(v)}" for k, v in server.items()) + "\n"
 
     def _ini(self) -> str:

@@ -12,7 +12,17 @@ application would do to run the query once in that mode:
 ``psycopg_pool_checked``  the same with ``check=ConnectionPool.check_connection`` (one extra round trip)
 ``sqlalchemy_queuepool``  Engine.connect() on a QueuePool (pool_size = concurrency, max_overflow 0, filled first)
 ``sqlalchemy_nullpool``   Engine.connect() on a NullPool: a new connection per request, through SQLAlchemy
-``pgbouncer``             a new connection per request to ``--pgbouncer-dsn`` (PgBouncer keeps the server ones)
+``pgbouncer``             a new connection per request to PgBouncer (PgBouncer keeps the server ones)
+``pgbouncer_pool``        a psycopg_pool through PgBouncer, with ``prepare_threshold=None``
+``pgbouncer_pool_prepared``  the same with psycopg's default prepare_threshold (5), as an application not told
+                          otherwise runs: through transaction pooling before PgBouncer 1.21 it fails with
+                          ``prepared statement "_pg3_0" does not exist`` (or "already exists")
+
+The PgBouncer modes run through ``--pgbouncer-dsn`` (the user's PgBouncer), or with
+``--local-pgbouncer`` through a throwaway PgBouncer started for each of these arms
+(``advisor.bench.pgbouncer``), once per pooling mode (transport ``pgbouncer-transaction``,
+``pgbouncer-session``), with ``pgbouncer_pool_size`` server connections. In session mode
+a client pool gets PgBouncer's pool size (a larger one would wait for ever).
 
 Transports: ``tcp`` is the DSN as given; ``unix`` is the same server through its
 Unix socket (``host=<dir>`` from ``unix_socket_directories``), tried only when
@@ -43,7 +53,8 @@ JSON document (``schema_version`` 1)::
     max_connections       the server's setting; reserved_connections: superuser (+ PG16 reserved) slots
     query                 the statement as run, literals masked ("?")
     workload              {"kind": "table" | "query" | "select1", "schema": name or null, "rows": 10000 or null}
-    settings              {"concurrency", "duration_s", "requests", "warmup_s", "modes", "transports", "request_timeout_s"}
+    settings              {"concurrency", "duration_s", "requests", "warmup_s", "modes", "transports", "request_timeout_s",
+                          "pgbouncer": null or {"local", "version", "pool_size", "pool_modes", "max_client_conn"}}
     arms[]                one per mode × transport × concurrency:
         mode, transport, concurrency
         requests          successful requests in the measured window
@@ -51,7 +62,7 @@ JSON document (``schema_version`` 1)::
         ops_per_s         requests / elapsed_s
         p50_ms p95_ms p99_ms max_ms   exact quantiles of the recorded latencies (successful requests), null if none
         connect_ms        mean time to open one connection during the window; null when the arm opened none
-        connect_p95_ms    its 95th percentile (null likewise)
+        connect_p50_ms connect_p95_ms   its median and 95th percentile (null likewise)
         connections_opened  connections opened during the window
         errors            failed requests other than timeouts
         timeouts          requests cut by statement_timeout, connect_timeout or a pool checkout timeout
@@ -68,6 +79,15 @@ JSON document (``schema_version`` 1)::
                           next level gained < 10 %; null when throughput still rose at the highest level measured
         headroom          {concurrency, peak_server_backends, max_connections, usable, headroom}: usable is
                           max_connections minus reserved slots, headroom what the highest concurrency left free
+        pgbouncer         with a PgBouncer only:
+            served[]      per PgBouncer transport at the highest concurrency: {transport, pool_mode, pool_size,
+                          concurrency, best_mode, ops_per_s, peak_backends, connect_p50_ms,
+                          new_connection_ops_per_s, new_connection_peak_backends, new_connection_connect_p50_ms}
+                          (the new_connection figures: straight to the server, tcp, same concurrency)
+            prepared_statements  {pool_mode, pgbouncer_version, max_prepared_statements,
+                          default_prepare_threshold: {requests, errors, first_error},
+                          prepare_threshold_none: {requests, errors, ops_per_s}} or null
+            advice[]      client settings behind PgBouncer (NullPool, no client-side reset in transaction mode)
         summary[]         the same in plain sentences
     notes[]               everything the reader should know (fallbacks, skipped transports, the shared host)
 
@@ -724,15 +744,15 @@ def _local_bouncer(cfg: PoolBenchConfig, binary: Path, params: dict[str, str], s
     local, cores = _is_local(params), host_cores()
     size = cfg.pgbouncer_pool_size or default_pgbouncer_pool_size(local, cores)
     why = ("as given" if cfg.pgbouncer_pool_size else
-           f"2 per core of this host, which the server shares" if local else "PgBouncer's default")
+           "2 per core of this host, which the server shares" if local else "PgBouncer's default")
     settings = {"application_name": APPLICATION_NAME, **_session_settings(cfg.request_timeout_s), **logging.quieted}
     notes.append(
         f"local PgBouncer {'.'.join(map(str, version))} ({binary}): one started for each PgBouncer arm on a loopback "
         f"port and stopped after it, pool size {size} ({why}) per pooling mode, up to {max(cfg.concurrency)} clients; "
         "it logs in with the DSN's user and password from an auth_file (mode 0600) in its own directory, removed "
-        "after. Its server connections run one tagged connect_query that names them advisor_bench and applies the "
-        "benchmark's timeouts, read-only default and statement logging off (what direct sessions send as startup "
-        "options); no server_reset_query runs.")
+        "after. Its server connections are named advisor_bench in their startup packet, then run one tagged "
+        "connect_query with the benchmark's timeouts, read-only default and statement logging off (what direct "
+        "sessions send as startup options); no server_reset_query runs.")
     return _Bouncer(binary, version, params, server.user, server.dbname, size, max(cfg.concurrency), settings)
 
 
