@@ -225,9 +225,19 @@ def test_suggest_indexes_proposes_the_index_that_fixes_the_slow_value(db):
     assert after < before
 
 
-def test_without_representative_values_the_fix_is_left_out(db, monkeypatch):
-    """The counterfactual: costed with its generic plan, the slow query does not earn its index."""
+def slow_query_saving(recommendations: list) -> float:
+    """What the index on bid is credited with on the slow query: weighted cost before − after (0 if not picked)."""
+    return sum(q.weight * (q.cost_before - q.cost_after)
+               for r in bid_indexes(recommendations) for q in r.queries if "WHERE bid" in q.normalized)
+
+
+def test_without_representative_values_the_fix_is_undervalued(db, monkeypatch):
+    """The counterfactual: costed with its generic plan (priced for an average bid), the slow query earns its
+    index a small fraction of what the plan that really runs earns it, so the search can leave it out — whether
+    it does depends on the rest of the workload's cost, which ANALYZE's sample moves from run to run."""
     queries = advised_queries(_workload(db))
-    assert bid_indexes(advise_workload(db, queries, min_improvement=MIN_IMPROVEMENT).recommendations)
+    with_values = slow_query_saving(advise_workload(db, queries, min_improvement=MIN_IMPROVEMENT).recommendations)
+    assert with_values > 0
     monkeypatch.setattr(selection, "representative_values", lambda dsn, qs, catalog, step: (qs, []))
-    assert not bid_indexes(advise_workload(db, queries, min_improvement=MIN_IMPROVEMENT).recommendations)
+    generic = slow_query_saving(advise_workload(db, queries, min_improvement=MIN_IMPROVEMENT).recommendations)
+    assert generic * 3 < with_values, (generic, with_values)
