@@ -7,13 +7,18 @@ samples pg_stat_activity itself; then a short CLI run for the text output.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import shutil
+import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -219,3 +224,67 @@ def test_local_pgbouncer_and_a_pgbouncer_dsn_are_refused_together(dsn):
                           "--pgbouncer-dsn", dsn], capture_output=True, text=True, timeout=60)
     assert run.returncode == 2 and "give one of them" in run.stderr and "Traceback" not in run.stderr
     assert PASSWORD not in run.stdout + run.stderr
+
+
+# --- docker/: the compose PgBouncer in front of the primary ------------------------------------
+
+DOCKER = Path(__file__).resolve().parent.parent / "docker"
+
+
+def test_compose_pgbouncer_fronts_the_primary_and_the_nightly_bench_uses_it():
+    yaml = pytest.importorskip("yaml", reason="PyYAML reads the compose file (pip install '.[test]')")
+    services = yaml.safe_load((DOCKER / "compose.yaml").read_text())["services"]
+    bouncer, adv = services["pgbouncer"], services["advisor"]
+    assert bouncer["build"]["context"] == "./pgbouncer" and bouncer["environment"]["PGBOUNCER_TARGET_HOST"] == "primary"
+    assert bouncer["depends_on"]["primary"]["condition"] == "service_healthy"
+    assert all(p.startswith("127.0.0.1:") for p in bouncer["ports"])
+    assert adv["depends_on"]["pgbouncer"]["condition"] == "service_healthy"
+    assert re.fullmatch(r"postgresql://advisor@pgbouncer:6432/\$\{POSTGRES_DB:-app\}",
+                        adv["environment"]["ADVISOR_PGBOUNCER_DSN"])
+    script = adv["command"][0].replace("$$", "$").replace("\\\n", " ")
+    assert re.search(r'if \[ "\$\{ADVISOR_BENCH_POOL:-0\}" = 1 \]; then\s+advisor bench pool --dsn "\$ADVISOR_DSN" '
+                     r'--pgbouncer-dsn "\$ADVISOR_PGBOUNCER_DSN"', script), script
+    dockerfile = (DOCKER / "pgbouncer" / "Dockerfile").read_text()
+    assert "apt-get install -y --no-install-recommends pgbouncer" in dockerfile and "\nUSER postgres" in dockerfile
+
+
+@pytest.fixture
+def run_dir():
+    """A folder the unprivileged user PgBouncer runs as may enter (pytest's tmp_path is root's only)."""
+    from advisor.db.embedded import _run_as
+
+    path = Path(tempfile.mkdtemp(prefix="advisor-test-pgbouncer-"))
+    if (user := _run_as()) is not None:
+        os.chown(path, user.pw_uid, user.pw_gid)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_the_compose_entrypoint_runs_a_pgbouncer_that_reaches_the_server(pgbouncer, pg_dsn, run_dir):
+    """docker/pgbouncer/pgbouncer-entrypoint.sh run here, against the harness server: its auth_file is 0600
+    and SCRAM with the user's password passes through to the server, a wrong one does not."""
+    from advisor.db.embedded import _run_as, _user_kwargs, free_port
+
+    params = conninfo.conninfo_to_dict(pg_dsn)
+    user = _run_as()
+    port = free_port()
+    env = {"PATH": f"{pgbouncer.parent}:{os.environ['PATH']}", "PGBOUNCER_RUN_DIR": str(run_dir),
+           "PGBOUNCER_LISTEN_PORT": str(port), "PGBOUNCER_TARGET_HOST": params.get("host") or "127.0.0.1",
+           "PGBOUNCER_TARGET_PORT": str(params.get("port") or 5432), "POSTGRES_PASSWORD": PASSWORD,
+           "ADVISOR_DB_PASSWORD": 'with "quotes"'}
+    proc = subprocess.Popen(["bash", str(DOCKER / "pgbouncer" / "pgbouncer-entrypoint.sh")], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **_user_kwargs(user))
+    try:
+        dsn = conninfo.make_conninfo(pg_dsn, host="127.0.0.1", port=str(port), user="postgres", password=PASSWORD)
+        for _ in range(100):  # until PgBouncer listens
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                break
+            time.sleep(0.05)
+        with psycopg.connect(dsn, connect_timeout=5) as conn:
+            assert conn.execute("/* advisor */ SELECT current_database()").fetchone()[0] == params["dbname"]
+        assert stat.S_IMODE((run_dir / "userlist.txt").stat().st_mode) == 0o600
+        with pytest.raises(psycopg.OperationalError, match="authentication failed"):
+            psycopg.connect(conninfo.make_conninfo(dsn, password="wrong"), connect_timeout=5)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
