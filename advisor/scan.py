@@ -26,9 +26,9 @@ from advisor.checks import CHECKS, Check
 from advisor.checks.config import DEFAULT, Thresholds
 from advisor.checks.context import Context, ExplainedQuery
 from advisor.db.catalog import Catalog, read_catalog
-from advisor.db.connect import TAG, connect
 from advisor.db.explain import ExplainOutcome, ExplainRequest, explain_all
 from advisor.db.privileges import privilege_notes, read_privileges
+from advisor.db.session import Session, session_for
 from advisor.findings import Finding
 from advisor.plans import parse_plan
 from advisor.workload.model import Query, Workload
@@ -58,7 +58,7 @@ class ScanResult:
 
 def scan(
     workload: Workload,
-    dsn: str | None = None,
+    dsn: str | Session | None = None,
     *,
     config: Thresholds = DEFAULT,
     time_budget_s: float = 60.0,
@@ -66,18 +66,26 @@ def scan(
     step: Step = lambda _: None,
     measure_round_trip: bool = True,
 ) -> ScanResult:
+    """``dsn``: a DSN, or the command's open Session: the catalog, the round trip and the
+    explains share its one connection."""
     if dsn is None:
         ctx = Context(workload=workload, config=config)
         findings, skipped = run_checks(ctx, available={"log"})
         return ScanResult(workload, findings, skipped_checks=skipped)
+    with session_for(dsn) as session:
+        return _scan_database(workload, session, config, time_budget_s, max_queries, step, measure_round_trip)
+
+
+def _scan_database(workload: Workload, session: Session, config: Thresholds, time_budget_s: float,
+                   max_queries: int, step: Step, measure_round_trip: bool) -> ScanResult:
     step("reading the catalog and measuring the round trip")
-    catalog, measured, notes = _catalog_and_round_trip(dsn, workload)
+    catalog, measured, notes = _catalog_and_round_trip(session, workload)
     rtt = measured if measure_round_trip else None
     config = replace(config, round_trip_ms=measured) if measure_round_trip else config
     chosen = choose_queries(workload.queries, max_queries)
     step(f"explaining {len(chosen)} queries (budget {time_budget_s:g} s)")
     requests = [explain_request(q) for q in chosen]
-    report = explain_all(dsn, requests, time_budget_s=time_budget_s, catalog=catalog, large_offset=config.large_offset)
+    report = explain_all(session, requests, time_budget_s=time_budget_s, catalog=catalog, large_offset=config.large_offset)
     explained, missing = _pair(chosen, report)
     ctx = Context(workload=workload, catalog=catalog, explained=tuple(explained), config=config)
     step("running the checks")
@@ -172,17 +180,16 @@ def choose_queries(queries: tuple[Query, ...], limit: int) -> list[Query]:
     return list(chosen.values())
 
 
-def _catalog_and_round_trip(dsn: str, workload: Workload, samples: int = 15) -> tuple[Catalog, float, list[str]]:
+def _catalog_and_round_trip(session: Session, workload: Workload,
+                            samples: int = 15) -> tuple[Catalog, float, list[str]]:
     """The catalog, the median round trip, and what this role cannot read (with the GRANT)."""
-    with connect(dsn) as conn:
-        conn.autocommit = True
-        catalog = read_catalog(conn)
-        notes = privilege_notes(read_privileges(conn), workload)
-        times = []
-        for _ in range(samples):
-            start = time.perf_counter()
-            conn.execute(TAG + "SELECT 1").fetchone()
-            times.append((time.perf_counter() - start) * 1000)
+    catalog = read_catalog(session.conn)
+    notes = privilege_notes(read_privileges(session.conn), workload)
+    times = []
+    for _ in range(samples):
+        start = time.perf_counter()
+        session.read("SELECT 1").fetchone()
+        times.append((time.perf_counter() - start) * 1000)
     return catalog, round(statistics.median(times), 4), notes
 
 

@@ -16,8 +16,8 @@ from psycopg import conninfo, sql
 
 from advisor.db.connect import TAG, AdvisorConnectionError
 from advisor.db.embedded import free_port
-from advisor.db.explain import (BUDGET_EXHAUSTED, DENIED_FUNCTIONS, ExplainRequest, _Session, classify,
-                                explain_all, parse_parameters)
+from advisor.db.explain import BUDGET_EXHAUSTED, DENIED_FUNCTIONS, ExplainRequest, classify, explain_all, parse_parameters
+from advisor.db.session import Session
 from advisor.workload.ingest import build_workload, scan_logs
 from advisor.workload.logs.formats import read_executions, sniff
 from advisor.workload.logs.records import Tally
@@ -205,12 +205,9 @@ def test_modes_on_a_real_table(db):
 
 def test_the_server_runs_one_command_per_string_whatever_the_parser_thought(db):
     # The layer under classify(): even text that slipped past it cannot carry a second command.
-    session = _Session(db, 1_000)
-    try:
-        with pytest.raises(psycopg.errors.SyntaxError, match="multiple commands"):
-            session.run("SELECT 1; DROP TABLE items")
-    finally:
-        session.conn.close()
+    with Session(db, statement_timeout_ms=1_000) as session, \
+            pytest.raises(psycopg.errors.SyntaxError, match="multiple commands"):
+        session.run("SELECT 1; DROP TABLE items")
     assert checksum(db, "items")
 
 

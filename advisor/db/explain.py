@@ -7,11 +7,11 @@ Layers, each enough on its own for the worst cases, together for the rest:
    else (DDL, utility, COPY, CALL, DO, SET, …) and any call of a denylisted
    function is refused with the reason.
 2. The server sees one statement only: every text goes through the extended
-   protocol, which rejects several commands in one string, so a statement that
-   sqlglot and PostgreSQL split differently cannot smuggle a second one in.
-3. Every statement runs in ``BEGIN READ ONLY`` … ``ROLLBACK`` on a connection
-   with statement, lock and idle-in-transaction timeouts (advisor.db.connect),
-   and a run-wide time budget caps the statement timeout too.
+   protocol (advisor.db.session), which rejects several commands in one string, so
+   a statement that sqlglot and PostgreSQL split differently cannot smuggle a second one in.
+3. Every statement runs in ``BEGIN READ ONLY`` … ``ROLLBACK`` on the session's
+   connection, with statement, lock and idle-in-transaction timeouts, and a
+   run-wide time budget caps the statement timeout too.
 
 What stays possible: a user-defined function or view that signals backends or
 sleeps (not writes: the transaction is read-only) runs under EXPLAIN ANALYZE.
@@ -54,17 +54,16 @@ from typing import Literal
 
 import psycopg
 import sqlglot
-from psycopg import errors
 from sqlglot import exp
 
 from advisor.checks.config import DEFAULT
 from advisor.db.catalog import Catalog
-from advisor.db.connect import TAG, AdvisorConnectionError, connect
+from advisor.db.session import Session, session_for
 from advisor.db.representative import Binding, bindings, parameter_text, parameter_uses, stats_lookup
 
 __all__ = [
-    "DENIED_FUNCTIONS", "Classification", "ExplainOutcome", "ExplainReport", "ExplainRequest",
-    "NotExplained", "classify", "explain_all", "parse_parameters",
+    "DENIED_FUNCTIONS", "Analysis", "Classification", "ExplainOutcome", "ExplainReport", "ExplainRequest",
+    "NotExplained", "analyse", "classify", "explain_all", "parse_parameters",
 ]
 
 Progress = Callable[[int, int], None]  # (requests done, requests in all)
@@ -110,17 +109,18 @@ class Classification:
 
 
 @dataclass(frozen=True, slots=True)
-class _Analysis:
+class Analysis:
     classification: Classification
     has_parameters: bool  # $n placeholders in the statement itself (not in strings)
 
 
 def classify(sql: str) -> Classification:
     """read (EXPLAIN ANALYZE), write (plain EXPLAIN) or refused, with the reason."""
-    return _analyse(sql).classification
+    return analyse(sql).classification
 
 
-def _analyse(sql: str) -> _Analysis:
+def analyse(sql: str) -> Analysis:
+    """classify() and whether the statement has ``$n`` parameters: what an explain needs to know first."""
     try:
         # A comment after the last ';' comes back as a Semicolon node: not a statement.
         trees = [t for t in sqlglot.parse(sql, read="postgres")
@@ -134,11 +134,11 @@ def _analyse(sql: str) -> _Analysis:
     while isinstance(root, exp.Subquery):  # (SELECT …)
         root = root.this
     has_parameters = any(p.name.isdigit() for p in root.find_all(exp.Parameter))
-    return _Analysis(_classify_tree(root, sql), has_parameters)
+    return Analysis(_classify_tree(root, sql), has_parameters)
 
 
-def _refused(reason: str) -> _Analysis:
-    return _Analysis(Classification("refused", reason), False)
+def _refused(reason: str) -> Analysis:
+    return Analysis(Classification("refused", reason), False)
 
 
 def _classify_tree(root: exp.Expression, sql: str) -> Classification:
@@ -256,51 +256,10 @@ GENERIC_NOTE = "$n without logged values: the generic plan, without ANALYZE"
 # 100x errors of a generic plan for a skewed value.
 FAR_BELOW = 5.0
 MIN_MEAN_MS = 1.0  # below this, explained and measured times differ by caching and noise alone
-_STATEMENT = "advisor_q"  # the prepared statement of the generic-plan path before PG 16
-
-
-class _Session:
-    """The advisor's connection, replaced once if it is lost."""
-
-    def __init__(self, dsn: str, statement_timeout_ms: int) -> None:
-        self._dsn = dsn
-        self.statement_timeout_ms = statement_timeout_ms
-        self.conn = self._open()
-        self.reconnected = False
-        version, superuser = self.run("SELECT current_setting('server_version_num')::int, "
-                                      "current_setting('is_superuser') = 'on'").fetchone()
-        self.server_version_num, self.superuser = int(version), bool(superuser)
-
-    def _open(self) -> psycopg.Connection:
-        conn = connect(self._dsn, statement_timeout_ms=self.statement_timeout_ms, lock_timeout_ms=1_000)
-        conn.autocommit = True  # our own BEGIN READ ONLY … ROLLBACK, tagged like every other statement
-        return conn
-
-    @property
-    def lost(self) -> bool:
-        return self.conn.closed or self.conn.broken
-
-    def run(self, text: str, params: Sequence[str | None] | None = None) -> psycopg.RawCursor:
-        # binary=True makes psycopg use the extended protocol even without parameters:
-        # the server then rejects a string that holds more than one command.
-        cur = psycopg.RawCursor(self.conn)
-        return cur.execute(TAG + text, params, binary=True)
-
-    def recover(self, cause: str) -> str | None:
-        """Reconnect after a loss; None on success, else why the rest cannot run (``cause`` first)."""
-        self.conn.close()
-        if self.reconnected:  # lost twice: someone wants us gone, or the server is going away
-            return f"{cause}, for the second time: not reconnecting"
-        try:
-            self.conn = self._open()
-        except AdvisorConnectionError as err:
-            return f"{cause}; reconnecting failed: {err.cause}"
-        self.reconnected = True
-        return None
 
 
 def explain_all(
-    dsn: str,
+    target: str | Session,
     requests: Sequence[ExplainRequest],
     *,
     time_budget_s: float = 60,
@@ -315,17 +274,19 @@ def explain_all(
     (without it such statements get the generic plan). ``large_offset``: an ``OFFSET $n``
     is tried with it, so deep pagination shows in the plan.
 
-    Refusals cost nothing and are reported even after the budget runs out or the
-    connection is gone. Raises AdvisorConnectionError only if the first connection fails.
+    ``target``: a DSN, or the command's open Session (``statement_timeout_ms`` then holds
+    for each explain inside its transaction). Refusals cost nothing and are reported even
+    after the budget runs out or the connection is gone. Raises AdvisorConnectionError
+    only if the first connection fails.
     """
     deadline = time.monotonic() + time_budget_s
-    session = _Session(dsn, statement_timeout_ms)
     outcomes: list[ExplainOutcome] = []
     skipped: list[NotExplained] = []
     stop_reason: str | None = None
-    try:
+    with session_for(target, statement_timeout_ms=statement_timeout_ms) as session:
+        server = session.server_version_num, session.superuser  # connects: the one error that is raised
         for done, request in enumerate(requests, 1):
-            analysis = _analyse(request.sql)
+            analysis = analyse(request.sql)
             remaining_ms = (deadline - time.monotonic()) * 1000
             if analysis.classification.kind == "refused":
                 outcomes.append(ExplainOutcome(request.fingerprint, None, None,
@@ -333,47 +294,47 @@ def explain_all(
             elif stop_reason or remaining_ms <= 0:
                 skipped.append(NotExplained(request, stop_reason or BUDGET_EXHAUSTED))
             else:
-                outcome = _explain(session, request, analysis, remaining_ms, catalog, large_offset)
+                outcome = _explain(session, statement_timeout_ms, request, analysis, remaining_ms, catalog,
+                                   large_offset)
                 outcomes.append(outcome)
                 if session.lost:
                     stop_reason = session.recover(outcome.error or "connection lost")
             if progress:
                 progress(done, len(requests))
-    finally:
-        session.conn.close()
-    return ExplainReport(tuple(outcomes), tuple(skipped), session.superuser, session.server_version_num)
+    return ExplainReport(tuple(outcomes), tuple(skipped), server[1], server[0])
 
 
-def _explain(session: _Session, request: ExplainRequest, analysis: _Analysis, remaining_ms: float,
+def _explain(session: Session, cap_ms: int, request: ExplainRequest, analysis: Analysis, remaining_ms: float,
              catalog: Catalog | None = None, large_offset: int = DEFAULT.large_offset) -> ExplainOutcome:
+    """One request; ``cap_ms``: the statement timeout of an explain, lowered by the budget's ``remaining_ms``."""
     note = analysis.classification.reason  # None for a read
     kind_mode = "analyze" if analysis.classification.kind == "read" else "plain"
     if request.parameters is None and analysis.has_parameters:
-        found, why = _representative_bindings(session, request, catalog, large_offset)
+        found, why = _representative_bindings(session, cap_ms, request, catalog, large_offset)
         if found:
-            outcome = _explain_representative(session, request, found, kind_mode, remaining_ms, note)
+            outcome = _explain_representative(session, cap_ms, request, found, kind_mode, remaining_ms, note)
             if outcome.plan is not None or session.lost or outcome.error == BUDGET_EXHAUSTED:
                 return outcome
             why = f"no representative values could be planned: {outcome.error}"
         mode, note = "generic", f"{GENERIC_NOTE} ({why})"
     else:
         mode, why = kind_mode, None
-    timeout_ms = min(session.statement_timeout_ms, max(1, int(remaining_ms)))
+    timeout_ms = min(cap_ms, max(1, int(remaining_ms)))
     started = time.monotonic()
     plan = error = None
     try:
         values = parse_parameters(request.parameters) if request.parameters is not None else None
-        plan = _in_read_only_transaction(session, request.sql, mode, values, timeout_ms)
+        plan = session.explain(request.sql, mode, values, timeout_ms)
     except ValueError as err:
         error = f"could not read the logged parameters: {err}"
     except psycopg.Error as err:
-        error = _describe(err, session, timeout_ms)
+        error = session.describe(err, timeout_ms)
     elapsed_ms = (time.monotonic() - started) * 1000
     return ExplainOutcome(request.fingerprint, mode, plan, error=error, elapsed_ms=round(elapsed_ms, 3), note=note,
                           warning=_warning(plan, mode, request.mean_ms, why))
 
 
-def _representative_bindings(session: _Session, request: ExplainRequest, catalog: Catalog | None,
+def _representative_bindings(session: Session, cap_ms: int, request: ExplainRequest, catalog: Catalog | None,
                              large_offset: int) -> tuple[list[Binding], str]:
     """Bindings for a statement's ``$n`` from pg_stats, or ([], why there are none)."""
     if catalog is None:
@@ -386,10 +347,10 @@ def _representative_bindings(session: _Session, request: ExplainRequest, catalog
         lookup = stats_lookup(lambda text, params: session.run(text, params).fetchall())
         return bindings(uses, count, lookup, rows_per_call=request.rows_per_call, large_offset=large_offset)
     except psycopg.Error as err:
-        return [], f"pg_stats could not be read: {_describe(err, session, session.statement_timeout_ms)}"
+        return [], f"pg_stats could not be read: {session.describe(err, cap_ms)}"
 
 
-def _explain_representative(session: _Session, request: ExplainRequest, found: list[Binding], mode: str,
+def _explain_representative(session: Session, cap_ms: int, request: ExplainRequest, found: list[Binding], mode: str,
                             remaining_ms: float, reason: str | None) -> ExplainOutcome:
     """Each binding as a custom plan; keep the one that best matches the measured mean."""
     started = time.monotonic()
@@ -397,14 +358,13 @@ def _explain_representative(session: _Session, request: ExplainRequest, found: l
     tried: list[tuple[Binding, dict]] = []
     error = None
     for binding in found:
-        timeout_ms = min(session.statement_timeout_ms, int((deadline - time.monotonic()) * 1000))
+        timeout_ms = min(cap_ms, int((deadline - time.monotonic()) * 1000))
         if timeout_ms <= 0:
             break
         try:
-            tried.append((binding, _in_read_only_transaction(session, request.sql, mode, binding.values, timeout_ms,
-                                                             custom=True)))
+            tried.append((binding, session.explain(request.sql, mode, binding.values, timeout_ms, custom=True)))
         except psycopg.Error as err:
-            error = _describe(err, session, timeout_ms)
+            error = session.describe(err, timeout_ms)
             if session.lost:
                 break
     elapsed_ms = round((time.monotonic() - started) * 1000, 3)
@@ -448,57 +408,3 @@ def _warning(plan: dict | None, mode: str, mean_ms: float | None, why_generic: s
 
 def _fmt_ms(ms: float) -> str:
     return f"{ms:,.1f} ms" if ms >= 1 else f"{ms:.3f} ms"
-
-
-def _in_read_only_transaction(session: _Session, sql: str, mode: str, values: list[str | None] | None,
-                              timeout_ms: int, *, begin: str = "BEGIN READ ONLY", end: str = "ROLLBACK",
-                              custom: bool = False) -> dict:
-    # begin/end: advisor.indexes.whatif explains inside its own (scratch) transaction, with a
-    # SAVEPOINT … ROLLBACK TO SAVEPOINT pair it has already made read-only.
-    # custom: plan for the values bound, even where psycopg has prepared the text server-side
-    # (after prepare_threshold runs) and the plan cache would switch to a generic plan.
-    sql = sql.strip().rstrip(";")
-    prepared = False
-    session.run(begin)
-    try:
-        if timeout_ms < session.statement_timeout_ms:  # the budget ends first: stop with it
-            session.run(f"SET LOCAL statement_timeout = {timeout_ms}")
-        if custom:
-            session.run("SET LOCAL plan_cache_mode = force_custom_plan")
-        if mode != "generic":
-            # SETTINGS: the work_mem and planner switches the statement really ran with.
-            options = "ANALYZE, BUFFERS, SETTINGS, FORMAT JSON" if mode == "analyze" else "SETTINGS, FORMAT JSON"
-            return _plan(session.run(f"EXPLAIN ({options}) {sql}", values))
-        if session.server_version_num >= 160000:
-            return _plan(session.run(f"EXPLAIN (GENERIC_PLAN, FORMAT JSON) {sql}"))
-        session.run("SET LOCAL plan_cache_mode = force_generic_plan")
-        session.run(f"PREPARE {_STATEMENT} AS {sql}")
-        prepared = True
-        count = session.run("SELECT cardinality(parameter_types) FROM pg_prepared_statements "
-                            f"WHERE name = '{_STATEMENT}'").fetchone()[0]
-        nulls = ", ".join(["NULL"] * count)
-        return _plan(session.run(f"EXPLAIN (FORMAT JSON) EXECUTE {_STATEMENT}({nulls})"))
-    finally:
-        if not session.lost:
-            session.run(end)
-            if prepared:  # a prepared statement outlives the transaction
-                session.run(f"DEALLOCATE {_STATEMENT}")
-
-
-def _plan(cur: psycopg.RawCursor) -> dict:
-    return cur.fetchone()[0][0]  # EXPLAIN's one row holds a JSON list of one document
-
-
-def _describe(err: psycopg.Error, session: _Session, timeout_ms: int) -> str:
-    first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-    if session.lost:
-        return f"connection lost: {first}"
-    if isinstance(err, errors.QueryCanceled):
-        if "statement timeout" in first:
-            return f"timed out: ran longer than the statement timeout ({timeout_ms} ms)"
-        return f"cancelled: {first}"
-    if isinstance(err, errors.LockNotAvailable):
-        return f"waited longer than the lock timeout: {first}"
-    if isinstance(err, errors.ReadOnlySqlTransaction):
-        return f"it tried to write and the read-only transaction stopped it: {first}"
-    return f"SQL error ({err.sqlstate}): {first}" if err.sqlstate else f"SQL error: {first}"

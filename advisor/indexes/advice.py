@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from advisor.db.connect import TAG, connect
 from advisor.db.privileges import privilege_notes, read_privileges
+from advisor.db.session import Session, session_for
 from advisor.errors import AdvisorError
 from advisor.indexes.model import AdvisedQuery
 from advisor.indexes.selection import Advice, advise
@@ -56,28 +56,20 @@ def statements_file(path: Path) -> list[AdvisedQuery]:
     return queries
 
 
-def advise_workload(dsn: str, queries: list[AdvisedQuery], *, scratch: bool = False, verify: bool = False,
+def advise_workload(target: str | Session, queries: list[AdvisedQuery], *, scratch: bool = False, verify: bool = False,
                     workload: Workload | None = None, **limits) -> Advice:
     """HypoPG when the database has it; real indexes rolled back on a scratch database otherwise; --verify measures.
 
     ``workload``: where the queries came from; what it could not read (pg_stat_statements rows this role
     may not see, …) is said in the notes, or in the error when nothing is left to advise on.
+    ``target``: a DSN, or the command's open Session, which does all but the parallel costing.
     """
-    hidden = _source_notes(dsn, workload)
-    if not queries:
-        cause = "the workload has no query to advise on" + (f": {'; '.join(hidden)}" if hidden else "")
-        raise AdvisorError(cause, "run the GRANT above, or connect as a role that has it" if hidden else
-                           "give a log, --pg-stat-statements or --sql with SELECT/UPDATE/DELETE statements")
-    backend = "hypopg"
-    if scratch and not _has_hypopg(dsn):
-        backend = "real"
-    advice = advise(dsn, queries, backend=backend, scratch=scratch, **limits)
-    if hidden:
-        advice = replace(advice, notes=(*hidden, *advice.notes))
-    if not verify or not advice.recommendations:
-        return advice
-    with WhatIf(dsn, backend="real", scratch=True) as whatif:
-        measured = whatif.verify(queries, [r.candidate for r in advice.recommendations])
+    with session_for(target) as session:
+        advice = _advise(session, queries, workload, scratch, limits)
+        if not verify or not advice.recommendations:
+            return advice
+        with WhatIf(session, backend="real", scratch=True) as whatif:
+            measured = whatif.verify(queries, [r.candidate for r in advice.recommendations])
     recs = tuple(
         replace(r, validated="measured (--verify)", measured={q.fingerprint: measured[q.fingerprint] for q in r.queries if q.fingerprint in measured})
         for r in advice.recommendations
@@ -85,16 +77,21 @@ def advise_workload(dsn: str, queries: list[AdvisedQuery], *, scratch: bool = Fa
     return replace(advice, recommendations=recs, validation="measured (--verify)")
 
 
-def _source_notes(dsn: str, workload: Workload | None) -> list[str]:
+def _advise(session: Session, queries: list[AdvisedQuery], workload: Workload | None, scratch: bool,
+            limits: dict) -> Advice:
+    hidden = _source_notes(session, workload)
+    if not queries:
+        cause = "the workload has no query to advise on" + (f": {'; '.join(hidden)}" if hidden else "")
+        raise AdvisorError(cause, "run the GRANT above, or connect as a role that has it" if hidden else
+                           "give a log, --pg-stat-statements or --sql with SELECT/UPDATE/DELETE statements")
+    # Without HypoPG, a scratch database gets real indexes in a transaction that is rolled back.
+    backend = "real" if scratch and session.extension("hypopg").schema is None else "hypopg"
+    advice = advise(session, queries, backend=backend, scratch=scratch, **limits)
+    return replace(advice, notes=(*hidden, *advice.notes)) if hidden else advice
+
+
+def _source_notes(session: Session, workload: Workload | None) -> list[str]:
     """The workload's notes (hidden pg_stat_statements rows, …) and what this role cannot read, with the GRANT."""
     if workload is None:
         return []
-    with connect(dsn) as conn:
-        conn.autocommit = True
-        return list(dict.fromkeys([*workload.notes, *privilege_notes(read_privileges(conn), workload)]))
-
-
-def _has_hypopg(dsn: str) -> bool:
-    with connect(dsn) as conn:
-        conn.autocommit = True
-        return conn.execute(TAG + "SELECT 1 FROM pg_extension WHERE extname = 'hypopg'").fetchone() is not None
+    return list(dict.fromkeys([*workload.notes, *privilege_notes(read_privileges(session.conn), workload)]))

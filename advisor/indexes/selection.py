@@ -62,9 +62,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from advisor.db.catalog import Catalog, read_catalog
-from advisor.db.connect import connect
-from advisor.db.explain import ExplainRequest, explain_all
-from advisor.db.explain import _analyse as analyse_statement
+from advisor.db.explain import ExplainRequest, analyse, explain_all
+from advisor.db.session import Session, session_for
 from advisor.indexes.candidates import CandidateSet, workload_candidates
 from advisor.indexes.existing import IndexIssue, index_issues
 from advisor.indexes.maintenance import WriteLoad, counted_writes, visibility_notes, workload_writes
@@ -94,7 +93,7 @@ class Advice:
 
 
 def advise(
-    dsn: str,
+    target: str | Session,
     queries: list[AdvisedQuery],
     *,
     max_indexes: int | None = None,
@@ -111,28 +110,29 @@ def advise(
 
     ``workload_seconds``: the time the queries' weights (calls) were counted over; with it, the
     counters of tables the workload reads but does not write stand in for their writes
-    (advisor/indexes/maintenance.py).
+    (advisor/indexes/maintenance.py). ``target``: a DSN, or the command's open Session, which
+    reads the catalog, explains the representative values and costs (the ``sessions`` - 1
+    parallel what-if sessions connect on their own).
     """
     started = time.perf_counter()
-    with connect(dsn) as conn:
-        conn.autocommit = True
-        catalog = read_catalog(conn)
-    queries, value_notes = representative_values(dsn, queries, catalog, step)
-    step(f"generating candidates for {len(queries)} queries")
-    found = workload_candidates(queries, catalog, max_width=max_width)
-    with WhatIf(dsn, backend=backend, scratch=scratch, sessions=sessions) as whatif:
-        costable, left_out = _costable(whatif, queries)
-        writes = WriteLoad([*workload_writes(costable, found, whatif.rows_changed),
-                            *counted_writes(costable, found, catalog, workload_seconds)], catalog)
-        search = _Search(whatif, costable, found, writes, max_indexes, budget_bytes, min_improvement, max_width)
-        step(f"searching {len(found.candidates)} candidates with the planner's costs")
-        chosen = search.run()
-        validation = "hypothetical" if backend == "hypopg" else "real index, rolled back"
-        recommendations = _recommendations(whatif, search.queries, chosen, validation, writes)
-        before = search.workload_cost(frozenset())
-        after = search.workload_cost(frozenset(chosen))
-        per_query = tuple(_query_cost(whatif, q, frozenset(), frozenset(chosen)) for q in search.queries)
-        calls = whatif.whatif_calls
+    with session_for(target) as session:
+        catalog = read_catalog(session.conn)
+        queries, value_notes = representative_values(session, queries, catalog, step)
+        step(f"generating candidates for {len(queries)} queries")
+        found = workload_candidates(queries, catalog, max_width=max_width)
+        with WhatIf(session, backend=backend, scratch=scratch, sessions=sessions) as whatif:
+            costable, left_out = _costable(whatif, queries)
+            writes = WriteLoad([*workload_writes(costable, found, whatif.rows_changed),
+                                *counted_writes(costable, found, catalog, workload_seconds)], catalog)
+            search = _Search(whatif, costable, found, writes, max_indexes, budget_bytes, min_improvement, max_width)
+            step(f"searching {len(found.candidates)} candidates with the planner's costs")
+            chosen = search.run()
+            validation = "hypothetical" if backend == "hypopg" else "real index, rolled back"
+            recommendations = _recommendations(whatif, search.queries, chosen, validation, writes)
+            before = search.workload_cost(frozenset())
+            after = search.workload_cost(frozenset(chosen))
+            per_query = tuple(_query_cost(whatif, q, frozenset(), frozenset(chosen)) for q in search.queries)
+            calls = whatif.whatif_calls
     return Advice(
         recommendations=recommendations,
         workload_cost_before=before,
@@ -150,15 +150,15 @@ def advise(
 REPRESENTATIVE_BUDGET_S = 30.0  # for explaining the $n queries that came without values, in all
 
 
-def representative_values(dsn: str, queries: list[AdvisedQuery], catalog: Catalog,
+def representative_values(target: str | Session, queries: list[AdvisedQuery], catalog: Catalog,
                           step: Step = lambda _: None) -> tuple[list[AdvisedQuery], list[str]]:
     """The queries, those with ``$n`` and no values given the values scan would explain them with; notes say which."""
-    wanted = [q for q in queries if q.parameters is None and analyse_statement(q.sql).has_parameters]
+    wanted = [q for q in queries if q.parameters is None and analyse(q.sql).has_parameters]
     if not wanted:
         return queries, []
     step(f"choosing values from pg_stats for {len(wanted)} queries with $n parameters")
     requests = [ExplainRequest(q.fingerprint, q.sql, None, q.mean_ms, q.rows_per_call) for q in wanted]
-    report = explain_all(dsn, requests, time_budget_s=REPRESENTATIVE_BUDGET_S, catalog=catalog)
+    report = explain_all(target, requests, time_budget_s=REPRESENTATIVE_BUDGET_S, catalog=catalog)
     chosen = {o.fingerprint: o for o in report.outcomes if o.values is not None}
     notes = []
     for q in wanted:

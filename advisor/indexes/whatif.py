@@ -19,8 +19,8 @@ Two backends, one API (``cost``, ``used``, ``size``, ``existing_cost``, ``verify
   indexed (writers on the scratch database wait), and the connection's
   idle-in-transaction timeout (60 s) bounds the pause between two calls.
 
-The query is only ever EXPLAINed (no ANALYZE), through advisor.db.explain's own
-path: ``classify`` first (refused statements raise ``QueryNotCosted``), logged
+The query is only ever EXPLAINed (no ANALYZE), through advisor.db.explain's and
+advisor.db.session's own path: ``classify`` first (refused statements raise ``QueryNotCosted``), logged
 parameters bound through the extended protocol, a generic plan for ``$n``
 without values, each EXPLAIN in a read-only transaction (HypoPG) or a read-only
 savepoint (real backend). We never ANALYZE: statistics stay as they were for
@@ -47,8 +47,8 @@ import psycopg
 import sqlglot
 from sqlglot import exp
 
-from advisor.db.explain import (_analyse, _describe, _in_read_only_transaction, _Session,
-                                parse_parameters)
+from advisor.db.explain import analyse, parse_parameters
+from advisor.db.session import Session
 from advisor.errors import AdvisorError
 from advisor.indexes.existing import quote_ident
 from advisor.indexes.model import AdvisedQuery, IndexCandidate, SizeEstimate
@@ -139,8 +139,10 @@ class WhatIf:
     gave instead, ``whatif_ms`` the time spent on misses (configuration + EXPLAIN).
     """
 
-    def __init__(self, dsn: str, *, backend: Backend = "hypopg", scratch: bool = False,
+    def __init__(self, target: str | Session, *, backend: Backend = "hypopg", scratch: bool = False,
                  statement_timeout_ms: int = 30_000, sessions: int = 1) -> None:
+        """``target``: a DSN, or the command's open Session, which is left open on close()
+        (the helper sessions of ``sessions`` > 1 always connect anew)."""
         if backend not in ("hypopg", "real"):
             raise ValueError(f"unknown what-if backend {backend!r}: 'hypopg' or 'real'")
         if backend == "real" and not scratch:
@@ -153,7 +155,6 @@ class WhatIf:
         self.whatif_calls = 0
         self.cache_hits = 0
         self.whatif_ms = 0.0
-        self._dsn = dsn
         self._timeout_ms = statement_timeout_ms
         self._cache: dict[tuple, _Costed | QueryNotCosted] = {}
         self._queries: dict[tuple, _Query | QueryNotCosted] = {}
@@ -164,7 +165,10 @@ class WhatIf:
         self._built = 0  # real backend: names advisor_whatif_<n>
         self._sessions = max(1, sessions) if backend == "hypopg" else 1  # see prefetch()
         self._helpers: list[WhatIf] | None = None
-        self._session = _Session(dsn, statement_timeout_ms)  # AdvisorConnectionError if it fails
+        self._owns_session = not isinstance(target, Session)
+        self._session = Session(target, statement_timeout_ms=statement_timeout_ms) if self._owns_session else target
+        self._dsn = self._session.dsn
+        self._closed = False
         # The same EXPLAIN text runs under many configurations: never let psycopg prepare it server-side.
         self._session.conn.prepare_threshold = None
         self._btree_sizes = BtreeSizes(self._lookup, self._session.server_version_num, self._rows_kept)
@@ -174,7 +178,9 @@ class WhatIf:
             else:
                 self._run("BEGIN")  # read-write: the indexes are built here; rolled back on close
         except BaseException:
-            self._session.conn.close()
+            self._closed = True
+            if self._owns_session:
+                self._session.close()
             raise
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -186,11 +192,13 @@ class WhatIf:
         self.close()
 
     def close(self) -> None:
-        """Remove every hypothetical index (or roll the scratch transaction back) and disconnect."""
+        """Remove every hypothetical index (or roll the scratch transaction back) and disconnect
+        (a session given is left open)."""
         for helper in self._helpers or ():
             helper.close()
-        if self._session.conn.closed:
+        if self._closed:
             return
+        self._closed = True
         try:
             if not self._session.lost:
                 if self.backend == "hypopg":
@@ -198,7 +206,8 @@ class WhatIf:
                 else:
                     self._run("ROLLBACK")
         finally:
-            self._session.conn.close()
+            if self._owns_session:
+                self._session.close()
 
     def reset(self) -> None:
         """Forget every index we made (``hypopg_reset()``, or a new scratch transaction); costs stay cached."""
@@ -320,11 +329,11 @@ class WhatIf:
     def _rows_kept(self, candidate: IndexCandidate) -> float | None:
         """The rows a partial index's predicate keeps, by the planner's estimate; None if it cannot say."""
         try:
-            plan = _in_read_only_transaction(self._session, f"SELECT FROM {candidate.target} WHERE {candidate.where}",
-                                             "plain", None, self._timeout_ms)
+            plan = self._session.explain(f"SELECT FROM {candidate.target} WHERE {candidate.where}",
+                                         "plain", None, self._timeout_ms)
         except psycopg.Error as err:
             if self._session.lost:
-                raise WhatIfUnavailable(_describe(err, self._session, self._timeout_ms), "check the server") from None
+                raise WhatIfUnavailable(self._session.describe(err, self._timeout_ms), "check the server") from None
             return None
         return float(plan["Plan"]["Plan Rows"])
 
@@ -363,7 +372,7 @@ class WhatIf:
             if self._present:
                 begin += ("DROP INDEX " + ", ".join(self._qualified(c) for c in self._present),)
         else:
-            session, begin, end = _Session(self._dsn, self._timeout_ms), ("BEGIN",), ("ROLLBACK",)
+            session, begin, end = Session(self._dsn, statement_timeout_ms=self._timeout_ms), ("BEGIN",), ("ROLLBACK",)
             session.conn.prepare_threshold = None
         try:
             for statement in begin:
@@ -380,7 +389,7 @@ class WhatIf:
                 for statement in end:
                     session.run(statement)
             if session is not self._session:
-                session.conn.close()
+                session.close()
         return results
 
     # --- evaluation ----------------------------------------------------------------------
@@ -452,30 +461,28 @@ class WhatIf:
 
     def _explain_statement(self, info: _Query, **transaction: str) -> dict:
         try:
-            return _in_read_only_transaction(self._session, info.sql, info.mode, info.values,
-                                             self._timeout_ms, **transaction)
+            return self._session.explain(info.sql, info.mode, info.values, self._timeout_ms, **transaction)
         except psycopg.Error as err:
-            reason = _describe(err, self._session, self._timeout_ms)
+            reason = self._session.describe(err, self._timeout_ms)
             if self._session.lost:
                 raise WhatIfUnavailable(reason, "check the server; then run again") from None
             raise QueryNotCosted(info.fingerprint, reason) from None
 
-    def _measure(self, session: _Session, info: _Query, phase: str, runs: int, out: dict) -> None:
+    def _measure(self, session: Session, info: _Query, phase: str, runs: int, out: dict) -> None:
         mode = "analyze" if info.kind == "read" and info.mode != "generic" else info.mode
         best: dict | None = None
         session.run("SAVEPOINT advisor_measure")
         try:
             session.run("SET LOCAL transaction_read_only = on")  # the indexes are built; the queries only read
             for _ in range(runs if mode == "analyze" else 1):
-                plan = _in_read_only_transaction(session, info.sql, mode, info.values, self._timeout_ms,
-                                                 begin="SAVEPOINT advisor_explain",
-                                                 end="ROLLBACK TO SAVEPOINT advisor_explain")
+                plan = session.explain(info.sql, mode, info.values, self._timeout_ms,
+                                       begin="SAVEPOINT advisor_explain", end="ROLLBACK TO SAVEPOINT advisor_explain")
                 if best is None or plan.get("Execution Time", 0) < best.get("Execution Time", 0):
                     best = plan
         except psycopg.Error as err:
             if session.lost:
-                raise WhatIfUnavailable(_describe(err, session, self._timeout_ms), "check the server") from None
-            error = f"{phase}: {_describe(err, session, self._timeout_ms)}"
+                raise WhatIfUnavailable(session.describe(err, self._timeout_ms), "check the server") from None
+            error = f"{phase}: {session.describe(err, self._timeout_ms)}"
             out["error"] = f"{out['error']}; {error}" if "error" in out else error
             return
         finally:
@@ -501,7 +508,7 @@ class WhatIf:
         return info
 
     def _prepare(self, query: AdvisedQuery, key: tuple) -> _Query:
-        analysis = _analyse(query.sql)
+        analysis = analyse(query.sql)
         kind = analysis.classification.kind
         if kind == "refused":
             raise QueryNotCosted(query.fingerprint, analysis.classification.reason or "refused")
@@ -571,7 +578,7 @@ class WhatIf:
         self._by_name[index.name] = candidate
         return index
 
-    def _build_in(self, session: _Session, candidate: IndexCandidate, name: str) -> _Index:
+    def _build_in(self, session: Session, candidate: IndexCandidate, name: str) -> _Index:
         """CREATE INDEX in ``session``'s open transaction; a failure leaves the transaction usable."""
         session.run("SAVEPOINT advisor_build")
         try:
@@ -589,9 +596,9 @@ class WhatIf:
         return _Index(int(oid), name)
 
     def _rejected(self, candidate: IndexCandidate, err: psycopg.Error,
-                  session: _Session | None = None) -> AdvisorError:
+                  session: Session | None = None) -> AdvisorError:
         session = session or self._session
-        reason = _describe(err, session, self._timeout_ms)
+        reason = session.describe(err, self._timeout_ms)
         if session.lost:
             return WhatIfUnavailable(reason, "check the server; then run again")
         return CandidateRejected(candidate, reason)
@@ -609,7 +616,7 @@ class WhatIf:
             return self._session.run(text, params)
         except psycopg.Error as err:
             if self._session.lost:
-                raise WhatIfUnavailable(f"connection lost: {_describe(err, self._session, self._timeout_ms)}",
+                raise WhatIfUnavailable(f"connection lost: {self._session.describe(err, self._timeout_ms)}",
                                         "check the server; then run again") from None
             raise
 
@@ -629,13 +636,10 @@ class WhatIf:
 
     def _check_hypopg(self) -> str:
         """The extension's schema, quoted for use; or WhatIfUnavailable saying what to do."""
-        created, available, database = self._run(
-            "SELECT (SELECT quote_ident(n.nspname) FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace"
-            "         WHERE e.extname = 'hypopg'),"
-            "       EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'hypopg'),"
-            "       current_database()").fetchone()
+        hypopg = self._session.extension("hypopg")
+        created = hypopg.schema_sql
         if created is None:
-            raise hypopg_missing(bool(available), self._session.server_version_num, database)
+            raise hypopg_missing(hypopg.available, self._session.server_version_num, hypopg.database)
         try:
             self._run(f"SELECT count(*) FROM {created}.hypopg()")  # the library loads
         except psycopg.Error as err:

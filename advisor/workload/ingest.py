@@ -13,7 +13,8 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 
 from advisor.checks.config import DEFAULT, Thresholds
-from advisor.db.connect import connect, redact_dsn
+from advisor.db.connect import redact_dsn
+from advisor.db.session import Session, session_for
 
 from advisor.workload.logs.formats import LogFormat, read_executions, sniff
 from advisor.workload.logs.reader import expand, is_compressed, split_points
@@ -59,13 +60,15 @@ class LogScan:
     server_sources: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
-    def add_pg_stat_statements(self, dsn: str) -> None:
-        """Merge the server's counters (see stats.py for how they combine with logs)."""
-        with connect(dsn) as conn:
-            conn.autocommit = True  # a bare read: no BEGIN of ours in the server's statistics
-            rows = read_pg_stat_statements(conn)
+    def add_pg_stat_statements(self, target: str | Session) -> None:
+        """Merge the server's counters (see stats.py for how they combine with logs).
+
+        ``target``: a DSN, or the command's open Session (autocommit: a bare read, no BEGIN
+        of ours in the server's statistics)."""
+        with session_for(target) as session:
+            rows = read_pg_stat_statements(session.conn)
         self.stats.add_server_rows(rows)
-        self.server_sources.append(f"pg_stat_statements ({redact_dsn(dsn)})")
+        self.server_sources.append(f"pg_stat_statements ({redact_dsn(session.dsn)})")
         if rows.note:
             self.notes.append(rows.note)
 

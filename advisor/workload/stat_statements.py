@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import errors, sql
 from advisor.db.connect import TAG
+from advisor.db.session import Extension, read_extension
 from advisor.errors import AdvisorError
 from advisor.workload.own_traffic import sent_by_advisor
 
@@ -65,17 +66,12 @@ LEFT JOIN pg_database d ON d.oid = s.dbid
 """
 
 
-def _extension_schema(conn: psycopg.Connection) -> str:
-    row = conn.execute(
-        TAG + "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
-        "WHERE e.extname = 'pg_stat_statements'"
-    ).fetchone()
-    if row:
-        return row[0]
-    db = conn.info.dbname
-    available = conn.execute(
-        TAG + "SELECT 1 FROM pg_available_extensions WHERE name = 'pg_stat_statements'").fetchone()
-    if not available:
+def _extension(conn: psycopg.Connection) -> Extension:
+    extension = read_extension(conn, "pg_stat_statements")
+    if extension.schema is not None:
+        return extension
+    db = extension.database
+    if not extension.available:
         raise StatStatementsError(
             "pg_stat_statements is not available on this server (contrib modules missing)",
             "install the server's contrib package (e.g. apt-get install postgresql-contrib), "
@@ -85,17 +81,15 @@ def _extension_schema(conn: psycopg.Connection) -> str:
         f"run CREATE EXTENSION pg_stat_statements; in database {db!r} (as its owner or a superuser)")
 
 
-def _check_columns(conn: psycopg.Connection, schema: str) -> None:
+def _check_columns(conn: psycopg.Connection, extension: Extension) -> None:
     # total_exec_time replaced total_time in PostgreSQL 13 (extension 1.8).
     columns = {r[0] for r in conn.execute(
         TAG + "SELECT a.attname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
         "JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = %s AND c.relname = 'pg_stat_statements' AND a.attnum > 0", (schema,))}
+        "WHERE n.nspname = %s AND c.relname = 'pg_stat_statements' AND a.attnum > 0", (extension.schema,))}
     if "total_exec_time" not in columns:
-        version = conn.execute(
-            TAG + "SELECT extversion FROM pg_extension WHERE extname = 'pg_stat_statements'").fetchone()[0]
         raise StatStatementsError(
-            f"pg_stat_statements {version} (PostgreSQL 12 or older: total_time) is not supported",
+            f"pg_stat_statements {extension.version} (PostgreSQL 12 or older: total_time) is not supported",
             "use PostgreSQL 13 or newer, or ALTER EXTENSION pg_stat_statements UPDATE; after an upgrade")
 
 
@@ -106,9 +100,9 @@ def _to_row(r: tuple) -> StatementRow:
 
 
 def _read(conn: psycopg.Connection) -> StatementRows:
-    schema = _extension_schema(conn)
-    _check_columns(conn, schema)
-    query = sql.SQL(_SELECT).format(view=sql.Identifier(schema, "pg_stat_statements"))
+    extension = _extension(conn)
+    _check_columns(conn, extension)
+    query = sql.SQL(_SELECT).format(view=sql.Identifier(extension.schema, "pg_stat_statements"))
     try:
         raw = conn.execute(query).fetchall()
     except errors.ObjectNotInPrerequisiteState as err:  # "must be loaded via shared_preload_libraries"
