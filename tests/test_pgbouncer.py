@@ -226,6 +226,51 @@ def test_local_pgbouncer_and_a_pgbouncer_dsn_are_refused_together(dsn):
     assert PASSWORD not in run.stdout + run.stderr
 
 
+PW_ROLE = "advisor_pgbouncer_pw"
+PW_SECRET = "pw-through-bouncer-7"
+
+
+@pytest.fixture
+def password_role(embedded_cluster, pg_dsn):
+    """A role the server asks a SCRAM password of (a pg_hba.conf line for it alone, first), removed after."""
+    hba = embedded_cluster.data_dir / "pg_hba.conf"
+    before = hba.read_text()
+    with _admin(embedded_cluster) as conn:
+        conn.execute(f"DROP ROLE IF EXISTS {PW_ROLE}")
+        conn.execute(f"CREATE ROLE {PW_ROLE} LOGIN PASSWORD '{PW_SECRET}'")
+        hba.write_text(f"host all {PW_ROLE} 127.0.0.1/32 scram-sha-256\n" + before)
+        conn.execute("SELECT pg_reload_conf()")
+    time.sleep(0.2)  # the postmaster reloads on SIGHUP
+    yield conninfo.make_conninfo(pg_dsn, user=PW_ROLE, password=PW_SECRET)
+    hba.write_text(before)
+    with _admin(embedded_cluster) as conn:
+        conn.execute("SELECT pg_reload_conf()")
+        conn.execute(f"DROP ROLE IF EXISTS {PW_ROLE}")
+
+
+def test_a_password_dsn_logs_in_through_the_throwaway_pgbouncer(pgbouncer, password_role):
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(conninfo.make_conninfo(password_role, password="wrong"), connect_timeout=5)
+    result = run_pool_bench(PoolBenchConfig(
+        dsn=password_role, concurrency=(2,), requests=20, warmup_s=0, transports=("tcp",),
+        modes=("pgbouncer", "pgbouncer_pool"), local_pgbouncer=True, pgbouncer_pool_size=1,
+        pgbouncer_pool_modes=("transaction",)))
+    assert [(a.mode, a.requests, a.errors) for a in result.arms] == [("pgbouncer", 20, 0), ("pgbouncer_pool", 20, 0)]
+    assert PW_SECRET not in repr(result)
+
+
+def test_a_missing_pgbouncer_is_said_before_anything_runs(dsn, monkeypatch, tmp_path):
+    import advisor.bench.pgbouncer as launcher
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # nothing there
+    monkeypatch.setattr(launcher, "_SEARCH", ())
+    steps: list[str] = []
+    with pytest.raises(PgBouncerError) as err:
+        run_pool_bench(PoolBenchConfig(dsn=dsn, local_pgbouncer=True), step=steps.append)
+    assert "pgbouncer is not installed" in err.value.cause and "scripts/setup.sh" in err.value.fix
+    assert steps == []  # no schema created, no arm started
+
+
 # --- docker/: the compose PgBouncer in front of the primary ------------------------------------
 
 DOCKER = Path(__file__).resolve().parent.parent / "docker"
