@@ -50,7 +50,7 @@ def pgbouncer():
 
 @pytest.fixture(scope="module")
 def dsn(pg_cluster, pg_dsn) -> str:
-    """pg_dsn with a password (our trust-auth cluster ignores it): PgBouncer's auth_file carries it, nothing prints it."""
+    """pg_dsn with a password (our trust-auth cluster ignores it): the auth_file carries it, nothing prints it."""
     if not isinstance(pg_cluster, EmbeddedCluster):
         return pg_dsn
     return conninfo.make_conninfo(pg_dsn, password=PASSWORD)

@@ -48,7 +48,7 @@ from advisor.db.embedded import _alive, _child_env, _read_pid, _run_as, _tie_to_
 from advisor.errors import AdvisorError
 
 __all__ = ["ALIAS", "POOL_MODES", "PREPARED_SINCE", "LocalPgBouncer", "PgBouncerError", "find_pgbouncer",
-           "pgbouncer_version"]
+           "max_client_conn", "pgbouncer_version"]
 
 INSTALL_FIX = "install PgBouncer (apt-get install pgbouncer) or run scripts/setup.sh"
 ALIAS = "advisor_target"
@@ -77,6 +77,12 @@ def pgbouncer_version(binary: Path) -> tuple[int, int, int]:
     if not match:
         raise PgBouncerError(f"cannot read PgBouncer's version from {out.strip()[:80]!r}", INSTALL_FIX)
     return int(match[1]), int(match[2]), int(match[3] or 0)
+
+
+def max_client_conn(clients: int) -> int:
+    """Room for twice the clients: one that just closed still counts until PgBouncer has seen it go (100 clients
+    opening a connection per request hit a limit of 110)."""
+    return 2 * clients + 10
 
 
 def _quoted(value: object) -> str:
@@ -121,10 +127,6 @@ class LocalPgBouncer:
     def prepared_statements(self) -> bool:
         """True when this PgBouncer keeps protocol-level prepared statements in transaction mode."""
         return self.version >= PREPARED_SINCE
-
-    @property
-    def version_text(self) -> str:
-        return ".".join(map(str, self.version))
 
     def conninfo(self, **extra: str) -> str:
         """Where clients connect: loopback, our alias, the auth_file's user and password."""
@@ -197,7 +199,8 @@ class LocalPgBouncer:
             "listen_addr": "127.0.0.1", "listen_port": self.port, "unix_socket_dir": "",
             "auth_type": "md5", "auth_file": base / "userlist.txt",
             "pool_mode": self.pool_mode, "default_pool_size": self.pool_size, "min_pool_size": 0,
-            "reserve_pool_size": 0, "max_db_connections": self.pool_size, "max_client_conn": self.max_clients + 10,
+            "reserve_pool_size": 0, "max_db_connections": self.pool_size,
+            "max_client_conn": max_client_conn(self.max_clients),
             # clients send application_name (kept per client) and nothing else PgBouncer would refuse
             "ignore_startup_parameters": "extra_float_digits,options",
             "server_reset_query": "", "server_check_query": f"{TAG}SELECT 1",

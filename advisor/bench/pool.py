@@ -53,7 +53,8 @@ JSON document (``schema_version`` 1)::
     max_connections       the server's setting; reserved_connections: superuser (+ PG16 reserved) slots
     query                 the statement as run, literals masked ("?")
     workload              {"kind": "table" | "query" | "select1", "schema": name or null, "rows": 10000 or null}
-    settings              {"concurrency", "duration_s", "requests", "warmup_s", "modes", "transports", "request_timeout_s",
+    settings              {"concurrency", "duration_s", "requests", "warmup_s", "modes", "transports",
+                          "request_timeout_s",
                           "pgbouncer": null or {"local", "version", "pool_size", "pool_modes", "max_client_conn"}}
     arms[]                one per mode × transport × concurrency:
         mode, transport, concurrency
@@ -116,7 +117,9 @@ from advisor.bench.load import (
     create_schema, drop_schema, first_line, host_cores, latency_quantiles, new_schema_name, rounded, run_phase,
     scrubber,
 )
-from advisor.bench.pgbouncer import POOL_MODES, PREPARED_SINCE, LocalPgBouncer, find_pgbouncer, pgbouncer_version
+from advisor.bench.pgbouncer import (
+    POOL_MODES, PREPARED_SINCE, LocalPgBouncer, find_pgbouncer, max_client_conn, pgbouncer_version,
+)
 from advisor.bench.quiet import Logging, quiet_session
 from advisor.db.connect import TAG, scrub_secrets, redact_dsn
 from advisor.errors import AdvisorError
@@ -559,7 +562,8 @@ def run_pool_bench(cfg: PoolBenchConfig, step: Step | None = None, warn: Step | 
                   "transports": list(cfg.transports), "request_timeout_s": cfg.request_timeout_s,
                   "pgbouncer": None if bouncer is None else {
                       "local": True, "version": ".".join(map(str, bouncer.version)), "pool_size": bouncer.pool_size,
-                      "pool_modes": list(cfg.pgbouncer_pool_modes), "max_client_conn": bouncer.max_clients + 10}},
+                      "pool_modes": list(cfg.pgbouncer_pool_modes),
+                      "max_client_conn": max_client_conn(bouncer.max_clients)}},
         arms=tuple(arms), verdict=verdict, notes=tuple(scrub_secrets(n, cfg.dsn) for n in notes),
     )
 
@@ -882,8 +886,8 @@ def _verdict(arms: Sequence[Arm], server: _Server, cfg: PoolBenchConfig) -> dict
                 summary.append(f"{transport}, concurrency {c}: new_connection completed no request; "
                                f"{best.mode} served {best.ops_per_s:,.0f} ops/s.")
 
-    for transport in transports:
-        top = pooled_at(transport, levels[-1])
+    for transport in transports:  # PgBouncer's server pool has a size of its own: not in this series
+        top = [a for a in pooled_at(transport, levels[-1]) if a.mode not in PGBOUNCER_MODES]
         if not top:
             continue
         best = max(top, key=lambda a: a.ops_per_s)
@@ -956,10 +960,12 @@ def _pgbouncer_verdict(arms: Sequence[Arm], cfg: PoolBenchConfig, bouncer: _Boun
         })
         who = f"PgBouncer, {pool_mode} pooling, pool size {size}" if bouncer else "your PgBouncer"
         backends = "?" if best.peak_backends is None else best.peak_backends
-        line = f"{who}: {plural(top, 'client')} served by {backends} backends at {best.ops_per_s:,.0f} ops/s ({best.mode})"
-        if base is not None:
-            line += (f"; a new connection per request straight to the server: {base.ops_per_s:,.0f} ops/s and "
-                     f"{'?' if base.peak_backends is None else base.peak_backends} backends")
+        line = (f"{who}: {plural(top, 'client')} served by {backends} backends at {best.ops_per_s:,.0f} ops/s "
+                f"({best.mode})")
+        if base is not None and base.elapsed_s > 0:
+            line += (f"; a new connection per request straight to the server: {base.ops_per_s:,.0f} ops/s, "
+                     f"{base.connections_opened / base.elapsed_s:,.0f} backends started a second, "
+                     f"{'?' if base.peak_backends is None else base.peak_backends} at once")
         summary.append(line + ".")
         if opened and base and opened.connect_p50_ms and base.connect_p50_ms:
             summary.append(f"{who}: a new connection to PgBouncer opened in {opened.connect_p50_ms:.2f} ms (median), "
