@@ -8,6 +8,7 @@ import os
 import sys
 import threading
 import time
+from contextlib import nullcontext
 from dataclasses import replace
 from enum import Enum
 from pathlib import Path
@@ -20,6 +21,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from advisor import __version__
 from advisor.errors import AdvisorError
 from advisor.checks.config import DEFAULT
+from advisor.db.session import Session
 from advisor.findings import Severity
 from advisor.indexes.model import MIN_IMPROVEMENT
 from advisor.report.jsondoc import advice_document, scan_document, workload_document
@@ -202,7 +204,7 @@ def _wait_forever() -> None:
         pass
 
 
-def _load(logs: list[str], stat_statements_dsn: str | None, log_format, prefix, jobs, config, sessions: bool = True,
+def _load(logs: list[str], stat_statements_dsn: str | Session | None, log_format, prefix, jobs, config, sessions: bool = True,
           progress: bool | None = None) -> LogScan:
     """The workload from logs and, when a DSN is given, pg_stat_statements."""
     try:
@@ -254,12 +256,13 @@ def scan(
     if not log and not dsn:
         raise AdvisorError("nothing to scan", "give --dsn (the database) and/or --log (its slow query log)")
     config = replace(DEFAULT, n1_min_repeats=n1_min_repeats, round_trip_ms=round_trip_ms or DEFAULT.round_trip_ms)
-    loaded = _load(log or [], dsn if (pg_stat_statements or not log) else None, log_format, log_line_prefix, jobs, config,
-                   progress=progress)
-    with _steps("scanning", progress) as step:
-        result = run_scan(build_workload(loaded), dsn, config=config, time_budget_s=time_budget,
-                          max_queries=max_queries, step=step,
-                          measure_round_trip=round_trip_ms is None)  # fmt: skip
+    with Session(dsn) if dsn else nullcontext() as session:  # the command's one connection, opened on first use
+        loaded = _load(log or [], session if (pg_stat_statements or not log) else None, log_format, log_line_prefix,
+                       jobs, config, progress=progress)
+        with _steps("scanning", progress) as step:
+            result = run_scan(build_workload(loaded), session, config=config, time_budget_s=time_budget,
+                              max_queries=max_queries, step=step,
+                              measure_round_trip=round_trip_ms is None)  # fmt: skip
     if output_format is ScanFormat.json:
         _emit_json(scan_document(result, show_values=show_values), output)
     elif output_format is ScanFormat.markdown:
@@ -307,19 +310,21 @@ def suggest_indexes(
     if verify and not scratch:
         raise AdvisorError("--verify builds real indexes", "mark the database as a scratch copy with --scratch")
     span = workload = None  # span: the time the calls were counted over, so table counters stand in for unlogged writes
-    if sql_file is not None:
-        queries = statements_file(sql_file)
-    else:
-        loaded = _load(log or [], dsn if (pg_stat_statements or not log) else None, log_format, log_line_prefix, None, DEFAULT)
-        workload = build_workload(loaded)
-        queries = advised_queries(workload, by_time=weight is Weight.time, limit=max_queries)
-        span = workload_seconds(workload) if weight is Weight.calls else None
-    with _steps("advising") as step:
-        advice = advise_workload(
-            dsn, queries, max_indexes=max_indexes, budget_bytes=None if budget_mb is None else int(budget_mb * 1024 * 1024),
-            min_improvement=min_improvement, max_width=max_width, scratch=scratch, verify=verify,
-            sessions=jobs, workload_seconds=span, step=step, workload=workload,
-        )  # fmt: skip
+    with Session(dsn) as session:  # the command's one connection (beside the --jobs sessions), opened on first use
+        if sql_file is not None:
+            queries = statements_file(sql_file)
+        else:
+            loaded = _load(log or [], session if (pg_stat_statements or not log) else None, log_format, log_line_prefix,
+                           None, DEFAULT)
+            workload = build_workload(loaded)
+            queries = advised_queries(workload, by_time=weight is Weight.time, limit=max_queries)
+            span = workload_seconds(workload) if weight is Weight.calls else None
+        with _steps("advising") as step:
+            advice = advise_workload(
+                session, queries, max_indexes=max_indexes, budget_bytes=None if budget_mb is None else int(budget_mb * 1024 * 1024),
+                min_improvement=min_improvement, max_width=max_width, scratch=scratch, verify=verify,
+                sessions=jobs, workload_seconds=span, step=step, workload=workload,
+            )  # fmt: skip
     if output_format is AdviceFormat.json:
         _emit_json(advice_document(advice), output)
     elif output_format is AdviceFormat.sql:

@@ -83,8 +83,12 @@ class Session:
 
     @property
     def conn(self) -> psycopg.Connection:
-        """The connection, opened now if it is not yet (AdvisorConnectionError if that fails)."""
-        if self._conn is None:
+        """The connection, opened now if it is not yet (AdvisorConnectionError if that fails).
+
+        One that was lost and not recovered is opened anew for the command's next step, as
+        each step used to connect on its own: the work that lost it has stopped already.
+        """
+        if self._conn is None or self._conn.closed:
             self._conn = self._open()
         return self._conn
 

@@ -34,6 +34,7 @@ from pathlib import Path
 from advisor import __version__
 from advisor.checks.config import DEFAULT
 from advisor.db.connect import AdvisorConnectionError, redact_dsn
+from advisor.db.session import Session
 from advisor.errors import AdvisorError
 from advisor.findings import Severity
 from advisor.report.history import Comparison, History, RegressionRule, database_label
@@ -93,31 +94,32 @@ def run_report(opts: ReportOptions, step: Step = lambda _: None, progress: Progr
     # --- ingestion (incremental for logs)
     step("reading the logs (only what was appended since the last run)")
     loaded, state, reads = _ingest(opts, state_path, run, progress)
-    if opts.pg_stat_statements or not opts.logs:
-        try:
-            step("reading pg_stat_statements")
-            loaded.add_pg_stat_statements(opts.dsn)
-        except AdvisorConnectionError as e:
-            run.unreachable = e.cause
-        except AdvisorError as e:
-            run.skip("pg_stat_statements", e.cause)
-    workload = build_workload(loaded)
+    with Session(opts.dsn) as session:  # one connection for the night's reads, opened on first use
+        if opts.pg_stat_statements or not opts.logs:
+            try:
+                step("reading pg_stat_statements")
+                loaded.add_pg_stat_statements(session)
+            except AdvisorConnectionError as e:
+                run.unreachable = e.cause
+            except AdvisorError as e:
+                run.skip("pg_stat_statements", e.cause)
+        workload = build_workload(loaded)
 
-    # --- scan, index advice, bench
-    scanned = None
-    if run.unreachable is None:
-        from advisor.scan import scan as run_scan
+        # --- scan, index advice, bench
+        scanned = None
+        if run.unreachable is None:
+            from advisor.scan import scan as run_scan
 
-        try:
-            scanned = run_scan(workload, opts.dsn, config=DEFAULT, time_budget_s=opts.time_budget_s,
-                               max_queries=opts.max_queries, step=step)
-        except AdvisorConnectionError as e:
-            run.unreachable = e.cause
-    indexes, indexes_reason = None, None
-    if run.unreachable is None:
-        indexes, indexes_reason = _advise(opts.dsn, workload, step)
-    else:
-        indexes_reason = "database unreachable"
+            try:
+                scanned = run_scan(workload, session, config=DEFAULT, time_budget_s=opts.time_budget_s,
+                                   max_queries=opts.max_queries, step=step)
+            except AdvisorConnectionError as e:
+                run.unreachable = e.cause
+        indexes, indexes_reason = None, None
+        if run.unreachable is None:
+            indexes, indexes_reason = _advise(session, workload, step)
+        else:
+            indexes_reason = "database unreachable"
     bench = None
     if opts.bench and run.unreachable is None:
         bench = _bench(opts.dsn, run, step)
@@ -215,7 +217,7 @@ def _ingest(opts: ReportOptions, state_path: str, run: _Run, progress: Progress 
     return scan, state, reads
 
 
-def _advise(dsn: str, workload, step: Step):
+def _advise(session: Session, workload, step: Step):
     from advisor.indexes.advice import advise_workload, advised_queries, workload_seconds
 
     queries = advised_queries(workload)
@@ -223,7 +225,7 @@ def _advise(dsn: str, workload, step: Step):
         return None, "the workload has no query to advise on"
     try:
         with_step = lambda text: step(f"index advice: {text}")  # noqa: E731
-        return advise_workload(dsn, queries, workload_seconds=workload_seconds(workload), step=with_step), None
+        return advise_workload(session, queries, workload_seconds=workload_seconds(workload), step=with_step), None
     except AdvisorError as e:  # HypoPG missing, connection lost: a note, not a failed night
         return None, f"{e.cause}" + (f" ({e.fix})" if e.fix else "")
 
