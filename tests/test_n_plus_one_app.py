@@ -18,7 +18,7 @@ from batched_proof import from_evidence, rows_by_key
 from sqlalchemy import ForeignKey, String, create_engine, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, selectinload
 
-from advisor.checks import l001_n_plus_one
+from advisor.checks import adv101_n_plus_one
 from advisor.checks.context import Context
 from advisor.db.catalog import read_catalog
 from advisor.workload.ingest import build_workload, scan_logs
@@ -165,7 +165,7 @@ def test_every_printed_rewrite_returns_the_rows_of_each_parent(app_log, pg_dsn):
     repeats, workload, app = app_log
     with psycopg.connect(pg_dsn) as conn:
         ctx = Context(workload=workload, catalog=read_catalog(conn))
-        found = [f for f in l001_n_plus_one.run(ctx) if app in (f.application or "")]
+        found = [f for f in adv101_n_plus_one.run(ctx) if app in (f.application or "")]
         assert len(found) == 2
         for finding in found:
             batched = from_evidence(finding.evidence["batched"])

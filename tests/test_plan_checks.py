@@ -20,8 +20,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from advisor.checks import (p001_full_scan, p002_index_filter, p003_misestimate, p004_spill, p005_nested_loop,
-                            p006_heap_fetches, p007_lossy_bitmap, p008_workers_not_launched, p009_large_offset)
+from advisor.checks import (CHECKS, adv001_full_scan, adv002_index_filter, adv003_row_misestimate, adv004_disk_spill,
+                            adv005_nested_loop_scan, adv006_index_only_heap_fetches, adv007_lossy_bitmap,
+                            adv008_parallel_workers_short, adv009_large_offset)
 from advisor.checks.config import DEFAULT
 from advisor.checks.context import Context, ExplainedQuery
 from advisor.findings import Severity
@@ -30,8 +31,9 @@ from advisor.workload.model import Query, Workload
 
 CHECKS_DIR = Path(__file__).parent / "plans" / "checks"
 RECORD = os.environ.get("ADVISOR_RECORD_PLANS") == "1"
-MODULES = {m.CODE: m for m in (p001_full_scan, p002_index_filter, p003_misestimate, p004_spill, p005_nested_loop,
-                               p006_heap_fetches, p007_lossy_bitmap, p008_workers_not_launched, p009_large_offset)}
+MODULES = {m.CODE: m for m in (adv001_full_scan, adv002_index_filter, adv003_row_misestimate, adv004_disk_spill,
+                               adv005_nested_loop_scan, adv006_index_only_heap_fetches, adv007_lossy_bitmap,
+                               adv008_parallel_workers_short, adv009_large_offset)}
 
 SCHEMA = """
 CREATE TABLE lots (id int PRIMARY KEY, fab text NOT NULL);
@@ -141,9 +143,9 @@ def test_full_scan_from_plain_explain_needs_the_catalog(schema_conn):
         schema_conn.execute(SERIAL[0])
         doc = schema_conn.execute("EXPLAIN (FORMAT JSON) SELECT id FROM results WHERE status = 'fail'").fetchone()[0][0]
     doc["Query Text"] = "SELECT id FROM results WHERE status = 'fail'"
-    assert not list(p001_full_scan.run(context(doc)))
+    assert not list(adv001_full_scan.run(context(doc)))
     catalog = SimpleNamespace(table=lambda name, schema=None: SimpleNamespace(rows=200_000, n_mod_since_analyze=0))
-    [finding] = p001_full_scan.run(context(doc, catalog=catalog))
+    [finding] = adv001_full_scan.run(context(doc, catalog=catalog))
     assert finding.evidence["estimated"] and finding.evidence["rows_scanned"] == 200_000
 
 
@@ -317,7 +319,7 @@ def test_large_offset_mixed_directions_and_text_only_queries(schema_conn):
     sql = "SELECT id FROM results ORDER BY created DESC, id LIMIT 10 OFFSET 2000"
     ctx = context(explain(schema_conn, sql, *SERIAL))
     text_only = Context(workload=ctx.workload, explained=())  # no plan: the text suffices
-    [finding] = p009_large_offset.run(text_only)
+    [finding] = adv009_large_offset.run(text_only)
     assert "(created < :last_created OR (created = :last_created AND id > :last_id))" in finding.suggestion
     assert finding.impact_ms == pytest.approx(60_000.0 * 2000 / 2010, rel=1e-3)
     last = schema_conn.execute(sql.replace("LIMIT 10 OFFSET 2000", "LIMIT 1 OFFSET 1999")).fetchone()
@@ -325,7 +327,7 @@ def test_large_offset_mixed_directions_and_text_only_queries(schema_conn):
     bound = (finding.suggestion.split(";")[0].replace(":last_created", f"'{created}'::date")
              .replace(":last_id", str(last[0])))
     assert schema_conn.execute(bound).fetchall() == schema_conn.execute(sql).fetchall()
-    assert not list(p009_large_offset.run(context(explain(schema_conn, sql.replace("2000", "20"), *SERIAL))))
+    assert not list(adv009_large_offset.run(context(explain(schema_conn, sql.replace("2000", "20"), *SERIAL))))
 
 
 # --- recorded plans ------------------------------------------------------------------------------
@@ -352,6 +354,13 @@ def test_checks_are_documented():
         assert "Signal" in doc and "Fix" in doc and "Impact" in doc
         fields = set(re.findall(r"``([a-z_]+)``", doc)) & set(DEFAULT.__dataclass_fields__)
         assert all(hasattr(DEFAULT, f) for f in fields)
+
+
+def test_file_code_and_fixtures_share_one_name():
+    """As sqlfluff's rules: a check's module is named after its code and NAME, its recorded plans after its code."""
+    for check in CHECKS:
+        assert check.run.__module__ == f"advisor.checks.{check.code.lower()}_{check.name}"
+    assert RECORDED and {path.stem.split("_", 1)[0] for path in RECORDED} <= {check.code.lower() for check in CHECKS}
 
 
 # --- helpers, without a server ---------------------------------------------------------------------
@@ -387,6 +396,6 @@ def test_keyset_rewrites(sql, expected):
     query = Query(fingerprint="f", normalized=sql, parsed=True, statement_type="select", calls=1, total_ms=1.0,
                   mean_ms=1.0, min_ms=None, max_ms=None, p50_ms=None, p95_ms=None, p99_ms=None, timed_calls=1,
                   rows=None, first_seen=None, last_seen=None, sample=sql, sample_parameters="$2 = '10', $3 = '5000'")
-    paging = p009_large_offset.read_paging(query)
+    paging = adv009_large_offset.read_paging(query)
     assert paging.offset >= 2000
-    assert expected in p009_large_offset.keyset_rewrite(paging)[0]
+    assert expected in adv009_large_offset.keyset_rewrite(paging)[0]

@@ -23,7 +23,7 @@ import psycopg
 import pytest
 from batched_proof import from_evidence, rows_by_key
 
-from advisor.checks import l001_n_plus_one, l002_n_plus_one_writes, l003_cache_candidates, p009_large_offset
+from advisor.checks import adv009_large_offset, adv101_n_plus_one, adv102_n_plus_one_writes, adv103_cache_candidate
 from advisor.checks.config import Thresholds
 from advisor.checks.context import Context
 from advisor.db.catalog import read_catalog
@@ -143,12 +143,12 @@ def findings(app, request):
     ctx = Context(workload=workload, catalog=catalog, config=CONFIG)
     ours = {q.fingerprint for q in workload.queries if name in q.applications}
     load = tuple(q for q in workload.queries if q.fingerprint in ours and "INTO audit" in q.normalized)
-    found = [f for check in (l001_n_plus_one, l002_n_plus_one_writes, l003_cache_candidates, p009_large_offset)
+    found = [f for check in (adv101_n_plus_one, adv102_n_plus_one_writes, adv103_cache_candidate, adv009_large_offset)
              for f in check.run(ctx) if f.fingerprint in ours]
     repeats = [r for r in workload.repeats if name in r.applications]
     # The load alone, as the log of a fresh `pgbench -i` holds it: all of the workload's time, and little of it.
     alone = Context(workload=replace(workload, queries=load), config=CONFIG)
-    found += [f for f in l002_n_plus_one_writes.run(alone) if f.fingerprint in ours]
+    found += [f for f in adv102_n_plus_one_writes.run(alone) if f.fingerprint in ours]
     return found, repeats, calls, catalog
 
 

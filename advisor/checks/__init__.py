@@ -14,19 +14,19 @@ from dataclasses import dataclass
 from types import ModuleType
 
 from advisor.checks import (
-    c001_index_hygiene,
-    l001_n_plus_one,
-    l002_n_plus_one_writes,
-    l003_cache_candidates,
-    p001_full_scan,
-    p002_index_filter,
-    p003_misestimate,
-    p004_spill,
-    p005_nested_loop,
-    p006_heap_fetches,
-    p007_lossy_bitmap,
-    p008_workers_not_launched,
-    p009_large_offset,
+    adv001_full_scan,
+    adv002_index_filter,
+    adv003_row_misestimate,
+    adv004_disk_spill,
+    adv005_nested_loop_scan,
+    adv006_index_only_heap_fetches,
+    adv007_lossy_bitmap,
+    adv008_parallel_workers_short,
+    adv009_large_offset,
+    adv101_n_plus_one,
+    adv102_n_plus_one_writes,
+    adv103_cache_candidate,
+    adv201_index_hygiene,
 )
 from advisor.checks.context import Context
 from advisor.findings import Finding
@@ -46,17 +46,17 @@ class Check:
 
 
 CHECKS: tuple[Check, ...] = (
-    Check.of(l001_n_plus_one),
-    Check.of(l002_n_plus_one_writes),
-    Check.of(l003_cache_candidates),
-    Check.of(p001_full_scan, "plans"),
-    Check.of(p002_index_filter, "plans"),
-    Check.of(p003_misestimate, "plans"),
-    Check.of(p004_spill, "plans"),
-    Check.of(p005_nested_loop, "plans"),
-    Check.of(p006_heap_fetches, "plans"),
-    Check.of(p007_lossy_bitmap, "plans"),
-    Check.of(p008_workers_not_launched, "plans"),
-    Check.of(p009_large_offset),  # reads plans where there are some, the query text otherwise
-    Check.of(c001_index_hygiene, "catalog"),
+    Check.of(adv101_n_plus_one),
+    Check.of(adv102_n_plus_one_writes),
+    Check.of(adv103_cache_candidate),
+    Check.of(adv001_full_scan, "plans"),
+    Check.of(adv002_index_filter, "plans"),
+    Check.of(adv003_row_misestimate, "plans"),
+    Check.of(adv004_disk_spill, "plans"),
+    Check.of(adv005_nested_loop_scan, "plans"),
+    Check.of(adv006_index_only_heap_fetches, "plans"),
+    Check.of(adv007_lossy_bitmap, "plans"),
+    Check.of(adv008_parallel_workers_short, "plans"),
+    Check.of(adv009_large_offset),  # reads plans where there are some, the query text otherwise
+    Check.of(adv201_index_hygiene, "catalog"),
 )

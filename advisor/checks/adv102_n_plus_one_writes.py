@@ -4,7 +4,7 @@ Problem: a loop sends one INSERT/UPDATE/DELETE per row; each pays a round
 trip, a plan and (outside a transaction) a commit.
 Signal: in a unit of work, one write fingerprint run at least
 ``n1_writes_min_repeats`` times with differing parameters.
-Impact: as for N+1 selects (l001): the round trips batching saves.
+Impact: as for N+1 selects (ADV101): the round trips batching saves.
 Fix: a multi-row INSERT, COPY, or ``UPDATE … FROM (VALUES …)``.
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from advisor.checks.context import Context
-from advisor.checks.l001_n_plus_one import finding
+from advisor.checks.adv101_n_plus_one import finding
 from advisor.findings import Finding
 
 CODE = "ADV102"
