@@ -1,5 +1,9 @@
 """Connections to the target database with safe session settings, and DSN redaction.
 
+``connect`` is the low-level opener: the advisor's own code reaches a target through
+advisor.db.session.Session, which calls it (and adds autocommit, the tag, the
+extended protocol and read-only explains).
+
 Every message that may reach a user goes through ``redact_dsn`` or ``scrub_secrets``:
 a password must never be printed, logged or stored in a report.
 """
