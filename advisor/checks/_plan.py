@@ -1,4 +1,4 @@
-"""Shared helpers of the plan checks (p0xx_*): not a check itself.
+"""Shared helpers of the plan checks (adv0NN_*): not a check itself.
 
 Impact (severity follows from it: Thresholds.severity), plan excerpts, the
 columns of a plan condition and index DDL, so that every plan check words and

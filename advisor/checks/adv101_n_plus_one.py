@@ -22,11 +22,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from advisor.checks._n_plus_one import n_plus_one_finding
 from advisor.checks.context import Context
-from advisor.checks.rewrite import Batched, batched_lookup, tables_of
+from advisor.checks.rewrite import Batched, batched_lookup
 from advisor.findings import Finding
 from advisor.workload.model import RepeatPattern
-from advisor.words import plural
 
 CODE = "ADV101"
 NAME = "n_plus_one"
@@ -45,40 +45,7 @@ def run(ctx: Context) -> Iterable[Finding]:
             rewrite = {"kind": batched.kind, "sql": batched.sql, "parameter": batched.parameter,
                        "key_column": batched.column, "key_position": batched.key_position,
                        "key_added": batched.key_added} if isinstance(batched, Batched) else {"none_known": batched}
-            yield finding(r, ctx, CODE, NAME, "N+1 selects", _suggestion(batched), batched=rewrite)
-
-
-def finding(r: RepeatPattern, ctx: Context, code: str, name: str, what: str, suggestion: str, **evidence) -> Finding:
-    """Shared with the N+1 writes check: same evidence, same impact rule."""
-    rtt = ctx.config.round_trip_ms
-    spent = r.child_ms + r.statements * rtt
-    per = r.statements / r.occurrences
-    return Finding(
-        code=code,
-        check=name,
-        severity=ctx.severity(spent),
-        title=f"{what}: {plural(r.occurrences, 'time')}, {per:,.0f} statements each on average (up to {r.most_per_occurrence:,})",
-        suggestion=suggestion,
-        fingerprint=r.child_fingerprint,
-        normalized=r.child_normalized,
-        tables=tables_of(r.child_normalized),
-        evidence={
-            "parent": r.parent_normalized,
-            "parent_fingerprint": r.parent_fingerprint,
-            "occurrences": r.occurrences,
-            "statements": r.statements,
-            "most_per_occurrence": r.most_per_occurrence,
-            "server_ms": round(r.child_ms, 3),
-            "round_trip_ms": rtt,
-            "spent_ms": round(spent, 3),
-            "batched_ms": round(r.child_ms + r.occurrences * rtt, 3),
-            "sessions": list(r.sessions),
-            "first_seen": r.first_seen,
-            **evidence,
-        },
-        impact_ms=round(spent, 3),
-        application=", ".join(r.applications) or None,
-    )
+            yield n_plus_one_finding(r, ctx, CODE, NAME, "N+1 selects", _suggestion(batched), batched=rewrite)
 
 
 def _batched(r: RepeatPattern, ctx: Context) -> Batched | str:

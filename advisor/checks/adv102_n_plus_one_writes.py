@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from advisor.checks._n_plus_one import n_plus_one_finding
 from advisor.checks.context import Context
-from advisor.checks.adv101_n_plus_one import finding
 from advisor.findings import Finding
 
 CODE = "ADV102"
@@ -30,4 +30,4 @@ def run(ctx: Context) -> Iterable[Finding]:
     for r in ctx.workload.repeats:
         if r.kind == "n_plus_one_writes":
             verb = r.child_normalized.split(None, 1)[0].lower()
-            yield finding(r, ctx, CODE, NAME, "Row-at-a-time writes", FIXES.get(verb, FIXES["insert"]))
+            yield n_plus_one_finding(r, ctx, CODE, NAME, "Row-at-a-time writes", FIXES.get(verb, FIXES["insert"]))
