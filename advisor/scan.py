@@ -31,7 +31,7 @@ from advisor.db.privileges import privilege_notes, read_privileges
 from advisor.db.session import Session, session_for
 from advisor.findings import Finding
 from advisor.plans import parse_plan
-from advisor.workload.model import Query, Workload
+from advisor.workload.model import PLANNED, Query, Workload
 
 Step = Callable[[str], None]
 
@@ -160,9 +160,6 @@ def _why(missing: set[str]) -> str:
     return "needs a database (--dsn): " + " and ".join(sorted({"catalog": "the catalog", "plans": "query plans"}[m] for m in missing))
 
 
-EXPLAINABLE = frozenset({"select", "insert", "update", "delete", "merge", "with"})
-
-
 def choose_queries(queries: tuple[Query, ...], limit: int) -> list[Query]:
     """The top queries by total time, then by p95, each once, up to ``limit``.
 
@@ -170,7 +167,7 @@ def choose_queries(queries: tuple[Query, ...], limit: int) -> list[Query]:
     are not candidates (anything else sqlglot cannot read still is, and its
     refusal is reported).
     """
-    by_total = [q for q in queries if q.sample and (q.statement_type in EXPLAINABLE or q.statement_type == "unknown")]
+    by_total = [q for q in queries if q.sample and (q.statement_type in PLANNED or q.statement_type == "unknown")]
     by_p95 = sorted(by_total, key=lambda q: -(q.p95_ms or 0.0))
     chosen: dict[str, Query] = {}
     for a, b in zip(by_total, by_p95):

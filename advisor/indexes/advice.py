@@ -12,16 +12,14 @@ from advisor.indexes.model import AdvisedQuery
 from advisor.indexes.selection import Advice, advise
 from advisor.indexes.whatif import WhatIf
 from advisor.workload.fingerprint import fingerprint
-from advisor.workload.model import Workload
+from advisor.workload.model import PLANNED, Workload
 from advisor.workload.sessions import timestamp_ms
-
-COSTED = frozenset({"select", "insert", "update", "delete", "merge", "with"})
 
 
 def advised_queries(workload: Workload, *, by_time: bool = False, limit: int = 200) -> list[AdvisedQuery]:
     """The top queries by total time, each weighted by its calls (or its total time), with what was measured
     (mean, rows per call): a ``$n`` without a logged value is costed with values that match it."""
-    chosen = [q for q in workload.queries if q.sample and q.statement_type in COSTED][:limit]
+    chosen = [q for q in workload.queries if q.sample and q.statement_type in PLANNED][:limit]
     return [
         AdvisedQuery(q.fingerprint, q.sample, q.sample_parameters, q.total_ms if by_time else float(q.calls),
                      q.normalized, q.mean_ms, q.rows / q.calls if q.rows is not None and q.calls else None)

@@ -41,6 +41,11 @@ class Skipped:
     text: str = ""
 
 
+# The statement types the planner prices: what scan explains and suggest-indexes costs. A WITH whose main
+# statement no one could tell is "with"; transaction control, SET and other utility commands have no plan.
+PLANNED = frozenset({"select", "insert", "update", "delete", "merge", "with"})
+
+
 @dataclass(frozen=True, slots=True)
 class Query:
     """One fingerprint's aggregate over the whole workload."""
@@ -48,7 +53,7 @@ class Query:
     fingerprint: str
     normalized: str
     parsed: bool  # False: sqlglot could not read it; fingerprinted from tokens
-    statement_type: str  # select, insert, update, delete, merge, utility, unknown
+    statement_type: str  # select, insert, update, delete, merge, with, utility, unknown
     calls: int
     total_ms: float
     mean_ms: float | None
