@@ -117,7 +117,7 @@ def test_a_session_connects_on_first_use_only_and_a_given_one_is_left_open(db):
         borrowed.read("SELECT 1")
     assert session.opened and not session.conn.closed  # the owner closes it
     session.close()
-    assert session.lost
+    assert session.lost and session.conn.closed  # closed by its owner, it is not opened again
 
 
 def test_a_server_too_old_gives_one_line_of_cause_and_one_of_fix(db, pg_cluster):
@@ -223,3 +223,18 @@ def test_every_statement_carries_the_tag_and_application_name(logged):
     assert any("pg_stat_statements" in s for s in ours) and any("EXPLAIN" in s for s in ours)
     assert all(s.startswith(TAG) for s in ours), [s for s in ours if not s.startswith(TAG)]
     assert not any(s.startswith(TAG) for s in theirs)  # nothing of ours under another name
+
+
+def test_a_lost_connection_stays_lost_within_a_step_and_the_next_step_opens_a_new_one(db):
+    with Session(db) as session:
+        first = session.read("SELECT pg_backend_pid()").fetchone()[0]
+        with psycopg.connect(db, autocommit=True) as other:
+            other.execute("SELECT pg_terminate_backend(%s)", (first,))
+        with pytest.raises(psycopg.OperationalError):
+            session.run("SELECT 1")
+        assert session.lost
+        with pytest.raises(psycopg.OperationalError):  # not silently replaced: its backend's state is gone
+            session.run("SELECT 1")
+        with session_for(session) as step:
+            second = step.read("SELECT pg_backend_pid()").fetchone()[0]
+        assert second != first and not session.lost

@@ -85,10 +85,10 @@ class Session:
     def conn(self) -> psycopg.Connection:
         """The connection, opened now if it is not yet (AdvisorConnectionError if that fails).
 
-        One that was lost and not recovered is opened anew for the command's next step, as
-        each step used to connect on its own: the work that lost it has stopped already.
+        A lost one stays lost (its backend's state, HypoPG's indexes or a scratch
+        transaction, went with it) until ``recover`` or the next step (``session_for``).
         """
-        if self._conn is None or self._conn.closed:
+        if self._conn is None:
             self._conn = self._open()
         return self._conn
 
@@ -202,9 +202,17 @@ class Session:
             return f"it tried to write and the read-only transaction stopped it: {first}"
         return f"SQL error ({err.sqlstate}): {first}" if err.sqlstate else f"SQL error: {first}"
 
+    def reopen(self) -> None:
+        """A new connection in place of a lost one (AdvisorConnectionError if that fails)."""
+        if self._conn is not None:
+            self._conn.close()
+        self._conn = None
+        self._conn = self._open()
+
     def recover(self, cause: str) -> str | None:
         """Reconnect after a loss; None on success, else why the rest cannot run (``cause`` first)."""
-        self.close()
+        if self._conn is not None:
+            self._conn.close()
         if self.reconnected:  # lost twice: someone wants us gone, or the server is going away
             return f"{cause}, for the second time: not reconnecting"
         try:
@@ -217,8 +225,14 @@ class Session:
 
 @contextmanager
 def session_for(target: str | Session, **limits: int) -> Iterator[Session]:
-    """The session given (left open for its owner), or one opened for a DSN and closed after."""
+    """The session given (left open for its owner), or one opened for a DSN and closed after.
+
+    A step of a command starts here: a session the last step lost is opened anew, as
+    each step used to connect on its own (the work that lost it has stopped already).
+    """
     if isinstance(target, Session):
+        if target.lost:
+            target.reopen()
         yield target
         return
     with Session(target, **limits) as session:
