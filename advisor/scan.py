@@ -18,7 +18,6 @@ from __future__ import annotations
 import re
 import statistics
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from urllib.parse import unquote
 
@@ -31,9 +30,8 @@ from advisor.db.privileges import privilege_notes, read_privileges
 from advisor.db.session import Session, session_for
 from advisor.findings import Finding
 from advisor.plans import parse_plan
+from advisor.progress import Step
 from advisor.workload.model import PLANNED, Query, Workload
-
-Step = Callable[[str], None]
 
 
 @dataclass(frozen=True, slots=True)

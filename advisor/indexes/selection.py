@@ -58,7 +58,6 @@ import itertools
 import math
 import re
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from advisor.db.catalog import Catalog, read_catalog
@@ -69,8 +68,7 @@ from advisor.indexes.existing import IndexIssue, index_issues
 from advisor.indexes.maintenance import WriteLoad, counted_writes, visibility_notes, workload_writes
 from advisor.indexes.model import MIN_IMPROVEMENT, AdvisedQuery, IndexCandidate, QueryCost, Recommendation
 from advisor.indexes.whatif import CandidateRejected, QueryNotCosted, WhatIf
-
-Step = Callable[[str], None]
+from advisor.progress import Step
 
 MAX_MERGED_INCLUDE = 5  # INCLUDE columns of a merged index, at most
 PREFETCH_AHEAD = 3  # moves costed ahead, beside the one on top of the heap (see _prefetch)
