@@ -49,6 +49,25 @@ def test_calls_match_the_workload(workload):
     assert lookup.stddev_ms is not None and rows.hidden == 0 and rows.note is None
 
 
+def test_what_hypopg_runs_for_the_advisor_is_not_workload(workload, pg_cluster):
+    """HypoPG reads the highest oid in use for each hypothetical index; with track = all pg_stat_statements
+    keeps that as a nested, untagged statement of its own. It is the advisor's traffic, not the application's."""
+    if not pg_cluster.has_hypopg:
+        pytest.skip("HypoPG is not installed on this server")
+    from advisor.indexes.model import AdvisedQuery, IndexCandidate
+    from advisor.indexes.whatif import WhatIf
+    query = AdvisedQuery("q", "SELECT count(*) FROM t WHERE v = 'v1'", None, 1.0)
+    with WhatIf(workload) as whatif:  # what suggest-indexes does for every configuration it costs
+        whatif.cost(query, [IndexCandidate("public.t", ("v",))])
+    with psycopg.connect(workload) as conn:
+        nested = conn.execute("SELECT count(*) FROM pg_stat_statements WHERE NOT toplevel "
+                              "AND query LIKE 'SELECT max(oid) FROM pg_catalog.pg_class%%'").fetchone()[0]
+        rows = read_pg_stat_statements(conn)
+    assert nested >= 1  # the server did record it, so the filter below is what keeps it out
+    assert not [r for r in rows if "max(oid)" in r.query]
+    assert rows.own >= nested
+
+
 def test_read_leaves_no_open_transaction(workload):
     with psycopg.connect(workload) as conn:
         read_pg_stat_statements(conn)

@@ -21,5 +21,16 @@ def sent_by_advisor(sql: str, application: str | None = None) -> bool:
     return (application is not None and application.startswith(APPLICATION_PREFIX)) or sql.lstrip().startswith(_MARK)
 
 
+# What an extension the advisor calls runs inside the advisor's own statement. pg_stat_statements with
+# track = all records it apart, as a nested statement without our tag: HypoPG reads the highest oid in
+# use each time it creates a hypothetical index. Logs never show it (they log top-level statements).
+_RUN_FOR_ADVISOR = frozenset({"SELECT max(oid) FROM pg_catalog.pg_class WHERE oid < $1"})
+
+
+def run_for_advisor(sql: str) -> bool:
+    """Whether pg_stat_statements shows a statement an extension ran for the advisor (see above)."""
+    return " ".join(sql.split()) in _RUN_FOR_ADVISOR
+
+
 def left_out_note(count: int) -> str:
     return f"{plural(count, 'statement')} sent by the advisor itself {'was' if count == 1 else 'were'} left out"

@@ -13,7 +13,7 @@ from psycopg import errors, sql
 from advisor.db.connect import TAG
 from advisor.db.session import Extension, read_extension
 from advisor.errors import AdvisorError
-from advisor.workload.own_traffic import sent_by_advisor
+from advisor.workload.own_traffic import run_for_advisor, sent_by_advisor
 
 HIDDEN_TEXT = "<insufficient privilege>"
 
@@ -111,7 +111,7 @@ def _read(conn: psycopg.Connection) -> StatementRows:
             "add shared_preload_libraries = 'pg_stat_statements' to postgresql.conf and restart the server",
         ) from err
     readable = [r for r in raw if r[0] != HIDDEN_TEXT and r[1] is not None]
-    theirs = [_to_row(r) for r in readable if not sent_by_advisor(r[0])]
+    theirs = [_to_row(r) for r in readable if not (sent_by_advisor(r[0]) or run_for_advisor(r[0]))]
     return StatementRows(theirs, hidden=len(raw) - len(readable), own=len(readable) - len(theirs))
 
 
