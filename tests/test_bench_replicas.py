@@ -4,28 +4,21 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import psycopg
+from helpers import advisor
 from psycopg import sql
 
 from advisor.bench.replicas import ARMS, ReplicaBenchConfig, run_replica_bench
 
-ROOT = Path(__file__).resolve().parents[1]
 ARM_FIELDS = ("name", "ops_per_s", "p50_ms", "p95_ms", "p99_ms", "stale_reads", "read_your_writes", "failed_requests")
 
 
 def test_local_replicas_json_document(pg_binaries):
-    proc = subprocess.run(
-        [sys.executable, "-m", "advisor.cli", "bench", "replicas", "--local-replicas", "1", "--duration", "1",
-         "--concurrency", "2", "--format", "json"],
-        capture_output=True, text=True, cwd=ROOT, timeout=120, env=dict(os.environ, NO_COLOR="1"),
-    )
+    proc = advisor("bench", "replicas", "--local-replicas", "1", "--duration", "1", "--concurrency", "2",
+                   "--format", "json", env={"NO_COLOR": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     doc = json.loads(proc.stdout)
     assert doc["schema_version"] == 1 and doc["kind"] == "bench_replicas"

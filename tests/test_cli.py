@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import psycopg
 import pytest
+from helpers import advisor
 
 from advisor.workload.fingerprint import fingerprint
 
@@ -19,12 +18,6 @@ LOG = """\
 2026-11-22 03:00:02.001 UTC [701] app@shop DETAIL:  parameters: $1 = '9'
 not a log line
 """
-
-
-def advisor(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "advisor.cli", *args], input=stdin, capture_output=True, text=True, timeout=120
-    )
 
 
 @pytest.fixture

@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
+from helpers import advisor
 
 from advisor.workload.fingerprint import fingerprint
 
 
 @pytest.mark.usefixtures("pg_binaries")  # the demo starts a cluster of its own
 def test_demo_replays_the_workload_and_reads_it_back(tmp_path):
-    run = subprocess.run(
-        [sys.executable, "-m", "advisor.cli", "demo", "--scale", "0.05", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    run = advisor("demo", "--scale", "0.05", "--out", str(tmp_path))
     assert run.returncode == 0, run.stderr
     assert "replayed" in run.stdout and "report.html" in run.stdout
     assert (tmp_path / "report.html").exists() and (tmp_path / "summary.md").exists()

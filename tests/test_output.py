@@ -11,11 +11,11 @@ import os
 import pty
 import re
 import subprocess
-import sys
 from io import StringIO
 
 import psycopg
 import pytest
+from helpers import ADVISOR, advisor
 from psycopg import conninfo
 from rich.console import Console
 
@@ -36,11 +36,6 @@ VACUUM ANALYZE items
 SECRET = "note-7"
 LITERAL_SQL = f"SELECT id FROM items WHERE note = '{SECRET}' AND v > 4242"
 LIMITED_ROLE = "advisor_test_no_stats"
-
-
-def advisor(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "advisor.cli", *args], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, **(env or {})})
 
 
 def render(renderable, width: int) -> str:
@@ -164,7 +159,7 @@ def test_parse_in_a_narrow_pipe_prints_the_queries(tmp_path, columns):
 def _on_a_terminal(*args: str) -> str:
     """What the advisor writes to stderr when stderr is a terminal (a pseudo-terminal), escape codes removed."""
     leader, follower = pty.openpty()
-    process = subprocess.Popen([sys.executable, "-m", "advisor.cli", *args], stdout=subprocess.DEVNULL, stderr=follower,
+    process = subprocess.Popen([*ADVISOR, *args], stdout=subprocess.DEVNULL, stderr=follower,
                                env={**os.environ, "COLUMNS": "100", "TERM": "xterm"})
     os.close(follower)
     written = b""

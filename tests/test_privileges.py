@@ -6,20 +6,15 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 
 import psycopg
 import pytest
+from helpers import advisor
 from psycopg import conninfo
 
 from advisor.db.connect import TAG
 
 ROLE = "advisor_test_reader"
-
-
-def advisor(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "advisor.cli", *args], capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")

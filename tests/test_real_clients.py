@@ -11,13 +11,13 @@ client's own database, reset before the run.
 from __future__ import annotations
 
 import os
-import sys
 import subprocess
 import time
 import uuid
 
 import psycopg
 import pytest
+from helpers import advisor
 from psycopg import sql
 from sqlalchemy import ForeignKey, create_engine, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
@@ -320,10 +320,6 @@ SHOP_QUERIES = {  # the application's statements and how often it runs each
 }
 
 
-def _advisor(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "advisor.cli", *args], capture_output=True, text=True, timeout=180)
-
-
 def test_no_statement_of_the_advisor_is_in_a_log_workload(embedded_cluster, pg_dsn):
     """scan, suggest-indexes and bench pool run against a database that logs every statement and
     every plan; the workload read back from each log holds the application's statements only."""
@@ -344,7 +340,7 @@ def test_no_statement_of_the_advisor_is_in_a_log_workload(embedded_cluster, pg_d
                 conn.execute(query, (i if "price" in query else f"item {i}%",)).fetchall()
     for command in (("scan", "--dsn", dsn), ("suggest-indexes", "--dsn", dsn),
                     ("bench", "pool", "--dsn", dsn, "--duration", "0.3", "--warmup", "0.1", "--concurrency", "1")):
-        done = _advisor(*command, "--format", "json")
+        done = advisor(*command, "--format", "json")
         assert done.returncode in (0, 1), (command, done.stderr[-2000:])  # 1: findings at --fail-on
     marker = "end of the advisor traffic run"
     with psycopg.connect(dsn, autocommit=True, application_name="shop") as conn:

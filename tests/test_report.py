@@ -7,13 +7,13 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from html import escape
 from pathlib import Path
 
 import psycopg
 import pytest
+from helpers import advisor
 
 from advisor import demo
 from advisor.report.html import SECTIONS
@@ -31,10 +31,6 @@ SLOW = "SELECT count(*) FROM test_results a JOIN test_results b ON a.wafer_id = 
 GROWING = "SELECT count(*) FROM growing WHERE v % 7 = 3"
 GROWING_CALLS = 25
 GROWTH = 300_000
-
-
-def advisor(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "advisor.cli", *args], capture_output=True, text=True, timeout=300)
 
 
 def _replay_tail(cluster, dsn: str, extra: bool = False) -> tuple[str, int]:

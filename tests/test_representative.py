@@ -11,11 +11,10 @@ generic plan leaves the index that fixes the slow query out of the advice.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import psycopg
 import pytest
+from helpers import advisor
 
 from advisor.db.catalog import read_catalog
 from advisor.db.explain import ExplainRequest, explain_all
@@ -27,10 +26,6 @@ from advisor.workload.ingest import LogScan, build_workload, scan_logs
 SLOW = "SELECT aid, abalance FROM accounts WHERE bid = %s ORDER BY aid LIMIT 10"
 PAGE = "SELECT aid, abalance FROM accounts ORDER BY aid LIMIT %s OFFSET %s"
 RARE_BRANCH = 7
-
-
-def advisor(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "advisor.cli", *args], capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")

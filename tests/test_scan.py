@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 
 import psycopg
 import pytest
+from helpers import advisor
 
 from advisor import demo
 
@@ -32,10 +31,6 @@ def demo_db(embedded_cluster, pg_dsn, tmp_path_factory):
     path = tmp_path_factory.mktemp("scan") / "app.log"
     path.write_text(tail)
     return pg_dsn, str(path)
-
-
-def advisor(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "advisor.cli", *args], capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import csv
 import subprocess
-import sys
 import uuid
 
 import psycopg
 import pytest
+from helpers import advisor
 from psycopg import conninfo, errors
 
 from advisor.db.connect import TAG
@@ -145,21 +145,17 @@ def test_extension_facts_come_from_the_server(db, pg_cluster):
         assert session.extension("no_such_extension").available is False
 
 
-def _advisor(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "advisor.cli", *args], capture_output=True, text=True, timeout=300)
-
-
 def test_a_missing_extension_is_one_line_of_cause_and_one_of_fix(pg_cluster, tmp_path):
     bare = pg_cluster.create_database(f"session_bare_{uuid.uuid4().hex[:8]}")
     name = conninfo.conninfo_to_dict(bare)["dbname"]
-    run = _advisor("scan", "--dsn", bare)
+    run = advisor("scan", "--dsn", bare)
     assert run.returncode == 2
     assert run.stderr.splitlines() == [
         f"error: pg_stat_statements is not installed in database '{name}'",
         f"fix: run CREATE EXTENSION pg_stat_statements; in database '{name}' (as its owner or a superuser)"]
     statements = tmp_path / "workload.sql"
     statements.write_text("SELECT 1;\n")
-    run = _advisor("suggest-indexes", "--dsn", bare, "--sql", str(statements))
+    run = advisor("suggest-indexes", "--dsn", bare, "--sql", str(statements))
     assert run.returncode == 2
     assert run.stderr.splitlines() == [
         f'error: the hypopg extension is installed on the server but not created in database "{name}"',
@@ -179,7 +175,7 @@ def _log_rows(cluster: EmbeddedCluster, start: int) -> list[list[str]]:
 def _run_logged(cluster: EmbeddedCluster, dsn: str, *args: str) -> list[list[str]]:
     """Run the advisor; the csvlog rows it caused, once a marker connection after it is logged too."""
     start = cluster.csv_log.stat().st_size
-    run = _advisor(*args, "--dsn", dsn, "--format", "json")
+    run = advisor(*args, "--dsn", dsn, "--format", "json")
     assert run.returncode == 0, run.stderr
     marker = f"marker_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(dsn, application_name=marker):

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from dataclasses import replace
 
 import psycopg
 import pytest
+from helpers import advisor
 
 from advisor import demo
 from advisor.indexes.advice import workload_seconds
@@ -50,10 +49,6 @@ def workload_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("sql") / "workload.sql"
     path.write_text(WORKLOAD)
     return path
-
-
-def advisor(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "advisor.cli", *args], capture_output=True, text=True, timeout=300)
 
 
 def suggest(dsn: str, sql, *extra: str) -> dict:
