@@ -20,6 +20,7 @@ import psycopg
 from advisor.db.connect import TAG
 from advisor.db.embedded import EmbeddedCluster
 from advisor.errors import AdvisorError
+from advisor.progress import Step
 from advisor.workload.ingest import LogScan, scan_logs
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "demo"
@@ -129,9 +130,10 @@ def _catalog(conn: psycopg.Connection, rng: random.Random, scale: Scale) -> int:
 
 def _audit(conn: psycopg.Connection, rng: random.Random, scale: Scale) -> int:
     """Row-at-a-time inserts: N+1 writes."""
-    for lot_id in rng.sample(range(1, scale.lots + 1), 12):
+    lots = rng.sample(range(1, scale.lots + 1), min(12, scale.lots))  # a small --scale has fewer lots than that
+    for lot_id in lots:
         conn.execute("INSERT INTO audit_log (lot_id, action) VALUES (%s, %s)", (lot_id, "viewed"))
-    return 12
+    return len(lots)
 
 
 PAGES: tuple[Callable[[psycopg.Connection, random.Random, Scale], int], ...] = (
@@ -147,7 +149,7 @@ class DemoRun:
     scan: LogScan
 
 
-def run(scale: Scale, step: Callable[[str], None] = lambda _: None) -> DemoRun:
+def run(scale: Scale, step: Step = lambda _: None) -> DemoRun:
     """Start, load, replay, read back. The caller stops ``run.cluster`` (or keeps it)."""
     step("starting a throwaway PostgreSQL")
     cluster = EmbeddedCluster().start()

@@ -6,7 +6,6 @@ import csv
 import json
 import re
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ from psycopg import conninfo, sql
 
 from advisor.bench.pool import MODES, PGBOUNCER_MODES, PoolBenchConfig, run_pool_bench
 from advisor.db.embedded import EmbeddedCluster
+from helpers import advisor
 
 ARM_FIELDS = ("mode", "transport", "concurrency", "requests", "ops_per_s", "p50_ms", "p95_ms", "p99_ms", "max_ms",
               "connect_ms", "connect_p95_ms", "errors", "timeouts", "peak_backends")
@@ -24,10 +24,6 @@ POOLED = ("psycopg_pool", "psycopg_pool_checked", "sqlalchemy_queuepool")
 OPENING = ("new_connection", "sqlalchemy_nullpool")
 PASSWORD = "s3cret-bench-pw"
 CSV_USER, CSV_DB, CSV_MESSAGE, CSV_APP = 1, 2, 13, 22  # csvlog columns
-
-
-def advisor(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "advisor.cli", *args], capture_output=True, text=True, timeout=120)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ import shutil
 import socket
 import stat
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -27,6 +26,7 @@ from psycopg import conninfo
 from advisor.bench.pgbouncer import PREPARED_SINCE, LocalPgBouncer, PgBouncerError, find_pgbouncer, pgbouncer_version
 from advisor.bench.pool import PoolBenchConfig, run_pool_bench
 from advisor.db.embedded import EmbeddedCluster
+from helpers import advisor
 
 PASSWORD = "s3cret-bouncer-pw"
 POOL_SIZE = 3
@@ -207,11 +207,9 @@ def test_the_throwaway_pgbouncer_asks_for_the_password_and_keeps_it_private(pgbo
 
 
 def test_the_cli_prints_the_pgbouncer_verdict_and_no_password(pgbouncer, dsn):
-    run = subprocess.run(
-        [sys.executable, "-m", "advisor.cli", "bench", "pool", "--dsn", dsn, "--local-pgbouncer",
-         "--pgbouncer-modes", "transaction", "--pgbouncer-pool-size", "2", "--modes", "new_connection,pgbouncer",
-         "--transports", "tcp", "--concurrency", "3", "--requests", "30", "--warmup", "0"],
-        capture_output=True, text=True, timeout=120)
+    run = advisor("bench", "pool", "--dsn", dsn, "--local-pgbouncer", "--pgbouncer-modes", "transaction",
+                  "--pgbouncer-pool-size", "2", "--modes", "new_connection,pgbouncer", "--transports", "tcp",
+                  "--concurrency", "3", "--requests", "30", "--warmup", "0")
     assert run.returncode == 0, run.stderr
     out = " ".join(run.stdout.split())  # rich wraps long lines
     assert "pgbouncer-transaction" in out and "3 clients served by" in out and "PgBouncer 1." in out, out
@@ -220,8 +218,7 @@ def test_the_cli_prints_the_pgbouncer_verdict_and_no_password(pgbouncer, dsn):
 
 
 def test_local_pgbouncer_and_a_pgbouncer_dsn_are_refused_together(dsn):
-    run = subprocess.run([sys.executable, "-m", "advisor.cli", "bench", "pool", "--dsn", dsn, "--local-pgbouncer",
-                          "--pgbouncer-dsn", dsn], capture_output=True, text=True, timeout=60)
+    run = advisor("bench", "pool", "--dsn", dsn, "--local-pgbouncer", "--pgbouncer-dsn", dsn)
     assert run.returncode == 2 and "give one of them" in run.stderr and "Traceback" not in run.stderr
     assert PASSWORD not in run.stdout + run.stderr
 

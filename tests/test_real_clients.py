@@ -26,7 +26,6 @@ from sqlalchemy.pool import NullPool
 from advisor.db.embedded import find_binaries
 from advisor.workload.fingerprint import fingerprint
 from advisor.workload.ingest import build_workload, scan_logs
-from advisor.workload.stat_statements import read_pg_stat_statements
 
 # Statement logging, set per session (the tests connect as a superuser).
 LOGGING = {

@@ -34,6 +34,7 @@ from psycopg import sql as pg_sql
 
 from advisor.db.connect import TAG, scrub_secrets, connect
 from advisor.errors import AdvisorError
+from advisor.progress import Step
 
 __all__ = [
     "APPLICATION_NAME", "ERROR_BACKOFF_S", "MAX_REQUESTS_PER_ARM", "Phase", "Step", "TaggedCursor", "add_options",
@@ -45,7 +46,6 @@ APPLICATION_NAME = "advisor_bench"  # every benchmark session; readers of worklo
 MAX_REQUESTS_PER_ARM = 1_000_000  # memory bound for the latency list (~40 MB at worst)
 ERROR_BACKOFF_S = 0.005  # after a failed request: do not spin on a refusing server
 
-Step = Callable[[str], None]
 A = TypeVar("A")
 
 

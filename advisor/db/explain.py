@@ -48,7 +48,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -60,13 +60,13 @@ from advisor.checks.config import DEFAULT
 from advisor.db.catalog import Catalog
 from advisor.db.session import Session, session_for
 from advisor.db.representative import Binding, bindings, parameter_text, parameter_uses, stats_lookup
+from advisor.progress import Progress
 
 __all__ = [
     "DENIED_FUNCTIONS", "Analysis", "Classification", "ExplainOutcome", "ExplainReport", "ExplainRequest",
     "NotExplained", "analyse", "classify", "explain_all", "parse_parameters",
 ]
 
-Progress = Callable[[int, int], None]  # (requests done, requests in all)
 
 # Functions whose call refuses the whole statement: EXPLAIN ANALYZE would run them,
 # and a read-only transaction does not stop them. "*" stands for any characters.

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,7 +36,7 @@ from advisor.db.connect import AdvisorConnectionError, redact_dsn
 from advisor.db.session import Session
 from advisor.errors import AdvisorError
 from advisor.findings import Severity
-from advisor.progress import Step
+from advisor.progress import Progress, Step
 from advisor.report.history import Comparison, History, RegressionRule, database_label
 from advisor.report.jsondoc import advice_document, scan_document, workload_document
 from advisor.report.words import regression_text, warnings
@@ -52,7 +51,6 @@ from advisor.workload.stats import WorkloadStats
 SCHEMA_VERSION = 1
 TREND_QUERIES = 10
 TREND_RUNS = 10
-Progress = Callable[[int, int], None]  # bytes of logs read, of the total
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,14 +8,14 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 
 from advisor.checks.config import DEFAULT, Thresholds
 from advisor.db.connect import redact_dsn
 from advisor.db.session import Session, session_for
-
+from advisor.progress import Progress
 from advisor.workload.logs.formats import LogFormat, read_executions, sniff
 from advisor.workload.logs.reader import expand, is_compressed, split_points
 from advisor.workload.logs.records import SKIPPED_KEPT, Tally
@@ -25,7 +25,6 @@ from advisor.workload.sessions import SessionPatterns
 from advisor.workload.stat_statements import read_pg_stat_statements
 from advisor.workload.stats import WorkloadStats
 
-Progress = Callable[[int, int], None]  # (bytes done, bytes in all)
 ByteRange = tuple[int, int | None]  # [start, end) of a file; end None: to its end
 MIN_PART_BYTES = 32 << 20  # below this, starting a worker costs more than it saves
 
