@@ -5,6 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
 
 ADVISOR = (sys.executable, "-m", "advisor.cli")  # the installed entry point, in this interpreter
 
@@ -13,3 +19,27 @@ def advisor(*args: str, stdin: str | None = None, env: dict[str, str] | None = N
     """`advisor ARGS` as a user runs it, in a subprocess; stdout and stderr as text, ``env`` added to ours."""
     return subprocess.run([*ADVISOR, *args], input=stdin, capture_output=True, text=True, timeout=300,
                           env={**os.environ, **(env or {})})
+
+
+@contextmanager
+def session_names(admin_dsn: str, dbname: str) -> Iterator[set[str]]:
+    """The application_name of every client backend of ``dbname`` while the block runs, sampled every 10 ms
+    from another connection (a backend's state is null while it starts, before its name is reported)."""
+    names: set[str] = set()
+    stop = threading.Event()
+
+    def sample() -> None:
+        with psycopg.connect(admin_dsn, autocommit=True) as conn:
+            while not stop.is_set():
+                names.update(r[0] for r in conn.execute(
+                    "SELECT application_name FROM pg_stat_activity WHERE datname = %s "
+                    "AND backend_type = 'client backend' AND state IS NOT NULL", (dbname,)))
+                time.sleep(0.01)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        yield names
+    finally:
+        stop.set()
+        sampler.join()

@@ -6,7 +6,6 @@ import csv
 import json
 import re
 import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from psycopg import conninfo, sql
 
 from advisor.bench.pool import MODES, PGBOUNCER_MODES, PoolBenchConfig, run_pool_bench
 from advisor.db.embedded import EmbeddedCluster
-from helpers import advisor
+from helpers import advisor, session_names
 
 ARM_FIELDS = ("mode", "transport", "concurrency", "requests", "ops_per_s", "p50_ms", "p95_ms", "p99_ms", "max_ms",
               "connect_ms", "connect_p95_ms", "errors", "timeouts", "peak_backends")
@@ -201,25 +200,8 @@ def test_superuser_run_is_tagged_named_and_stays_out_of_the_log(embedded_cluster
     admin = embedded_cluster.dsn()
     _reset_statements(admin)
     before = len(_settled_rows(embedded_cluster.csv_log))
-    seen: set[str] = set()
-    stop = threading.Event()
-
-    def sample() -> None:  # every client backend of the database while the bench runs
-        with psycopg.connect(admin, autocommit=True) as conn:
-            while not stop.is_set():
-                # state is null while a backend starts: its application_name is not reported yet
-                seen.update(r[0] for r in conn.execute(
-                    "SELECT application_name FROM pg_stat_activity WHERE datname = %s "
-                    "AND backend_type = 'client backend' AND state IS NOT NULL", (LOGGED_DB,)))
-                time.sleep(0.01)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    try:  # every mode (SQLAlchemy's start-up, the pool's health check) over both transports
+    with session_names(admin, LOGGED_DB) as seen:  # every mode (SQLAlchemy's start-up, the pool's health check)
         result = run_pool_bench(PoolBenchConfig(dsn=logged_db, concurrency=(1, 2), duration_s=0.3, warmup_s=0.1))
-    finally:
-        stop.set()
-        sampler.join()
     requests = sum(a.requests for a in result.arms)
     assert requests > 1000 and all(a.errors == 0 for a in result.arms)
 

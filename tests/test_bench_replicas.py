@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
-import threading
-import time
 
 import psycopg
-from helpers import advisor
+from helpers import advisor, session_names
 from psycopg import sql
 
 from advisor.bench.replicas import ARMS, ReplicaBenchConfig, run_replica_bench
@@ -61,26 +59,10 @@ def test_arms_whose_reads_fell_back_to_the_primary_are_not_called_replica_routin
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute("SELECT pg_stat_statements_reset(0, %s, 0)", (oid,))
         logged_before = len(list(csv.reader(embedded_cluster.csv_log.read_text().splitlines(keepends=True))))
-        names: set[str] = set()
-        stop = threading.Event()
-
-        def sample() -> None:  # the sessions the bench opened on the primary (state is null while one starts)
-            with psycopg.connect(admin, autocommit=True) as conn:
-                while not stop.is_set():
-                    names.update(r[0] for r in conn.execute(
-                        "SELECT application_name FROM pg_stat_activity WHERE datname = %s "
-                        "AND backend_type = 'client backend' AND state IS NOT NULL", (dbname,)))
-                    time.sleep(0.01)
-
-        sampler = threading.Thread(target=sample)
-        sampler.start()
-        try:
+        with session_names(admin, dbname) as names:  # the sessions the bench opened on the primary
             result = run_replica_bench(ReplicaBenchConfig(
                 primary_dsn=pg_dsn, replica_dsns=(replica.dsn(dbname),), concurrency=2, duration_s=0.5,
                 arms=("primary_only", "round_robin", "lag_aware")))
-        finally:
-            stop.set()
-            sampler.join()
     finally:
         replica.stop()
     # the bench's pools and the lag sampler (the router probes the primary only once the replica answers)
