@@ -12,16 +12,16 @@ from contextlib import nullcontext
 from dataclasses import replace
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from advisor import __version__
-from advisor.errors import AdvisorError
 from advisor.checks.config import DEFAULT
 from advisor.db.session import Session
+from advisor.errors import AdvisorError
 from advisor.findings import Severity
 from advisor.indexes.model import MIN_IMPROVEMENT
 from advisor.report.jsondoc import advice_document, scan_document, workload_document
@@ -68,9 +68,9 @@ class OutputFormat(str, Enum):
 
 # Options several commands take, declared once.
 LogFormatOption = Annotated[LogFormatChoice, typer.Option("--log-format", help="Log format; auto detects it per file.")]
-LogLinePrefixOption = Annotated[Optional[str], typer.Option(
+LogLinePrefixOption = Annotated[str | None, typer.Option(
     "--log-line-prefix", help="The server's log_line_prefix for stderr logs, e.g. '%m [%p] %q%u@%d '. Detected among common ones when omitted.")]
-ProgressOption = Annotated[Optional[bool], typer.Option(
+ProgressOption = Annotated[bool | None, typer.Option(
     "--progress/--no-progress", help="Progress on stderr: the step, MB of logs read, time elapsed (default: only when stderr is a terminal).")]
 
 
@@ -82,22 +82,22 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = None,
+    version: Annotated[bool | None, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = None,
 ) -> None:
     pass
 
 
 @app.command()
 def parse(
-    logs: Annotated[Optional[list[str]], typer.Argument(help="Log files or globs; '-' reads stdin. .gz, .bz2, .xz are read transparently.")] = None,
-    dsn: Annotated[Optional[str], typer.Option("--dsn", envvar="ADVISOR_DSN", help="Also read pg_stat_statements from this database; its counters give calls and totals.")] = None,
+    logs: Annotated[list[str] | None, typer.Argument(help="Log files or globs; '-' reads stdin. .gz, .bz2, .xz are read transparently.")] = None,
+    dsn: Annotated[str | None, typer.Option("--dsn", envvar="ADVISOR_DSN", help="Also read pg_stat_statements from this database; its counters give calls and totals.")] = None,
     log_format: LogFormatOption = LogFormatChoice.auto,
     log_line_prefix: LogLinePrefixOption = None,
-    top: Annotated[Optional[int], typer.Option("--top", min=1, help="Show this many queries (text default 20; JSON default all).")] = None,
+    top: Annotated[int | None, typer.Option("--top", min=1, help="Show this many queries (text default 20; JSON default all).")] = None,
     sort: Annotated[SortKey, typer.Option("--sort", help="Order queries by total time, mean time, calls or p95.")] = SortKey.total,
-    jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", min=1, help="Parallel workers (default: the number of cores).")] = None,
+    jobs: Annotated[int | None, typer.Option("--jobs", "-j", min=1, help="Parallel workers (default: the number of cores).")] = None,
     output_format: Annotated[OutputFormat, typer.Option("--format", help="text (a table) or json (versioned, see README).")] = OutputFormat.text,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file instead of stdout.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")] = None,
     show_values: Annotated[bool, typer.Option("--show-values", help="Show literal values in samples (masked by default).")] = False,
     progress: ProgressOption = None,
 ) -> None:
@@ -115,7 +115,7 @@ def parse(
 
 @app.command()
 def demo(
-    out: Annotated[Optional[Path], typer.Option("--out", help="Folder for the results (default: a new advisor-demo-<time> folder here).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Folder for the results (default: a new advisor-demo-<time> folder here).")] = None,
     keep: Annotated[bool, typer.Option("--keep", help="Leave the demo database running and print its DSN.")] = False,
     scale: Annotated[float, typer.Option("--scale", min=0.01, max=20.0, help="Size of the fixture data: 1.0 is 1M test results.")] = 1.0,
 ) -> None:
@@ -233,18 +233,18 @@ class ScanFormat(str, Enum):
 
 @app.command()
 def scan(
-    dsn: Annotated[Optional[str], typer.Option("--dsn", envvar="ADVISOR_DSN", help="The database to examine (read-only: see README, Safety). Without it only the log-based checks run.")] = None,
-    log: Annotated[Optional[list[str]], typer.Option("--log", help="A slow query log (file, glob or '-'); repeat for several.")] = None,
+    dsn: Annotated[str | None, typer.Option("--dsn", envvar="ADVISOR_DSN", help="The database to examine (read-only: see README, Safety). Without it only the log-based checks run.")] = None,
+    log: Annotated[list[str] | None, typer.Option("--log", help="A slow query log (file, glob or '-'); repeat for several.")] = None,
     pg_stat_statements: Annotated[bool, typer.Option("--pg-stat-statements", help="Take the workload from pg_stat_statements too (the default when no --log is given).")] = False,
     log_format: LogFormatOption = LogFormatChoice.auto,
     log_line_prefix: LogLinePrefixOption = None,
-    jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", min=1)] = None,
+    jobs: Annotated[int | None, typer.Option("--jobs", "-j", min=1)] = None,
     time_budget: Annotated[float, typer.Option("--time-budget", min=1.0, help="Seconds for explaining queries, in all.")] = 60.0,
     max_queries: Annotated[int, typer.Option("--max-queries", min=1, help="Explain at most this many queries (top by total time and p95).")] = 20,
     n1_min_repeats: Annotated[int, typer.Option("--n1-min-repeats", min=2, help="Executions of one query in a unit of work that make an N+1.")] = DEFAULT.n1_min_repeats,
-    round_trip_ms: Annotated[Optional[float], typer.Option("--round-trip-ms", help="Client round trip per statement for N+1 impact (measured against --dsn when omitted).")] = None,
+    round_trip_ms: Annotated[float | None, typer.Option("--round-trip-ms", help="Client round trip per statement for N+1 impact (measured against --dsn when omitted).")] = None,
     output_format: Annotated[ScanFormat, typer.Option("--format")] = ScanFormat.text,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o")] = None,
     top: Annotated[int, typer.Option("--top", min=1, help="Findings shown in text and markdown.")] = 20,
     fail_on: Annotated[FailOn, typer.Option("--fail-on", help="Exit 1 when a finding at or above this severity exists.")] = FailOn.never,
     show_values: Annotated[bool, typer.Option("--show-values", help="Show literal values (masked by default).")] = False,
@@ -287,13 +287,13 @@ class Weight(str, Enum):
 @app.command("suggest-indexes")
 def suggest_indexes(
     dsn: Annotated[str, typer.Option("--dsn", envvar="ADVISOR_DSN", help="The database the indexes are for: queries are costed by EXPLAIN with hypothetical indexes; reads with $n and no values are first explained with representative values (EXPLAIN ANALYZE, read-only, rolled back).")],
-    log: Annotated[Optional[list[str]], typer.Option("--log", help="Take the workload from this slow query log; repeat for several.")] = None,
+    log: Annotated[list[str] | None, typer.Option("--log", help="Take the workload from this slow query log; repeat for several.")] = None,
     pg_stat_statements: Annotated[bool, typer.Option("--pg-stat-statements", help="Take the workload from pg_stat_statements.")] = False,
-    sql_file: Annotated[Optional[Path], typer.Option("--sql", help="Take the workload from a file of statements, each ending with ';' at the end of a line.")] = None,
+    sql_file: Annotated[Path | None, typer.Option("--sql", help="Take the workload from a file of statements, each ending with ';' at the end of a line.")] = None,
     log_format: LogFormatOption = LogFormatChoice.auto,
     log_line_prefix: LogLinePrefixOption = None,
-    max_indexes: Annotated[Optional[int], typer.Option("--max-indexes", min=1, help="At most this many new indexes.")] = None,
-    budget_mb: Annotated[Optional[float], typer.Option("--budget-mb", min=0.0, help="At most this much new index, in MB as PostgreSQL prints sizes (1 MB = 1024² bytes), by the size each index would build to, modelled from the table's statistics (B-tree deduplication included).")] = None,
+    max_indexes: Annotated[int | None, typer.Option("--max-indexes", min=1, help="At most this many new indexes.")] = None,
+    budget_mb: Annotated[float | None, typer.Option("--budget-mb", min=0.0, help="At most this much new index, in MB as PostgreSQL prints sizes (1 MB = 1024² bytes), by the size each index would build to, modelled from the table's statistics (B-tree deduplication included).")] = None,
     min_improvement: Annotated[float, typer.Option("--min-improvement", min=0.0, help="A pick must lower the workload's cost by at least this % of what it is before that pick.")] = MIN_IMPROVEMENT,
     max_width: Annotated[int, typer.Option("--max-width", min=1, max=8, help="Columns per index at most.")] = 3,
     weight: Annotated[Weight, typer.Option("--weight", help="Weigh each query by its calls or its total time.")] = Weight.calls,
@@ -302,7 +302,7 @@ def suggest_indexes(
     verify: Annotated[bool, typer.Option("--verify", help="With --scratch: build the picks for real (rolled back) and measure the queries before and after.")] = False,
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, max=16, help="Sessions that cost index configurations in parallel (HypoPG); the advice is the same for any number.")] = 2,
     output_format: Annotated[AdviceFormat, typer.Option("--format")] = AdviceFormat.text,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o")] = None,
 ) -> None:
     """Propose the indexes that lower the whole workload's cost most, proven with the planner's own costs."""
     from advisor.indexes.advice import advise_workload, advised_queries, statements_file, workload_seconds
@@ -337,13 +337,13 @@ def suggest_indexes(
 def report(
     dsn: Annotated[str, typer.Option("--dsn", envvar="ADVISOR_DSN", help="The database to report on (read-only, as scan).")],
     out: Annotated[Path, typer.Option("--out", help="Folder for report.html, report.json and summary.md.")],
-    log: Annotated[Optional[list[str]], typer.Option("--log", help="A slow query log; only what was appended since the last run is read. Repeat for several.")] = None,
+    log: Annotated[list[str] | None, typer.Option("--log", help="A slow query log; only what was appended since the last run is read. Repeat for several.")] = None,
     pg_stat_statements: Annotated[bool, typer.Option("--pg-stat-statements", help="Take the workload from pg_stat_statements too (the default when no --log is given).")] = False,
     bench: Annotated[bool, typer.Option("--bench", help="Also run a short connection pool benchmark (2 s per arm, 1 and 4 clients).")] = False,
-    history: Annotated[Optional[str], typer.Option("--history", help="Run history: a SQLite path or a postgresql:// DSN (default OUT/history.sqlite).")] = None,
-    state: Annotated[Optional[Path], typer.Option("--state", help="Where the log offsets are kept (default OUT/.log-state.json).")] = None,
+    history: Annotated[str | None, typer.Option("--history", help="Run history: a SQLite path or a postgresql:// DSN (default OUT/history.sqlite).")] = None,
+    state: Annotated[Path | None, typer.Option("--state", help="Where the log offsets are kept (default OUT/.log-state.json).")] = None,
     fail_on: Annotated[FailOn, typer.Option("--fail-on", help="Exit 1 when a finding at or above this severity exists.")] = FailOn.never,
-    fail_on_regression: Annotated[Optional[float], typer.Option("--fail-on-regression", min=0.0, help="Exit 1 when a query regressed: its p95 or total time rose by more than this % since the last run, with enough calls on both sides, above an absolute floor and beyond its usual run-to-run spread (README, advisor report; also the regression threshold; default 20).")] = None,
+    fail_on_regression: Annotated[float | None, typer.Option("--fail-on-regression", min=0.0, help="Exit 1 when a query regressed: its p95 or total time rose by more than this % since the last run, with enough calls on both sides, above an absolute floor and beyond its usual run-to-run spread (README, advisor report; also the regression threshold; default 20).")] = None,
     keep_runs: Annotated[int, typer.Option("--keep-runs", min=1, help="Runs kept in the history per database.")] = 30,
     log_format: LogFormatOption = LogFormatChoice.auto,
     log_line_prefix: LogLinePrefixOption = None,
@@ -387,19 +387,19 @@ def _int_list(text: str, option: str) -> tuple[int, ...]:
 @bench_app.command("pool")
 def bench_pool(
     dsn: Annotated[str, typer.Option("--dsn", envvar="ADVISOR_DSN", help="The server to measure; loopback or a Unix socket gives the cleanest figures.")],
-    query: Annotated[Optional[str], typer.Option("--query", help="One read-only SELECT to run (default: a point lookup on a 10,000-row table in a temporary schema).")] = None,
+    query: Annotated[str | None, typer.Option("--query", help="One read-only SELECT to run (default: a point lookup on a 10,000-row table in a temporary schema).")] = None,
     concurrency: Annotated[str, typer.Option("--concurrency", help="Client threads (and pool sizes), comma-separated.")] = "1,4,16",
-    duration: Annotated[Optional[float], typer.Option("--duration", help="Seconds measured per arm (default 5; with --requests only a cap).")] = None,
-    requests: Annotated[Optional[int], typer.Option("--requests", help="Requests per arm in total instead of a duration.")] = None,
+    duration: Annotated[float | None, typer.Option("--duration", help="Seconds measured per arm (default 5; with --requests only a cap).")] = None,
+    requests: Annotated[int | None, typer.Option("--requests", help="Requests per arm in total instead of a duration.")] = None,
     warmup: Annotated[float, typer.Option("--warmup", help="Seconds of warm-up per arm, not measured.")] = 1.0,
-    pgbouncer_dsn: Annotated[Optional[str], typer.Option("--pgbouncer-dsn", help="Also measure your PgBouncer: a new connection per request and a client pool through it.")] = None,
+    pgbouncer_dsn: Annotated[str | None, typer.Option("--pgbouncer-dsn", help="Also measure your PgBouncer: a new connection per request and a client pool through it.")] = None,
     local_pgbouncer: Annotated[bool, typer.Option("--local-pgbouncer", help="Also measure a throwaway PgBouncer started in front of the DSN (loopback, stopped after), in transaction and session modes.")] = False,
-    pgbouncer_pool_size: Annotated[Optional[int], typer.Option("--pgbouncer-pool-size", help="Server connections of the local PgBouncer (default: 2 per core when the server is local, else 20).")] = None,
+    pgbouncer_pool_size: Annotated[int | None, typer.Option("--pgbouncer-pool-size", help="Server connections of the local PgBouncer (default: 2 per core when the server is local, else 20).")] = None,
     pgbouncer_modes: Annotated[str, typer.Option("--pgbouncer-modes", help="Pooling modes of the local PgBouncer, comma-separated.")] = "transaction,session",
-    modes: Annotated[Optional[str], typer.Option("--modes", help="Only these modes, comma-separated (default all).")] = None,
+    modes: Annotated[str | None, typer.Option("--modes", help="Only these modes, comma-separated (default all).")] = None,
     transports: Annotated[str, typer.Option("--transports", help="tcp (the DSN as given) and/or unix (the server's socket, when local).")] = "tcp,unix",
     output_format: Annotated[OutputFormat, typer.Option("--format", help="text (a table and a verdict) or json (versioned, see advisor/bench/pool.py).")] = OutputFormat.text,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file instead of stdout.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")] = None,
 ) -> None:
     """Measure what connection pooling buys: new connection per request vs psycopg_pool, SQLAlchemy pools, PgBouncer."""
     from advisor.bench.pool import MODES, PoolBenchConfig, pool_bench_document, pool_bench_text, run_pool_bench
@@ -423,8 +423,8 @@ def bench_pool(
 
 @bench_app.command("replicas")
 def bench_replicas(
-    primary: Annotated[Optional[str], typer.Option("--primary", help="The primary's DSN (writes, and reads in primary_only).")] = None,
-    replica: Annotated[Optional[list[str]], typer.Option("--replica", help="A streaming replica's DSN; repeat for several.")] = None,
+    primary: Annotated[str | None, typer.Option("--primary", help="The primary's DSN (writes, and reads in primary_only).")] = None,
+    replica: Annotated[list[str] | None, typer.Option("--replica", help="A streaming replica's DSN; repeat for several.")] = None,
     local_replicas: Annotated[int, typer.Option("--local-replicas", min=0, max=8, help="Start a throwaway primary with N streaming replicas (stopped after), and run the failure drill.")] = 0,
     read_ratio: Annotated[float, typer.Option("--read-ratio", min=0.0, max=1.0, help="Share of requests that are reads; the rest are writes with a read-back.")] = 0.9,
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=256, help="Client threads.")] = 4,
@@ -433,7 +433,7 @@ def bench_replicas(
     max_lag_bytes: Annotated[int, typer.Option("--max-lag-bytes", min=0, help="... or further behind than this many bytes of WAL.")] = 16 << 20,
     drill: Annotated[bool, typer.Option("--drill", help="Stop a replica mid-run and start it again (only servers started by --local-replicas).")] = False,
     output_format: Annotated[OutputFormat, typer.Option("--format", help="text or json (versioned, see advisor/bench/replicas.py).")] = OutputFormat.text,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file instead of stdout.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")] = None,
 ) -> None:
     """Measure read-replica routing: primary only, round robin, least busy, lag-aware, read-your-writes; stale reads, lag, a failure drill."""
     from advisor.bench.replicas import ReplicaBenchConfig, replica_bench_document, replica_bench_text, run_replica_bench

@@ -185,7 +185,7 @@ class _Node:
 
 def _with_timeouts(dsn: str, timeout_s: float, application_name: str) -> str:
     params = {k: v for k, v in pg_conninfo.conninfo_to_dict(dsn).items() if v is not None}
-    params.setdefault("connect_timeout", str(max(2, int(round(timeout_s)))))
+    params.setdefault("connect_timeout", str(max(2, round(timeout_s))))
     params["application_name"] = application_name
     ms = max(1, int(timeout_s * 1000))
     params["options"] = f"{params.get('options', '')} -c statement_timeout={ms} -c lock_timeout={ms}".strip()
@@ -388,7 +388,7 @@ class ReplicaRouter:
     def _mark(self, session: Any) -> _WriteMark | None:
         if session is None or self.read_your_writes is None:
             return None
-        if hasattr(session, "info") and isinstance(getattr(session, "info"), dict) and "advisor_write" in session.info:
+        if hasattr(session, "info") and isinstance(session.info, dict) and "advisor_write" in session.info:
             return session.info["advisor_write"]
         with self._lock:
             return self._marks.get(session)
@@ -455,7 +455,7 @@ class ReplicaRouter:
                 if not conn.autocommit:
                     conn.rollback()
         mark = _WriteMark(lsn, time.monotonic())
-        if hasattr(session, "info") and isinstance(getattr(session, "info"), dict):
+        if hasattr(session, "info") and isinstance(session.info, dict):
             session.info["advisor_write"] = mark
             return mark
         with self._lock:
@@ -620,7 +620,7 @@ except ImportError:  # pragma: no cover - SQLAlchemy is optional for the psycopg
     _SASession = object  # type: ignore[assignment,misc]
 
 
-class RoutingSession(_SASession):  # type: ignore[misc,valid-type]
+class RoutingSession(_SASession):
     """A Session whose ``get_bind`` routes: the primary engine for flushes, INSERT/UPDATE/DELETE,
     ``SELECT … FOR UPDATE/SHARE``, and anything in a transaction that has written; else a healthy
     replica's engine chosen by the router (read-your-writes keyed by this Session). Build it with
@@ -633,7 +633,7 @@ class RoutingSession(_SASession):  # type: ignore[misc,valid-type]
     def _advisor_state(self) -> dict:
         return self.info.setdefault("advisor_routing", {"wrote": False, "replica": None})
 
-    def get_bind(self, mapper=None, clause=None, **kw):  # noqa: D401 - SQLAlchemy's signature
+    def get_bind(self, mapper=None, clause=None, **kw):
         state = self._advisor_state()
         if self.router is None or self.primary_engine is None:
             return super().get_bind(mapper, clause=clause, **kw)

@@ -16,8 +16,14 @@ import psycopg
 import pytest
 from psycopg import conninfo, sql
 
-from advisor.db.embedded import (ContainerCluster, EmbeddedCluster, EmbeddedError, PostgresNotFoundError,
-                                 docker_available, find_binaries)
+from advisor.db.embedded import (
+    ContainerCluster,
+    EmbeddedCluster,
+    EmbeddedError,
+    PostgresNotFoundError,
+    docker_available,
+    find_binaries,
+)
 
 PROJECT_ROOT = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").is_file())
 CORPUS_DIR = PROJECT_ROOT.parent / "shared" / "corpus" / "pgbadger"

@@ -8,7 +8,13 @@ import psycopg
 import pytest
 
 from advisor.bench.load import (
-    Phase, add_options, conninfo_params, latency_quantiles, rounded, run_phase, scrubber,
+    Phase,
+    add_options,
+    conninfo_params,
+    latency_quantiles,
+    rounded,
+    run_phase,
+    scrubber,
 )
 from advisor.bench.quiet import Logging, quiet_dsn
 from advisor.errors import AdvisorError

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from helpers import advisor, session_names
 from psycopg import conninfo, sql
 
 from advisor.bench.pool import MODES, PGBOUNCER_MODES, PoolBenchConfig, run_pool_bench
 from advisor.db.embedded import EmbeddedCluster
-from helpers import advisor, session_names
 
 ARM_FIELDS = ("mode", "transport", "concurrency", "requests", "ops_per_s", "p50_ms", "p95_ms", "p99_ms", "max_ms",
               "connect_ms", "connect_p95_ms", "errors", "timeouts", "peak_backends")

@@ -91,5 +91,5 @@ def test_arms_whose_reads_fell_back_to_the_primary_are_not_called_replica_routin
         assert "reads 0% on replicas" in sentence and "all fell back to the primary because no replica was healthy" \
             in sentence and "not compared as replica routing" in sentence, sentence
     # log_min_duration_statement = 0 on the database, yet the benchmark's sessions logged nothing
-    rows = [r for r in csv.reader(embedded_cluster.csv_log.read_text().splitlines(keepends=True))][logged_before:]
+    rows = list(csv.reader(embedded_cluster.csv_log.read_text().splitlines(keepends=True)))[logged_before:]
     assert len([r for r in rows if len(r) > 22 and r[2] == dbname]) <= 4

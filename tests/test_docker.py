@@ -101,7 +101,7 @@ def test_compose_named_volumes_are_declared():
     c = compose()
     declared = set(c.get("volumes") or {})
     used = set()
-    for name, svc in c["services"].items():
+    for _name, svc in c["services"].items():
         for v in svc.get("volumes", []):
             source = v.split(":")[0] if isinstance(v, str) else v["source"]
             if not source.startswith((".", "/", "~")):

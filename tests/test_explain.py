@@ -16,7 +16,14 @@ from psycopg import conninfo, sql
 
 from advisor.db.connect import TAG, AdvisorConnectionError
 from advisor.db.embedded import free_port
-from advisor.db.explain import BUDGET_EXHAUSTED, DENIED_FUNCTIONS, ExplainRequest, classify, explain_all, parse_parameters
+from advisor.db.explain import (
+    BUDGET_EXHAUSTED,
+    DENIED_FUNCTIONS,
+    ExplainRequest,
+    classify,
+    explain_all,
+    parse_parameters,
+)
 from advisor.db.session import Session
 from advisor.workload.ingest import build_workload, scan_logs
 from advisor.workload.logs.formats import read_executions, sniff

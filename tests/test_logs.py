@@ -11,19 +11,19 @@ import bz2
 import gzip
 import lzma
 import re
+from collections import Counter
 from pathlib import Path
 
 import pytest
-from collections import Counter
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from advisor.workload.fingerprint import fingerprint
 from advisor.workload.ingest import build_workload, scan_logs
 from advisor.workload.logs.formats import read_executions, sniff
-from advisor.workload.logs.records import Tally
 from advisor.workload.logs.prefix import PrefixError, detect_prefix, prefix_regex
 from advisor.workload.logs.reader import LogInputError
+from advisor.workload.logs.records import Tally
 
 DEBIAN = "%m [%p] %q%u@%d "
 

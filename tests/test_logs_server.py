@@ -79,7 +79,7 @@ EXPECTED = {POINT.replace("%s", "$1"): 7, RANGE: 3, MULTI: 2, EXPLAINED: 1}
 @pytest.mark.parametrize("which", ["stderr_log", "csv_log", "json_log"])
 def test_each_format_reads_back_what_ran(logged_run, which):
     cluster, app, _ = logged_run
-    executions, fmt, tally = _executions(getattr(cluster, which), app)
+    executions, _fmt, tally = _executions(getattr(cluster, which), app)
     calls = _calls(executions)
     for sql, count in EXPECTED.items():
         assert calls[fingerprint(sql).id] == count, (which, sql)

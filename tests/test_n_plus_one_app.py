@@ -162,7 +162,7 @@ def _query(workload, app: str, text: str):
 def test_every_printed_rewrite_returns_the_rows_of_each_parent(app_log, pg_dsn):
     """The batched statement each finding prints, run against the app's data, gives every key the rows the
     ORM's one-per-parent queries gave it (the SQLAlchemy statements as the server logged them)."""
-    repeats, workload, app = app_log
+    _repeats, workload, app = app_log
     with psycopg.connect(pg_dsn) as conn:
         ctx = Context(workload=workload, catalog=read_catalog(conn))
         found = [f for f in adv101_n_plus_one.run(ctx) if app in (f.application or "")]

@@ -10,8 +10,14 @@ from pathlib import Path
 
 from advisor.workload.ingest import build_workload, scan_logs
 from advisor.workload.logs.formats import LogFormat, read_executions
-from advisor.workload.logs.offsets import (line_boundary, load_state, new_state, plan_incremental, save_state,
-                                           update_state)
+from advisor.workload.logs.offsets import (
+    line_boundary,
+    load_state,
+    new_state,
+    plan_incremental,
+    save_state,
+    update_state,
+)
 from advisor.workload.logs.records import Tally
 
 PREFIX = "%m [%p] %q%u@%d "
@@ -215,10 +221,10 @@ def test_unit_of_work_is_not_cut_between_runs(tmp_path):
     def params(path, start, end):
         return [(e.sql, e.parameters) for e in read_executions(path, FMT, Tally(path), start, end)]
 
-    seen, plan = run([log], state, params, formats)
+    seen, _plan = run([log], state, params, formats)
     assert seen == {"postgresql.log": [("SELECT * FROM t1 WHERE id = 1", None)]}
     append(log, detail + line(2))
-    seen, plan = run([log], state, params, formats)
+    seen, _plan = run([log], state, params, formats)
     assert seen == {"postgresql.log": [("SELECT * FROM u WHERE id = $1", "$1 = '42'")]}
 
 

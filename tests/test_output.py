@@ -24,8 +24,8 @@ from advisor.findings import Finding, Severity
 from advisor.plans import parse_plan
 from advisor.report.jsondoc import finding_document
 from advisor.report.text import findings_table, queries_table, scan_summary
-from advisor.words import plural
 from advisor.scan import ScanResult
+from advisor.words import plural
 from advisor.workload.model import Query, Workload
 
 SCHEMA = """

@@ -21,12 +21,12 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from helpers import advisor
 from psycopg import conninfo
 
 from advisor.bench.pgbouncer import PREPARED_SINCE, LocalPgBouncer, PgBouncerError, find_pgbouncer, pgbouncer_version
 from advisor.bench.pool import PoolBenchConfig, run_pool_bench
 from advisor.db.embedded import EmbeddedCluster
-from helpers import advisor
 
 PASSWORD = "s3cret-bouncer-pw"
 POOL_SIZE = 3
@@ -151,7 +151,7 @@ def test_backends_stay_within_the_pool_size(bench):
     assert sampler.names and all(name.startswith("advisor") for name in sampler.names), sampler.names
     served = {s["pool_mode"]: s for s in result.verdict["pgbouncer"]["served"]}
     assert set(served) == set(POOL_MODES)
-    for pool_mode, s in served.items():
+    for _pool_mode, s in served.items():
         assert s["pool_size"] == POOL_SIZE and s["peak_backends"] <= POOL_SIZE
         assert f"{CLIENTS} clients served by {s['peak_backends']} backends" in " ".join(result.verdict["summary"])
 

@@ -20,9 +20,18 @@ from types import SimpleNamespace
 
 import pytest
 
-from advisor.checks import (CHECKS, adv001_full_scan, adv002_index_filter, adv003_row_misestimate, adv004_disk_spill,
-                            adv005_nested_loop_scan, adv006_index_only_heap_fetches, adv007_lossy_bitmap,
-                            adv008_parallel_workers_short, adv009_large_offset)
+from advisor.checks import (
+    CHECKS,
+    adv001_full_scan,
+    adv002_index_filter,
+    adv003_row_misestimate,
+    adv004_disk_spill,
+    adv005_nested_loop_scan,
+    adv006_index_only_heap_fetches,
+    adv007_lossy_bitmap,
+    adv008_parallel_workers_short,
+    adv009_large_offset,
+)
 from advisor.checks.config import DEFAULT
 from advisor.checks.context import Context, ExplainedQuery
 from advisor.findings import Severity

@@ -128,7 +128,7 @@ def test_second_run_reads_only_the_appended_log_and_compares_with_history(runs):
     assert f"`{key}` {regression_text(g)}" in (runs["out"] / "summary.md").read_text()
     assert any(len(t["points"]) == 2 for t in h["trend"])
     assert h["new_findings"] or any(q["normalized"].startswith("SELECT count(*) FROM test_results AS a")
-                                    or "test_results" in q["normalized"] and "JOIN" in q["normalized"]
+                                    or ("test_results" in q["normalized"] and "JOIN" in q["normalized"])
                                     for q in doc["workload"]["queries"])
 
 

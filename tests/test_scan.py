@@ -93,7 +93,7 @@ def test_fail_on_sets_the_exit_code(demo_db):
 
 
 def test_text_and_markdown_outputs(demo_db):
-    dsn, log = demo_db
+    _dsn, log = demo_db
     text = advisor("scan", "--log", log)
     assert "Findings, by estimated impact" in text.stdout and "fix:" in text.stdout
     md = advisor("scan", "--log", log, "--format", "markdown")

@@ -123,7 +123,7 @@ def test_a_session_connects_on_first_use_only_and_a_given_one_is_left_open(db):
 def test_a_server_too_old_gives_one_line_of_cause_and_one_of_fix(db, pg_cluster):
     password_dsn = conninfo.make_conninfo(db, password="s3cret-pw")
     with pytest.raises(ServerTooOld) as caught:
-        Session(password_dsn, min_server_version=990000).conn
+        Session(password_dsn, min_server_version=990000).conn  # noqa: B018 - the property connects, which raises
     with psycopg.connect(db) as conn:
         version = conn.info.server_version
     major, minor = divmod(version, 10000)

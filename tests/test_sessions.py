@@ -118,9 +118,9 @@ def test_sqlcommenter_tags_and_application_name_point_to_the_code(tmp_path):
 
 
 def test_quiet_sessions_are_closed_as_time_passes(tmp_path):
+    from advisor.workload.fingerprint import fingerprint
     from advisor.workload.model import Execution
     from advisor.workload.sessions import SessionPatterns
-    from advisor.workload.fingerprint import fingerprint
 
     patterns = SessionPatterns()
     fp = fingerprint("SELECT 1")

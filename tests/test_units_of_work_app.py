@@ -157,7 +157,7 @@ def _about(found, text):
 
 
 def test_an_n_plus_one_inside_one_transaction_is_one_finding(findings):
-    found, repeats, calls, _ = findings
+    found, _repeats, calls, _ = findings
     (finding,) = _about(found, "count(*) FROM accounts")
     assert finding.code == "ADV101"
     assert finding.evidence["occurrences"] == 1
@@ -206,7 +206,7 @@ def test_a_growing_offset_loop_is_pagination_not_n_plus_one(findings):
 
 
 def test_no_cache_advice_for_tables_written_between_reads(findings):
-    found, _, calls, catalog = findings
+    found, _, calls, _catalog = findings
     assert calls["SELECT price FROM prices WHERE id = $1"] == READS
     assert not _about(found, "FROM prices")  # every read follows an UPDATE of prices in the log
     (settings,) = _about(found, "FROM settings")  # read as often, never written: still a cache candidate

@@ -7,8 +7,7 @@ import pytest
 
 from advisor.db.connect import TAG
 from advisor.indexes.model import AdvisedQuery, IndexCandidate
-from advisor.indexes.whatif import (CandidateRejected, QueryNotCosted, WhatIf, WhatIfUnavailable,
-                                    hypopg_missing)
+from advisor.indexes.whatif import CandidateRejected, QueryNotCosted, WhatIf, WhatIfUnavailable, hypopg_missing
 
 COMPOSITE = IndexCandidate("public.results", ("wafer_id", "die_x", "die_y", "test_name"))
 DIE_X = IndexCandidate("public.results", ("die_x",))

@@ -32,7 +32,7 @@ from psycopg import conninfo as pg_conninfo
 from psycopg import errors as pg_errors
 from psycopg import sql as pg_sql
 
-from advisor.db.connect import TAG, scrub_secrets, connect
+from advisor.db.connect import TAG, connect, scrub_secrets
 from advisor.errors import AdvisorError
 from advisor.progress import Step
 

@@ -98,6 +98,7 @@ to other concurrencies, hosts or drivers.
 
 from __future__ import annotations
 
+import itertools
 import random
 import statistics
 import threading
@@ -113,15 +114,33 @@ from psycopg import sql as pg_sql
 
 from advisor import __version__
 from advisor.bench.load import (
-    APPLICATION_NAME, MAX_REQUESTS_PER_ARM, Step, TaggedCursor, add_options, bench_connect, conninfo_params,
-    create_schema, drop_schema, first_line, host_cores, latency_quantiles, new_schema_name, rounded, run_phase,
+    APPLICATION_NAME,
+    MAX_REQUESTS_PER_ARM,
+    Step,
+    TaggedCursor,
+    add_options,
+    bench_connect,
+    conninfo_params,
+    create_schema,
+    drop_schema,
+    first_line,
+    host_cores,
+    latency_quantiles,
+    new_schema_name,
+    rounded,
+    run_phase,
     scrubber,
 )
 from advisor.bench.pgbouncer import (
-    POOL_MODES, PREPARED_SINCE, LocalPgBouncer, find_pgbouncer, max_client_conn, pgbouncer_version,
+    POOL_MODES,
+    PREPARED_SINCE,
+    LocalPgBouncer,
+    find_pgbouncer,
+    max_client_conn,
+    pgbouncer_version,
 )
 from advisor.bench.quiet import Logging, quiet_session
-from advisor.db.connect import TAG, scrub_secrets, redact_dsn
+from advisor.db.connect import TAG, redact_dsn, scrub_secrets
 from advisor.errors import AdvisorError
 
 __all__ = [
@@ -229,7 +248,7 @@ def _is_local(params: dict[str, str]) -> bool:
         hosts = [params["hostaddr"]]
     if not hosts:
         return True  # libpq's default: the local Unix socket
-    return all(h in _LOCAL_HOSTS or h.startswith("/") or h.startswith("@") for h in hosts)
+    return all(h in _LOCAL_HOSTS or h.startswith(("/", "@")) for h in hosts)
 
 
 def _tcp_label(params: dict[str, str]) -> str:
@@ -312,7 +331,7 @@ class _ConnectTimes:
 
         class TimedConnection(psycopg.Connection):
             @classmethod
-            def connect(cls, conninfo: str = "", **kwargs):  # noqa: D401 (psycopg's own signature)
+            def connect(cls, conninfo: str = "", **kwargs):
                 t0 = time.perf_counter()
                 conn = super().connect(conninfo, **kwargs)
                 times.append(time.perf_counter() - t0)
@@ -366,7 +385,7 @@ class _Client:
                 return self.connects.connect(self.conninfo)
 
             # No hstore lookup: psycopg runs it in a transaction of its own (an untagged BEGIN/COMMIT).
-            engine = dict(creator=creator, isolation_level="AUTOCOMMIT", use_native_hstore=False)
+            engine = {"creator": creator, "isolation_level": "AUTOCOMMIT", "use_native_hstore": False}
             if mode == "sqlalchemy_queuepool":
                 self.engine = create_engine("postgresql+psycopg://", poolclass=QueuePool, pool_size=c, max_overflow=0,
                                             pool_timeout=self.timeout_s, **engine)
@@ -894,7 +913,7 @@ def _verdict(arms: Sequence[Arm], server: _Server, cfg: PoolBenchConfig) -> dict
         mode, arm_transport = best.mode, best.transport  # pgbouncer keeps its own endpoint's label
         series = [(c, by[(mode, arm_transport, c)].ops_per_s) for c in levels if (mode, arm_transport, c) in by]
         size = None
-        for (c0, ops0), (_, ops1) in zip(series, series[1:]):
+        for (c0, ops0), (_, ops1) in itertools.pairwise(series):
             if ops1 < ops0 * (1 + SATURATION_GAIN):
                 size = c0
                 break

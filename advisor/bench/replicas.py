@@ -73,8 +73,19 @@ from psycopg import sql as pg_sql
 
 from advisor import __version__
 from advisor.bench.load import (
-    APPLICATION_NAME, ERROR_BACKOFF_S, Step, TaggedCursor, add_options, bench_connect, conninfo_params, create_schema,
-    drop_schema, host_cores, new_schema_name, run_phase, scrubber,
+    APPLICATION_NAME,
+    ERROR_BACKOFF_S,
+    Step,
+    TaggedCursor,
+    add_options,
+    bench_connect,
+    conninfo_params,
+    create_schema,
+    drop_schema,
+    host_cores,
+    new_schema_name,
+    run_phase,
+    scrubber,
 )
 from advisor.bench.quiet import quiet_dsn, quiet_session
 from advisor.db.connect import TAG, redact_dsn

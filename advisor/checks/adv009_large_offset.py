@@ -39,8 +39,8 @@ from advisor.checks import _plan
 from advisor.checks.context import Context, ExplainedQuery
 from advisor.findings import Finding
 from advisor.plans import Plan, PlanNode
-from advisor.workload.model import Query, RepeatPattern
 from advisor.words import plural
+from advisor.workload.model import Query, RepeatPattern
 
 CODE = "ADV009"
 NAME = "large_offset"

@@ -15,6 +15,7 @@ from urllib.parse import unquote
 
 import psycopg
 from psycopg import conninfo
+
 from advisor.errors import AdvisorError
 
 MASK = "***"

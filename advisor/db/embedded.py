@@ -29,6 +29,7 @@ from pathlib import Path
 
 import psycopg
 from psycopg import sql
+
 from advisor.errors import AdvisorError
 
 INSTALL_FIX = "install postgresql (apt-get install postgresql postgresql-contrib) or run scripts/setup.sh"
@@ -400,7 +401,7 @@ class EmbeddedCluster:
                 return
             except ClusterError as err:
                 # Another process may have taken the port between our probe and the bind.
-                if "could not bind" not in str(err) and "in use" not in str(err) or attempt == attempts - 1:
+                if ("could not bind" not in str(err) and "in use" not in str(err)) or attempt == attempts - 1:
                     raise
 
     def _launch(self) -> None:

@@ -58,8 +58,8 @@ from sqlglot import exp
 
 from advisor.checks.config import DEFAULT
 from advisor.db.catalog import Catalog
-from advisor.db.session import Session, session_for
 from advisor.db.representative import Binding, bindings, parameter_text, parameter_uses, stats_lookup
+from advisor.db.session import Session, session_for
 from advisor.progress import Progress
 
 __all__ = [

@@ -199,7 +199,7 @@ def stats_lookup(run: Callable[[str, list[str]], list[tuple]]) -> StatsLookup:
         key = (schema, table, column)
         if key not in cache:
             rows = run(_STATS, [schema, table, column])
-            cache[key] = tuple(rows[0]) if rows else None  # type: ignore[assignment]
+            cache[key] = tuple(rows[0]) if rows else None
         return cache[key]
 
     return lookup

@@ -28,8 +28,15 @@ from sqlglot import exp
 from advisor.db.catalog import Catalog, Column, Index, Table
 from advisor.indexes.existing import quote_ident
 from advisor.indexes.model import AdvisedQuery, IndexCandidate
-from advisor.indexes.usage import (ConstantPredicate, Occurrence, TableUse, merged_by_table, occurrences, stored_name,
-                                   unparen)
+from advisor.indexes.usage import (
+    ConstantPredicate,
+    Occurrence,
+    TableUse,
+    merged_by_table,
+    occurrences,
+    stored_name,
+    unparen,
+)
 
 __all__ = ["CandidateSet", "candidates", "selectivity", "served_by_existing", "static_table", "workload_candidates"]
 

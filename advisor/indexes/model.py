@@ -8,7 +8,6 @@ from typing import Literal
 
 from advisor.indexes.existing import quote_ident
 
-
 # How an index's size is known: pg_relation_size of the index built for real (scratch databases),
 # PostgreSQL's B-tree build modelled from the table's statistics (size.py), or HypoPG's estimate.
 SizeEstimate = Literal["built", "btree-model", "hypopg"]

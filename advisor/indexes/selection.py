@@ -431,7 +431,7 @@ class _Search:
 
     def _evaluate(self, move, chosen: list[IndexCandidate], cost: float, current: int) -> tuple[float, float] | None:
         """(saving per byte, the workload's cost after the move), or None if it cannot be made."""
-        replaced, added = move
+        _replaced, added = move
         try:
             grown = self._growth(move, current)
             if grown is None:

@@ -200,7 +200,7 @@ class _Walker:
             width = len(node.expressions[0].expressions) if node.expressions and isinstance(
                 node.expressions[0], exp.Tuple) else 1
             names = _alias_columns(node) or [f"column{i + 1}" for i in range(width)]
-            return _Derived({n: () for n in names})
+            return _Derived(dict.fromkeys(names, ()))
         return _Derived({}, opaque=True)
 
     def with_(self, node: exp.Expr, parent: _Scope | None, ctes: dict[str, _Derived]) -> dict[str, _Derived]:
@@ -215,12 +215,12 @@ class _Walker:
                 # The body refers to itself: known by its column names, standing for no table column.
                 first = body.this if isinstance(body, exp.SetOperation) else body
                 names = _alias_columns(cte) or [_name_of_projection(p) for p in getattr(first, "expressions", [])]
-                ctes[name] = _Derived({n: () for n in names})
+                ctes[name] = _Derived(dict.fromkeys(names, ()))
             derived = self.query(body, parent, ctes)
             names = _alias_columns(cte)
             columns = dict(zip(names, derived.columns.values())) if names else dict(derived.columns)
             if with_.args.get("recursive") or cte.args.get("materialized"):
-                columns = {n: () for n in columns}  # materialized: predicates are not pushed into it
+                columns = dict.fromkeys(columns, ())  # materialized: predicates are not pushed into it
             ctes[name] = _Derived(columns, derived.opaque)
         return ctes
 
@@ -336,7 +336,7 @@ class _Walker:
         if not names:
             names = [stored_name(alias.this) if isinstance(alias, exp.TableAlias) and alias.this
                      else _name_of_projection(func)]
-        return _Derived({n: () for n in names})
+        return _Derived(dict.fromkeys(names, ()))
 
     def modify(self, node: exp.Update | exp.Delete | exp.Merge) -> None:
         """UPDATE … FROM, DELETE … USING, MERGE … USING: the target plus sources, in one scope."""
@@ -647,7 +647,7 @@ def _renamed(source: _Source, names: list[str]) -> _Source:
         return source
     columns = source.all_columns()
     renamed = {new: refs for new, (_, refs) in zip(names, columns)}
-    renamed.update({old: refs for old, refs in columns[len(names):]})
+    renamed.update(dict(columns[len(names):]))
     return _Derived(renamed, getattr(source, "opaque", False))
 
 

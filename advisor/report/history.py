@@ -14,15 +14,30 @@ password.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import unquote, urlsplit
 
-from sqlalchemy import (BigInteger, Column, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text,
-                        create_engine, delete, insert, select)
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    delete,
+    insert,
+    select,
+)
 from sqlalchemy.engine import Engine
 
 from advisor import __version__
@@ -241,12 +256,12 @@ def _source_summary(workload: Workload) -> str:
 
 def _utc_iso(when: datetime | str | None) -> str:
     if when is None:
-        when = datetime.now(timezone.utc)
+        when = datetime.now(UTC)
     elif isinstance(when, str):
         when = datetime.fromisoformat(when)
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return when.astimezone(timezone.utc).isoformat(timespec="microseconds")
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 # --- the store ------------------------------------------------------------------------
@@ -406,7 +421,7 @@ class History:
         spread = {}
         for metric in metrics:
             values = [p.p95_ms if metric == "p95_ms" else p.total_ms for p in points]
-            moves = [abs(m) for a, b in zip(values, values[1:]) if (m := _pct(a, b)) is not None]
+            moves = [abs(m) for a, b in itertools.pairwise(values) if (m := _pct(a, b)) is not None]
             spread[metric] = max(moves, default=0.0)
         return spread
 

@@ -76,7 +76,7 @@ def _sev(severity: str) -> str:
     return f'<span class="sev sev-{e(severity)}">{e(severity)}</span>'
 
 
-def _table(head: list[str], rows: list[list[str]], numeric: set[int] = frozenset()) -> str:
+def _table(head: list[str], rows: list[list[str]], numeric: set[int] | frozenset[int] = frozenset()) -> str:
     if not rows:
         return '<p class="muted">None.</p>'
     th = "".join(f'<th class="num">{h}</th>' if i in numeric else f"<th>{h}</th>" for i, h in enumerate(head))

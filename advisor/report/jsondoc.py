@@ -175,7 +175,7 @@ def advice_document(advice) -> dict:
                      "cost_before": round(q.cost_before, 2), "cost_after": round(q.cost_after, 2),
                      **r.measured.get(q.fingerprint, {})}
                     for q in r.queries
-                ],  # fmt: skip
+                ],
             }
             for r in advice.recommendations
         ],

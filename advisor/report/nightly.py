@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from advisor import __version__
@@ -82,7 +82,7 @@ class _Run:
 
 def run_report(opts: ReportOptions, step: Step = lambda _: None, progress: Progress | None = None) -> tuple[dict, int]:
     """Do the whole job; returns the report document and the exit code (0, 1 or 2). Always writes the files."""
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    started = datetime.now(UTC).isoformat(timespec="seconds")
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
     label = database_label(opts.dsn)

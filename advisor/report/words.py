@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from advisor.workload.model import Workload
 from advisor.words import plural
+from advisor.workload.model import Workload
 
 
 def round_floats(value):

@@ -58,12 +58,12 @@ def _kind(t: str) -> str:
     c, c2 = t[0], t[1:2]
     if (c.isalpha() or c == "_") and c2 != "'" and c2 != "&":  # the common case first
         return "word"
-    if c == '"' or c in "uU" and t[1:3] == '&"':
+    if c == '"' or (c in "uU" and t[1:3] == '&"'):
         return "ident"
-    if c == "'" or c in "eEbBxXnNuU" and (c2 == "'" or t[1:3] == "&'") or c == "$" and c2 and \
-            not "0" <= c2 <= "9":
+    if c == "'" or (c in "eEbBxXnNuU" and (c2 == "'" or t[1:3] == "&'")) or (c == "$" and c2 and \
+            not "0" <= c2 <= "9"):
         return "str"
-    if "0" <= c <= "9" or c == "." and c2:
+    if "0" <= c <= "9" or (c == "." and c2):
         return "num"
     return "param" if c == "$" and c2 else "word" if c >= "\x80" else "sym"
 
@@ -148,7 +148,7 @@ def _shape(toks: list[str]) -> list[str]:
             if tok == "by" and prev in ("order", "group"):
                 by_lists.add(depth)
         constant = kind == "word" and (  # LIMIT ALL is LIMIT NULL to PG
-            tok in _CONSTANT_WORDS and prev not in _KEEP_AFTER or tok == "all" and prev == "limit")
+            (tok in _CONSTANT_WORDS and prev not in _KEEP_AFTER) or (tok == "all" and prev == "limit"))
         if kind in ("sym", "word", "ident") and not constant:
             out.append(tok)
         elif kind == "num" and _keeps_number(toks, i, out, depth in by_lists):
@@ -380,9 +380,9 @@ def _unsafe_to_mask(sql: str) -> bool:
     # Substring tests first: they are C-speed and almost always false.
     return (
         '"' in sql or "\0" in sql or "\1" in sql or "\2" in sql or "\3" in sql
-        or "$" in sql and _DOLLAR_QUOTE.search(sql) is not None
-        or ("e'" in sql or "E'" in sql) and _E_STRING.search(sql) is not None
-        or "(" in sql and _PAREN_DIGIT.search(sql) is not None and _TYPMOD_CALL.search(sql) is not None
+        or ("$" in sql and _DOLLAR_QUOTE.search(sql) is not None)
+        or (("e'" in sql or "E'" in sql) and _E_STRING.search(sql) is not None)
+        or ("(" in sql and _PAREN_DIGIT.search(sql) is not None and _TYPMOD_CALL.search(sql) is not None)
     )  # fmt: skip
 
 

@@ -39,7 +39,7 @@ from __future__ import annotations
 import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 
 from advisor.checks.config import DEFAULT, Thresholds
@@ -79,7 +79,7 @@ def timestamp_ms(text: str | None) -> float | None:
 
 @lru_cache(maxsize=4096)
 def _epoch(day: str, clock: str) -> float:
-    return datetime.fromisoformat(f"{day}T{clock}").replace(tzinfo=timezone.utc).timestamp()
+    return datetime.fromisoformat(f"{day}T{clock}").replace(tzinfo=UTC).timestamp()
 
 
 @dataclass(slots=True)
@@ -382,7 +382,7 @@ def _tables(fp: Fingerprint) -> tuple[tuple[str, ...], tuple[str, ...]]:
 def _offset(e: Execution) -> int | None:
     """The OFFSET this execution asked for: a literal, or the logged value of its parameter."""
     m = None
-    for m in _OFFSET.finditer(e.sql):
+    for m in _OFFSET.finditer(e.sql):  # noqa: B007 - m is read after the loop: the last match
         pass  # the last one: an outer query's OFFSET follows its subqueries'
     if m is None:
         return None

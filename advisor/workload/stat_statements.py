@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import psycopg
 from psycopg import errors, sql
+
 from advisor.db.connect import TAG
 from advisor.db.session import Extension, read_extension
 from advisor.errors import AdvisorError

@@ -38,7 +38,7 @@ class LogFormat:
 
 def sniff(path: str, requested: str = "auto", prefix: str | None = None) -> LogFormat:
     """The file's format: as requested, or guessed from its first lines."""
-    if requested == "stderr" or prefix is not None and requested == "auto":
+    if requested == "stderr" or (prefix is not None and requested == "auto"):
         return LogFormat("stderr", prefix or _detect(path))
     with open_log(path) as stream:
         head = [line for line in itertools.islice(iter_lines(stream), SNIFF_LINES) if line.strip()]
