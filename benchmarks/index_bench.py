@@ -41,7 +41,7 @@ from pathlib import Path
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import tpch  # noqa: E402
+import tpch
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -210,7 +210,7 @@ def load_advise():
     try:
         from advisor.indexes.model import AdvisedQuery
         from advisor.indexes.selection import advise
-    except Exception as e:  # noqa: BLE001 - any import failure means the arm cannot run
+    except Exception as e:
         return None, None, f"{type(e).__name__}: {e}"
     return advise, AdvisedQuery, None
 
@@ -244,7 +244,7 @@ def run_advisor(dsn: str, wl: Workload, base: list[float], budget_mb: float | No
         advice = advise(dsn, queries, max_indexes=max_indexes,
                         budget_bytes=int(budget_mb * MB) if budget_mb is not None else None,
                         max_width=max_width, step=step)
-    except Exception as e:  # noqa: BLE001 - one failing run must not end the benchmark
+    except Exception as e:
         return {**run, "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(),
                 "wall_seconds": round(time.perf_counter() - t0, 3)}
     wall = time.perf_counter() - t0
