@@ -19,7 +19,6 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from advisor import __version__
-from advisor.checks.config import DEFAULT
 from advisor.db.session import Session
 from advisor.errors import AdvisorError
 from advisor.findings import Severity
@@ -28,6 +27,7 @@ from advisor.report.jsondoc import advice_document, scan_document, workload_docu
 from advisor.report.markdown import scan_markdown
 from advisor.report.migration import advice_migration
 from advisor.report.text import advice_summary, scan_summary, workload_summary
+from advisor.thresholds import DEFAULT
 from advisor.workload.ingest import LogScan, build_workload, scan_logs
 from advisor.workload.logs.prefix import PrefixError
 from advisor.workload.logs.reader import LogInputError

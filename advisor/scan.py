@@ -22,7 +22,6 @@ from dataclasses import dataclass, replace
 from urllib.parse import unquote
 
 from advisor.checks import CHECKS, Check
-from advisor.checks.config import DEFAULT, Thresholds
 from advisor.checks.context import Context, ExplainedQuery
 from advisor.db.catalog import Catalog, read_catalog
 from advisor.db.explain import ExplainOutcome, ExplainRequest, explain_all
@@ -31,6 +30,7 @@ from advisor.db.session import Session, session_for
 from advisor.findings import Finding
 from advisor.plans import parse_plan
 from advisor.progress import Step
+from advisor.thresholds import DEFAULT, Thresholds
 from advisor.workload.model import PLANNED, Query, Workload
 
 

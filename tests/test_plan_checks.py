@@ -32,10 +32,10 @@ from advisor.checks import (
     adv008_parallel_workers_short,
     adv009_large_offset,
 )
-from advisor.checks.config import DEFAULT
 from advisor.checks.context import Context, ExplainedQuery
 from advisor.findings import Severity
 from advisor.plans import parse_plan
+from advisor.thresholds import DEFAULT
 from advisor.workload.model import Query, Workload
 
 CHECKS_DIR = Path(__file__).parent / "plans" / "checks"

@@ -208,7 +208,7 @@ def test_writes_invalidate_the_cached_reads_of_their_tables(tmp_path):
 
 
 def test_written_tables_are_read_with_sqlglot():
-    from advisor.checks.rewrite import written_tables
+    from advisor.workload.tables import written_tables
 
     assert written_tables("insert into shop.orders (id) values ($1)") == ("orders",)
     assert written_tables("update t set a = $1 from u where u.id = t.id") == ("t",)

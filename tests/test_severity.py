@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from advisor.checks.config import DEFAULT
 from advisor.findings import Severity
+from advisor.thresholds import DEFAULT
 
 
 @pytest.mark.parametrize(("impact_ms", "workload_ms", "expected"), [

@@ -24,10 +24,10 @@ import pytest
 from batched_proof import from_evidence, rows_by_key
 
 from advisor.checks import adv009_large_offset, adv101_n_plus_one, adv102_n_plus_one_writes, adv103_cache_candidate
-from advisor.checks.config import Thresholds
 from advisor.checks.context import Context
 from advisor.db.catalog import read_catalog
 from advisor.findings import Severity
+from advisor.thresholds import Thresholds
 from advisor.workload.ingest import build_workload, scan_logs
 
 CONFIG = Thresholds(n1_max_unit_ms=50)  # a 10 s transaction is impractical here: lower the cap instead

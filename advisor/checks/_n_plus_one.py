@@ -9,10 +9,10 @@ parent (``batched_ms``).
 from __future__ import annotations
 
 from advisor.checks.context import Context
-from advisor.checks.rewrite import tables_of
 from advisor.findings import Finding
 from advisor.words import plural
 from advisor.workload.model import RepeatPattern
+from advisor.workload.tables import tables_of
 
 
 def n_plus_one_finding(r: RepeatPattern, ctx: Context, code: str, name: str, what: str, suggestion: str,

@@ -21,8 +21,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from advisor.checks.context import Context
-from advisor.checks.rewrite import tables_of
 from advisor.findings import Finding
+from advisor.workload.tables import tables_of
 
 CODE = "ADV103"
 NAME = "cache_candidate"

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from advisor.checks.config import DEFAULT, Thresholds
 from advisor.findings import Severity
+from advisor.thresholds import DEFAULT, Thresholds
 from advisor.workload.model import Query, Workload
 
 if TYPE_CHECKING:

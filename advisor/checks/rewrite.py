@@ -208,32 +208,3 @@ def _aggregate(tree: exp.Select, key: _Key) -> tuple[str, exp.Expression, int, b
     batched = (exp.select(value.copy(), *(e.copy() for e in tree.expressions)).from_(keys)
                .join(source.copy(), on=tree.args["where"].this, join_type="left").group_by(value.copy()))
     return "aggregate", batched, 0, True
-
-
-def tables_of(sql: str) -> tuple[str, ...]:
-    """The tables a statement reads or writes, in order of appearance."""
-    try:
-        tree = sqlglot.parse_one(sql, read="postgres")
-    except (sqlglot.errors.ParseError, sqlglot.errors.TokenError):
-        return ()
-    names = dict.fromkeys(t.sql(dialect="postgres") for t in tree.find_all(exp.Table) if t.name)
-    return tuple(names)
-
-
-def written_tables(sql: str) -> tuple[str, ...]:
-    """The tables a statement changes (INSERT, UPDATE, DELETE, MERGE, TRUNCATE, COPY … FROM), by bare
-    lower-case name; () for reads and for what sqlglot cannot parse."""
-    try:
-        tree = sqlglot.parse_one(sql, read="postgres")
-    except (sqlglot.errors.ParseError, sqlglot.errors.TokenError):
-        return ()
-    if tree is None:
-        return ()
-    targets: list[exp.Expression] = []
-    for node in tree.find_all(exp.Insert, exp.Update, exp.Delete, exp.Merge, exp.TruncateTable, exp.Copy):
-        if isinstance(node, exp.TruncateTable):
-            targets.extend(node.expressions)
-        elif not isinstance(node, exp.Copy) or node.args.get("kind"):  # COPY … TO reads
-            targets.append(node.this)
-    tables = [t if isinstance(t, exp.Table) else t.find(exp.Table) for t in targets]
-    return tuple(dict.fromkeys(t.name.lower() for t in tables if t is not None and t.name))

@@ -56,11 +56,11 @@ import psycopg
 import sqlglot
 from sqlglot import exp
 
-from advisor.checks.config import DEFAULT
 from advisor.db.catalog import Catalog
 from advisor.db.representative import Binding, bindings, parameter_text, parameter_uses, stats_lookup
 from advisor.db.session import Session, session_for
 from advisor.progress import Progress
+from advisor.thresholds import DEFAULT
 
 __all__ = [
     "DENIED_FUNCTIONS", "Analysis", "Classification", "ExplainOutcome", "ExplainReport", "ExplainRequest",

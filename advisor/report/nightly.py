@@ -31,7 +31,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from advisor import __version__
-from advisor.checks.config import DEFAULT
 from advisor.db.connect import AdvisorConnectionError, redact_dsn
 from advisor.db.session import Session
 from advisor.errors import AdvisorError
@@ -40,6 +39,7 @@ from advisor.progress import Progress, Step
 from advisor.report.history import Comparison, History, RegressionRule, database_label
 from advisor.report.jsondoc import advice_document, scan_document, workload_document
 from advisor.report.words import regression_text, warnings
+from advisor.thresholds import DEFAULT
 from advisor.words import plural
 from advisor.workload.ingest import LogScan, build_workload, scan_logs
 from advisor.workload.logs import offsets

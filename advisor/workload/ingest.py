@@ -12,10 +12,10 @@ from collections.abc import Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 
-from advisor.checks.config import DEFAULT, Thresholds
 from advisor.db.connect import redact_dsn
 from advisor.db.session import Session, session_for
 from advisor.progress import Progress
+from advisor.thresholds import DEFAULT, Thresholds
 from advisor.workload.logs.formats import LogFormat, read_executions, sniff
 from advisor.workload.logs.reader import expand, is_compressed, split_points
 from advisor.workload.logs.records import SKIPPED_KEPT, Tally
