@@ -402,7 +402,8 @@ def bench_pool(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")] = None,
 ) -> None:
     """Measure what connection pooling buys: new connection per request vs psycopg_pool, SQLAlchemy pools, PgBouncer."""
-    from advisor.bench.pool import MODES, PoolBenchConfig, pool_bench_document, pool_bench_text, run_pool_bench
+    from advisor.bench.pool import MODES, PoolBenchConfig, run_pool_bench
+    from advisor.report.bench import pool_bench_document, pool_bench_text
 
     config = PoolBenchConfig(
         dsn=dsn, query=query, concurrency=_int_list(concurrency, "--concurrency"), duration_s=duration,
@@ -436,7 +437,8 @@ def bench_replicas(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")] = None,
 ) -> None:
     """Measure read-replica routing: primary only, round robin, least busy, lag-aware, read-your-writes; stale reads, lag, a failure drill."""
-    from advisor.bench.replicas import ReplicaBenchConfig, replica_bench_document, replica_bench_text, run_replica_bench
+    from advisor.bench.replicas import ReplicaBenchConfig, run_replica_bench
+    from advisor.report.bench import replica_bench_document, replica_bench_text
 
     config = ReplicaBenchConfig(
         primary_dsn=primary, replica_dsns=tuple(replica or ()), local_replicas=local_replicas, read_ratio=read_ratio,

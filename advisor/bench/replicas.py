@@ -28,7 +28,7 @@ postmaster gets SIGINT (fast shutdown): failed reads, and the time until the
 router ejects it; then the replica is started again: the time until re-admission
 and until it serves a read again.
 
-JSON document (``schema_version`` 1)::
+JSON document (``schema_version`` 1; built by ``advisor.report.bench``)::
 
     schema_version, kind ("bench_replicas"), tool_version
     primary, replicas[]   DSNs, passwords masked
@@ -65,16 +65,14 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import psycopg
 from psycopg import conninfo as pg_conninfo
 from psycopg import sql as pg_sql
 
-from advisor import __version__
 from advisor.bench.load import (
     APPLICATION_NAME,
-    ERROR_BACKOFF_S,
     Step,
     TaggedCursor,
     add_options,
@@ -88,91 +86,19 @@ from advisor.bench.load import (
     scrubber,
 )
 from advisor.bench.quiet import quiet_dsn, quiet_session
+from advisor.bench.replicas_drill import run_drill
+from advisor.bench.replicas_model import ARMS, ROWS, ReplicaArm, ReplicaBenchConfig, ReplicaBenchResult
+from advisor.bench.replicas_verdict import replica_verdict
 from advisor.db.connect import TAG, redact_dsn
 from advisor.errors import AdvisorError
-from advisor.routing import ReplicaRouter, probe_replica
+from advisor.routing import Policy, ReadYourWrites, ReplicaRouter, probe_replica
 
-__all__ = ["ARMS", "SCHEMA_VERSION", "ReplicaArm", "ReplicaBenchConfig", "ReplicaBenchResult",
-           "replica_bench_document", "replica_bench_text", "run_replica_bench"]
+__all__ = ["ARMS", "ReplicaArm", "ReplicaBenchConfig", "ReplicaBenchResult", "run_replica_bench"]
 
-SCHEMA_VERSION = 1
-ROWS = 1_000
 LAG_SAMPLE_S = 0.2
 WINDOW_S = 2.0
 LSN_WAIT_S = 1.0
 MAX_SAMPLES = 3_000  # per replica; older samples are thinned beyond this
-# name, policy, lag check, read-your-writes
-ARMS: tuple[tuple[str, str, bool, str | None], ...] = (
-    ("primary_only", "round_robin", False, None),
-    ("round_robin", "round_robin", False, None),
-    ("least_busy", "least_busy", False, None),
-    ("lag_aware", "round_robin", True, None),
-    ("lag_aware_rwy_lsn", "round_robin", True, "lsn"),
-    ("lag_aware_rwy_window", "round_robin", True, "window"),
-)
-
-
-@dataclass(frozen=True, slots=True)
-class ReplicaBenchConfig:
-    primary_dsn: str | None = None
-    replica_dsns: tuple[str, ...] = ()
-    local_replicas: int = 0  # > 0: start a throwaway primary with this many replicas
-    read_ratio: float = 0.9
-    concurrency: int = 4
-    duration_s: float = 5.0
-    max_lag_ms: float = 1000.0
-    max_lag_bytes: int = 16 << 20
-    probe_interval_s: float = 0.25
-    drill: bool = False
-    arms: tuple[str, ...] = tuple(a[0] for a in ARMS)
-
-
-@dataclass(frozen=True, slots=True)
-class ReplicaArm:
-    name: str
-    policy: str
-    lag_check: bool
-    read_your_writes: str | None
-    requests: int
-    elapsed_s: float
-    ops_per_s: float
-    p50_ms: float | None
-    p95_ms: float | None
-    p99_ms: float | None
-    max_ms: float | None
-    reads: int
-    writes: int
-    stale_reads: int
-    failed_requests: int
-    replica_reads: int
-    primary_reads: int
-    fallbacks: int
-    ejections: int
-    note: str | None = None
-    answered_by_replicas: int = 0  # reads (read-backs too) whose server said pg_is_in_recovery()
-    answered_by_primary: int = 0
-    reads_by_server: dict = field(default_factory=dict)  # redacted DSN -> reads the router sent there
-    fallback_reasons: dict = field(default_factory=dict)  # why reads went to the primary -> count
-    replica_problems: dict = field(default_factory=dict)  # redacted DSN -> why it was not used (first seen)
-
-    @property
-    def replica_share(self) -> float | None:
-        """The share of reads a replica answered, as measured on the server; None without reads."""
-        answered = self.answered_by_replicas + self.answered_by_primary
-        return self.answered_by_replicas / answered if answered else None
-
-
-@dataclass(frozen=True, slots=True)
-class ReplicaBenchResult:
-    primary: str
-    replicas: tuple[str, ...]
-    host_cores: int
-    settings: dict
-    arms: tuple[ReplicaArm, ...]
-    lag: dict
-    drill: dict | None
-    verdict: dict
-    notes: tuple[str, ...] = field(default_factory=tuple)
 
 
 # --- the lag sampler ---------------------------------------------------------------------------
@@ -270,7 +196,7 @@ class _Workload:
         wid = self._worker()
         if rng.random() < self.read_ratio:
             with self.router.read(session=wid) as conn:
-                _, standby = conn.execute(self.select, (rng.randint(1, ROWS),)).fetchone()
+                _, standby = _one_row(conn.execute(self.select, (rng.randint(1, ROWS),)).fetchone())
             with self._lock:
                 self.reads += 1
                 self.answered[standby] += 1
@@ -286,7 +212,7 @@ class _Workload:
                 conn.execute(self.update, (token, key))
         with self.router.read(session=wid) as conn:
             row = conn.execute(self.select, (key,)).fetchone()
-            standby = conn.execute(TAG + "SELECT pg_is_in_recovery()").fetchone()[0] if row is None else row[1]
+            standby = _fetch_one(conn, TAG + "SELECT pg_is_in_recovery()") if row is None else row[1]
         with self._lock:
             self.writes += 1
             self.answered[standby] += 1
@@ -294,8 +220,8 @@ class _Workload:
                 self.stale += 1
 
 
-def _router(cfg: ReplicaBenchConfig, primary: str, replicas: list[str], policy: str, lag_check: bool,
-            rwy: str | None) -> ReplicaRouter:
+def _router(cfg: ReplicaBenchConfig, primary: str, replicas: list[str], policy: Policy, lag_check: bool,
+            rwy: ReadYourWrites) -> ReplicaRouter:
     return ReplicaRouter(
         primary, replicas, policy=policy, read_your_writes=rwy, window_s=WINDOW_S, wait_s=LSN_WAIT_S,
         max_lag_ms=cfg.max_lag_ms if lag_check else None, max_lag_bytes=cfg.max_lag_bytes if lag_check else None,
@@ -307,7 +233,7 @@ def _router(cfg: ReplicaBenchConfig, primary: str, replicas: list[str], policy: 
     )  # fmt: skip
 
 
-def _run_arm(cfg: ReplicaBenchConfig, spec: tuple, primary: str, replicas: list[str], schema: str,
+def _run_arm(cfg: ReplicaBenchConfig, spec: tuple[str, Policy, bool, ReadYourWrites], primary: str, replicas: list[str], schema: str,
              scrub: Callable[[str], str], shown: dict[str, str]) -> ReplicaArm:
     name, policy, lag_check, rwy = spec
     nodes = [] if name == "primary_only" else replicas
@@ -344,98 +270,6 @@ def _run_arm(cfg: ReplicaBenchConfig, spec: tuple, primary: str, replicas: list[
 def _problems(router: ReplicaRouter, seen: dict[str, str]) -> dict[str, str]:
     """``seen`` plus, for each replica the router does not use now and had no reason for yet, the reason."""
     return seen | {r.dsn: r.reason for r in router.replicas() if not r.healthy and r.reason and r.dsn not in seen}
-
-
-# --- the failure drill ------------------------------------------------------------------------------
-
-
-def _drill(cfg: ReplicaBenchConfig, primary: str, replicas: list[str], victim, schema: str, t0: float,
-           step: Step) -> dict:
-    """Stop the last replica's postmaster under load, then start it again; times relative to the run start."""
-    index = len(replicas) - 1
-    port = victim.port
-    router = _router(cfg, primary, replicas, "round_robin", True, None)
-    table = pg_sql.SQL("{}.kv").format(pg_sql.Identifier(schema))
-    query = (pg_sql.SQL(TAG) + pg_sql.SQL("SELECT v, inet_server_port() FROM {} WHERE id = %s").format(table)).as_string(None)
-    log: list[tuple[float, int | None, bool]] = []  # (monotonic, port, ok)
-    lock = threading.Lock()
-    stop = threading.Event()
-
-    def reader(i: int) -> None:
-        rng = random.Random(i)
-        while not stop.is_set():
-            began = time.monotonic()  # a read counts at the time it was routed, not when it failed
-            try:
-                with router.read() as conn:
-                    row = conn.execute(query, (rng.randint(1, ROWS),)).fetchone()
-                entry = (began, row[1] if row else None, True)
-            except Exception:
-                entry = (began, None, False)
-                time.sleep(ERROR_BACKOFF_S)
-            with lock:
-                log.append(entry)
-
-    def poll(predicate, timeout: float) -> float | None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return time.monotonic()
-            time.sleep(0.01)
-        return None
-
-    out: dict = {"replica": redact_dsn(replicas[index]), "stopped_at_s": None, "ejected_after_s": None,
-                 "failed_reads": 0, "failed_reads_after_ejection": 0, "failed_reads_after_restart": 0,
-                 "reads_on_stopped_after_ejection": 0,
-                 "restarted": False, "readmitted_after_s": None, "first_read_after_restart_s": None,
-                 "reads": 0, "note": None}
-    threads = [threading.Thread(target=reader, args=(i,), daemon=True) for i in range(cfg.concurrency)]
-    t_restart = None
-    try:
-        router.wait_ready(timeout_s=10.0)
-        for t in threads:
-            t.start()
-        time.sleep(0.5)  # a steady state before the failure (the measured part is polled, not slept)
-        step(f"drill: stopping replica on port {port}")
-        t_stop = time.monotonic()
-        victim.halt()
-        out["stopped_at_s"] = round(t_stop - t0, 3)
-        t_eject = poll(lambda: not router.replicas()[index].healthy, 20.0)
-        if t_eject is not None:
-            out["ejected_after_s"] = round(t_eject - t_stop, 3)
-        time.sleep(0.5)  # reads after the ejection: must all go elsewhere
-        step(f"drill: starting replica on port {port} again")
-        t_start = t_restart = time.monotonic()
-        try:
-            victim.resume()
-            out["restarted"] = True
-        except Exception as err:
-            out["note"] = f"could not restart the replica: {(str(err).splitlines() or [''])[0]}"
-        if out["restarted"]:
-            t_in = poll(lambda: router.replicas()[index].healthy, 30.0)
-            if t_in is not None:
-                out["readmitted_after_s"] = round(t_in - t_start, 3)
-                t_read = poll(lambda: any(p == port and ts > t_start for ts, p, ok in list(log)), 10.0)
-                if t_read is not None:
-                    out["first_read_after_restart_s"] = round(t_read - t_start, 3)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(timeout=15)
-        router.close()
-    with lock:
-        entries = list(log)
-    out["reads"] = len(entries)
-    t_stop = t0 + (out["stopped_at_s"] or 0.0)
-    t_eject = t_stop + out["ejected_after_s"] if out["ejected_after_s"] is not None else None
-    out["failed_reads"] = sum(1 for ts, _, ok in entries if not ok and ts >= t_stop)
-    if t_eject is not None:
-        # While the replica is down and ejected: the window the router must route around it.
-        # Reads during its restart are a separate matter (failed_reads_after_restart).
-        until = t_restart if t_restart is not None else float("inf")
-        out["failed_reads_after_ejection"] = sum(1 for ts, _, ok in entries if not ok and t_eject < ts < until)
-        out["failed_reads_after_restart"] = sum(1 for ts, _, ok in entries if not ok and ts >= until)
-        out["reads_on_stopped_after_ejection"] = sum(1 for ts, p, ok in entries if ok and p == port and t_eject < ts < until)
-    return out
 
 
 # --- the run ------------------------------------------------------------------------------------------
@@ -486,6 +320,7 @@ def run_replica_bench(cfg: ReplicaBenchConfig, step: Step | None = None, warn: S
             notes.append("local servers: the primary's sessions use synchronous_commit=on (the throwaway "
                          "cluster's default is off)")
         else:
+            assert cfg.primary_dsn is not None  # _check refused a run without one
             primary, replicas = cfg.primary_dsn, list(cfg.replica_dsns)
         return _measure(cfg, primary, replicas, replica_clusters, notes, step, warn)
     finally:
@@ -509,21 +344,18 @@ def _measure(cfg: ReplicaBenchConfig, primary: str, replicas: list[str], replica
                      f"{logging.grant()} (PostgreSQL 15+)")
         warn(notes[-1])
     schema = new_schema_name()
+    on_primary = False  # the schema is dropped in the end only where it may have been created
     t0 = time.monotonic()
     arms: list[ReplicaArm] = []
     spans: list[dict] = []
     drill = None
     try:
         with conn:
-            if conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
-                schema = None
+            if _fetch_one(conn, "SELECT pg_is_in_recovery()"):
                 raise AdvisorError("--primary is a standby (pg_is_in_recovery() is true)", "give the primary's DSN")
+            on_primary = True
             step(f"creating {schema}.kv ({ROWS:,} rows) on the primary")
-            s = pg_sql.Identifier(schema)
-            create_schema(conn, schema,
-                          pg_sql.SQL("CREATE TABLE {}.kv (id bigint PRIMARY KEY, v bigint NOT NULL)").format(s),
-                          pg_sql.SQL("INSERT INTO {}.kv SELECT g, g FROM generate_series(1, {}) g")
-                          .format(s, pg_sql.Literal(ROWS)))
+            _create_table(conn, schema)
         _wait_replicated(pq, rq, schema)
         with _LagSampler(pq, rq, t0) as sampler:
             for spec in ARMS:
@@ -539,20 +371,46 @@ def _measure(cfg: ReplicaBenchConfig, primary: str, replicas: list[str], replica
                                  "it never stops a server it did not start")
                 else:
                     start = time.monotonic() - t0
-                    drill = _drill(cfg, pq, rq, replica_clusters[-1], schema, t0, step) | {
+                    router = _router(cfg, pq, rq, "round_robin", True, None)
+                    drill = run_drill(router, rq, replica_clusters[-1], schema, cfg.concurrency, t0, step) | {
                         "replica": redact_dsn(replicas[-1])}
                     spans.append({"name": "drill", "start_s": round(start, 3), "end_s": round(time.monotonic() - t0, 3)})
                     if drill.get("note"):
                         notes.append("drill: " + drill["note"])
     finally:
-        if schema is not None:
+        if on_primary:
             step(f"dropping {schema}")
             if (failed := drop_schema(pq, schema)) is not None:
                 notes.append(failed)
     lag = {"interval_ms": int(LAG_SAMPLE_S * 1000), "arms": spans,
            "replicas": [{"dsn": redact_dsn(d), "samples": _thin(s)} for d, s in zip(replicas, sampler.samples)]}
+    return _result(cfg, primary, replicas, bool(replica_clusters), arms, lag, drill, notes)
+
+
+def _one_row(row: tuple[Any, ...] | None) -> tuple[Any, ...]:
+    """The row a statement that always returns one returned (keys 1..ROWS always exist)."""
+    assert row is not None
+    return row
+
+
+def _fetch_one(conn: psycopg.Connection, query: str, params: tuple | None = None) -> Any:
+    """The first column of the one row ``query`` returns."""
+    return _one_row(conn.execute(query, params).fetchone())[0]
+
+
+def _create_table(conn: psycopg.Connection, schema: str) -> None:
+    s = pg_sql.Identifier(schema)
+    create_schema(conn, schema,
+                  pg_sql.SQL("CREATE TABLE {}.kv (id bigint PRIMARY KEY, v bigint NOT NULL)").format(s),
+                  pg_sql.SQL("INSERT INTO {}.kv SELECT g, g FROM generate_series(1, {}) g")
+                  .format(s, pg_sql.Literal(ROWS)))
+
+
+def _result(cfg: ReplicaBenchConfig, primary: str, replicas: list[str], local: bool, arms: list[ReplicaArm],
+            lag: dict, drill: dict | None, notes: list[str]) -> ReplicaBenchResult:
+    """The result, with the notes every run gets: the host's cores, what a stale read is."""
     cores = host_cores()
-    if replica_clusters:
+    if local:
         notes.append(f"the client, the primary and {len(replicas)} replica(s) all ran on this host and shared its "
                      f"{cores} core(s): replicas add no CPU here, so these figures say nothing about scale-out")
     else:
@@ -564,10 +422,10 @@ def _measure(cfg: ReplicaBenchConfig, primary: str, replicas: list[str], replica
         primary=redact_dsn(primary), replicas=tuple(redact_dsn(d) for d in replicas), host_cores=cores,
         settings={"read_ratio": cfg.read_ratio, "concurrency": cfg.concurrency, "duration_s": cfg.duration_s,
                   "max_lag_ms": cfg.max_lag_ms, "max_lag_bytes": cfg.max_lag_bytes,
-                  "probe_interval_s": cfg.probe_interval_s, "local": bool(replica_clusters),
+                  "probe_interval_s": cfg.probe_interval_s, "local": local,
                   "window_s": WINDOW_S, "lsn_wait_s": LSN_WAIT_S},
-        arms=tuple(arms), lag=lag, drill=drill, verdict=_verdict(arms, drill),
-        notes=tuple(scrub(n) for n in notes),
+        arms=tuple(arms), lag=lag, drill=drill, verdict=replica_verdict(arms, drill),
+        notes=tuple(map(scrubber(primary, *replicas), notes)),
     )
 
 
@@ -578,134 +436,6 @@ def _wait_replicated(primary: str, replicas: list[str], schema: str, timeout: fl
         info = pg_conninfo.make_conninfo(dsn, application_name=APPLICATION_NAME, connect_timeout="5")
         with contextlib.suppress(psycopg.Error), bench_connect(info) as conn:
             while time.monotonic() < deadline:
-                if conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{schema}.kv",)).fetchone()[0]:
+                if _fetch_one(conn, "SELECT to_regclass(%s) IS NOT NULL", (f"{schema}.kv",)):
                     break
                 time.sleep(0.02)
-
-
-REPLICA_ARM_SHARE = 0.5  # an arm is a replica routing result when replicas answered at least this share of its reads
-_FALLBACK_WORDS = {
-    "no_healthy_replica": "no replica was healthy",
-    "replica_error": "a replica connection failed",
-    "read_your_writes_window": "the session had just written (read-your-writes window)",
-    "read_your_writes_lsn_timeout": "the replica had not replayed the session's write in time",
-}
-
-
-def _percent(share: float) -> str:
-    """A share as a percentage that says 0 or 100 only when it is (0.2 %, not 0 %)."""
-    return f"{share:.1%}" if 0 < share < 0.01 or 0.99 < share < 1 else f"{share:.0%}"
-
-
-def _placement(arm: ReplicaArm) -> str:
-    """Where an arm's reads went, measured: '87 % on replicas (…)', with the reasons when they fell back."""
-    share = arm.replica_share
-    answered = arm.answered_by_replicas + arm.answered_by_primary
-    if share is None:
-        return "no read completed"
-    text = f"reads {_percent(share)} on replicas ({arm.answered_by_replicas:,} of {answered:,})"
-    if share >= REPLICA_ARM_SHARE or arm.policy == "primary":
-        return text
-    why = [f"{_FALLBACK_WORDS.get(r, r)} ({n:,})" for r, n in sorted(arm.fallback_reasons.items(), key=lambda x: -x[1])]
-    why += [f"{dsn}: {reason}" for dsn, reason in arm.replica_problems.items()]
-    fell = "all fell back" if share == 0 else "the rest fell back"
-    return f"{text}, {fell} to the primary" + (f" because {'; '.join(why)}" if why else "")
-
-
-def _verdict(arms: list[ReplicaArm], drill: dict | None) -> dict:
-    """Compares arms only on what they did: an arm whose reads mostly did not reach a replica is no replica result."""
-    summary = []
-    by = {a.name: a for a in arms}
-    base = by.get("primary_only")
-    routed = [a for a in arms if a.name != "primary_only"]
-    real = [a for a in routed if (a.replica_share or 0) >= REPLICA_ARM_SHARE and a.ops_per_s > 0]
-    if real:
-        best = max(real, key=lambda a: a.ops_per_s)
-        versus = f", {best.ops_per_s / base.ops_per_s:.2f}x primary_only" if base and base.ops_per_s > 0 else ""
-        summary.append(f"Of the arms whose reads reached the replicas ({len(real)} of {len(routed)}), {best.name} "
-                       f"served the most requests ({best.ops_per_s:,.0f}/s{versus}; {_placement(best)}) on this host.")
-    elif routed:
-        summary.append(f"No arm's reads reached the replicas (at least {REPLICA_ARM_SHARE:.0%} of them): this run "
-                       "measured the primary, not replica routing.")
-    for a in routed:  # where every arm's reads went, measured on the servers
-        extra = f", {a.fallbacks:,} fallbacks, p95 {a.p95_ms} ms" if a.read_your_writes else ""
-        judged = "" if a in real else "; not compared as replica routing"
-        summary.append(f"{a.name}: {_placement(a)}{extra}{judged}.")
-    if arms:
-        stale = [f"{a.name} {a.stale_reads}" for a in arms if a.stale_reads]
-        summary.append("stale read-backs: " + (", ".join(stale) if stale else "none in any arm") + ".")
-    if drill:
-        if drill["ejected_after_s"] is not None:
-            summary.append(f"drill: the stopped replica was ejected {drill['ejected_after_s']:.2f} s after its "
-                           f"shutdown; {drill['failed_reads']} read(s) failed, {drill['failed_reads_after_ejection']} "
-                           "after the ejection.")
-        else:
-            summary.append("drill: the stopped replica was not ejected within 20 s.")
-        if drill["readmitted_after_s"] is not None:
-            summary.append(f"drill: re-admitted {drill['readmitted_after_s']:.2f} s after the restart began.")
-    return {"summary": summary, "compared": [a.name for a in real],
-            "placement": {a.name: _placement(a) for a in arms}}
-
-
-# --- rendering ----------------------------------------------------------------------------------------
-
-
-def replica_bench_document(result: ReplicaBenchResult) -> dict:
-    """The versioned JSON document (see the module docstring)."""
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "kind": "bench_replicas",
-        "tool_version": __version__,
-        "primary": result.primary,
-        "replicas": list(result.replicas),
-        "host_cores": result.host_cores,
-        "settings": result.settings,
-        "arms": [dict(asdict(a), replica_share=None if a.replica_share is None else round(a.replica_share, 4))
-                 for a in result.arms],
-        "lag": result.lag,
-        "drill": result.drill,
-        "verdict": result.verdict,
-        "notes": list(result.notes),
-    }
-
-
-def replica_bench_text(result: ReplicaBenchResult):
-    """A Rich renderable: arms, lag summary, drill, verdict, notes."""
-    from rich import box
-    from rich.console import Group
-    from rich.table import Table
-    from rich.text import Text
-
-    def num(x, fmt: str = ",.2f") -> str:
-        return "-" if x is None else format(x, fmt)
-
-    t = Table(title="arms", title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-    for col in ("arm", "rwy", "requests", "ops/s", "p50", "p95", "p99", "stale", "failed", "on replicas",
-                "fallbacks", "eject"):
-        t.add_column(col, justify="left" if col in ("arm", "rwy") else "right", no_wrap=True)
-    for a in result.arms:
-        t.add_row(a.name, a.read_your_writes or "-", f"{a.requests:,}", num(a.ops_per_s, ",.0f"), num(a.p50_ms),
-                  num(a.p95_ms), num(a.p99_ms), str(a.stale_reads), str(a.failed_requests),
-                  "-" if a.replica_share is None else _percent(a.replica_share), str(a.fallbacks), str(a.ejections))
-    lines = [Text(f"primary {result.primary}; replicas {', '.join(result.replicas)}; host cores {result.host_cores}"),
-             t, Text("latency in ms per request (a read, or a write with its read-back); on replicas: the share of "
-                     "reads a standby answered (pg_is_in_recovery() of the server, read with each row)", style="dim")]
-    for rep in result.lag["replicas"]:
-        ok = [s for s in rep["samples"] if s[1] is not None]
-        if ok:
-            lines.append(Text(f"lag {rep['dsn']}: max {max(s[1] for s in ok):,} bytes, "
-                              f"max {max((s[2] or 0) for s in ok):,.0f} ms over {len(rep['samples'])} samples "
-                              f"({len(rep['samples']) - len(ok)} failed)"))
-    if result.drill:
-        d = result.drill
-        lines.append(Text(f"drill ({d['replica']}): ejected after {num(d['ejected_after_s'])} s, "
-                          f"failed reads {d['failed_reads']} ({d['failed_reads_after_ejection']} after ejection), "
-                          f"restarted {d['restarted']}, re-admitted after {num(d['readmitted_after_s'])} s, "
-                          f"first read after restart {num(d['first_read_after_restart_s'])} s"))
-    lines.append(Text("verdict:", style="bold"))
-    lines += [Text(f"  {s}") for s in result.verdict["summary"]]
-    lines += [Text(f"  {a.name}: {a.note}") for a in result.arms if a.note]
-    if result.notes:
-        lines.append(Text("notes:", style="bold"))
-        lines += [Text(f"  {n}") for n in result.notes]
-    return Group(*lines)

@@ -229,7 +229,8 @@ def _advise(session: Session, workload, step: Step):
 
 
 def _bench(dsn: str, run: _Run, step: Step) -> dict | None:
-    from advisor.bench.pool import PoolBenchConfig, pool_bench_document, run_pool_bench
+    from advisor.bench.pool import PoolBenchConfig, run_pool_bench
+    from advisor.report.bench import pool_bench_document
 
     config = PoolBenchConfig(dsn=dsn, concurrency=(1, 4), duration_s=2.0, warmup_s=0.5,
                              modes=("new_connection", "psycopg_pool"), transports=("tcp",))
