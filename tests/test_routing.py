@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 
 import psycopg
 import pytest
 
-from advisor.routing import ReplicaRouter, routing_sessionmaker
+from advisor.routing import Probe, ReplicaRouter, routing_sessionmaker
+from advisor.routing.health import HealthRules, Node
 
 SYNC = "options='-c synchronous_commit=on'"  # the embedded cluster commits asynchronously by default
 
@@ -275,3 +278,26 @@ def test_the_routers_own_traffic_is_tagged_and_named_the_applications_keeps_its_
             "SELECT query FROM pg_stat_statements WHERE query ~ 'pg_current_wal_(insert_)?lsn|pg_last_wal_replay_lsn'")]
     assert any("pg_current_wal_insert_lsn" in q for q in router_sql), router_sql  # the write's commit position
     assert router_sql and all(q.startswith("/* advisor */") for q in router_sql), router_sql
+
+
+def test_an_idle_replica_that_receives_one_commit_is_not_an_hour_behind():
+    """The replay timestamp's age is capped by how long the router has seen the primary ahead of the replica."""
+    rules = HealthRules(max_lag_ms=1000, max_lag_bytes=None, probe_interval_s=0.5, probe_timeout_s=1.0)
+    idle_for_an_hour = Probe(True, 6000, 5000, 6000, 1000, 3_600_000.0)
+    node = Node("replica", pool=None, index=0)
+    node.history.extend([(100.0, 5000), (100.5, 5000), (101.0, 6000)])  # the primary wrote once, at 101.0
+    # seen ahead for 0.2 s, plus one probe interval (the resolution)
+    assert rules.capped_lag_ms(node, idle_for_an_hour, now=101.2) == pytest.approx(700.0)
+    assert rules.ejection(idle_for_an_hour, 700.0) is None
+    never_seen_caught_up = Node("replica", pool=None, index=0)
+    never_seen_caught_up.history.append((101.0, 6000))
+    lag_ms = rules.capped_lag_ms(never_seen_caught_up, idle_for_an_hour, now=101.2)
+    assert lag_ms == 3_600_000.0
+    assert rules.ejection(idle_for_an_hour, lag_ms) == "lag 3,600,000 ms > max_lag_ms 1,000"
+
+
+def test_the_psycopg_api_loads_without_sqlalchemy():
+    """Only advisor.routing.sqlalchemy imports SQLAlchemy, on first use of RoutingSession or routing_sessionmaker."""
+    code = ("import sys, advisor.routing as routing; assert 'sqlalchemy' not in sys.modules; "
+            "routing.routing_sessionmaker; assert 'sqlalchemy' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
