@@ -201,7 +201,7 @@ def bench_session(dsn: str, statement_timeout_ms: int = 60_000, lock_timeout_ms:
 def conninfo_params(dsn: str) -> dict[str, str]:
     """The DSN's parameters (those set); an AdvisorError, password masked, when it does not parse."""
     try:
-        return {k: v for k, v in pg_conninfo.conninfo_to_dict(dsn).items() if v is not None}
+        return {k: str(v) for k, v in pg_conninfo.conninfo_to_dict(dsn).items() if v is not None}
     except psycopg.ProgrammingError as err:
         raise AdvisorError(f"invalid connection string: {scrub_secrets(str(err), dsn)}",
                            "use postgresql://user@host:port/dbname or key=value pairs") from None
@@ -235,7 +235,7 @@ def new_schema_name() -> str:
     return f"advisor_bench_{secrets.token_hex(4)}"
 
 
-def create_schema(conn: psycopg.Connection, schema: str, *statements: pg_sql.Composable) -> None:
+def create_schema(conn: psycopg.Connection, schema: str, *statements: pg_sql.Composed) -> None:
     """CREATE SCHEMA ``schema``, then ``statements`` (its tables and rows), on a ``bench_session``.
 
     Each commits on its own (no transaction, see the module docstring): callers drop the

@@ -174,6 +174,12 @@ class LocalPgBouncer:
         atexit.unregister(self.stop)
 
     # -- steps of start()
+    @property
+    def _base(self) -> Path:
+        """This run's directory: its files, its log (only between start() and stop())."""
+        assert self.base_dir is not None, "LocalPgBouncer used before start()"
+        return self.base_dir
+
     def _connect_query(self, settings: Mapping[str, str]) -> str:
         # One statement, so the tag leads all of it; set_config's values need no quoting of ours.
         calls = ", ".join(f"set_config({_dollar(name)}, {_dollar(value)}, false)" for name, value in settings.items())
@@ -194,7 +200,7 @@ class LocalPgBouncer:
         return f"{ALIAS} = " + " ".join(f"{k}={_quoted(v)}" for k, v in server.items()) + "\n"
 
     def _ini(self) -> str:
-        base = self.base_dir
+        base = self._base
         settings = {
             "listen_addr": "127.0.0.1", "listen_port": self.port, "unix_socket_dir": "",
             "auth_type": "md5", "auth_file": base / "userlist.txt",
@@ -214,7 +220,7 @@ class LocalPgBouncer:
         return "".join(lines)
 
     def _write_files(self) -> None:
-        base = self.base_dir
+        base = self._base
         (base / "owner.pid").write_text(f"{os.getpid()}\n")
         for name, text in (("userlist.txt", _auth_line(self.user, self.password)), ("pgbouncer.ini", self._ini())):
             path = base / name
@@ -228,13 +234,13 @@ class LocalPgBouncer:
 
     def _launch(self) -> bool:
         """Start PgBouncer and wait until it accepts connections; False when its port was taken meanwhile."""
-        log = self.base_dir / "pgbouncer.log"
+        log = self._base / "pgbouncer.log"
         with contextlib.suppress(FileNotFoundError):
             log.unlink()
-        with open(self.base_dir / "startup.log", "ab") as out:
+        with open(self._base / "startup.log", "ab") as out:
             self._proc = subprocess.Popen(
-                [str(self.binary), str(self.base_dir / "pgbouncer.ini")], stdin=subprocess.DEVNULL, stdout=out,
-                stderr=subprocess.STDOUT, env=_child_env(self.base_dir), cwd=self.base_dir, start_new_session=True,
+                [str(self.binary), str(self._base / "pgbouncer.ini")], stdin=subprocess.DEVNULL, stdout=out,
+                stderr=subprocess.STDOUT, env=_child_env(self._base), cwd=self._base, start_new_session=True,
                 preexec_fn=_tie_to_parent(os.getpid()), **_user_kwargs(self._user),
             )
         deadline = time.monotonic() + 15.0
@@ -254,7 +260,7 @@ class LocalPgBouncer:
         lines: list[str] = []
         for name in ("startup.log", "pgbouncer.log"):
             with contextlib.suppress(OSError):
-                lines += (self.base_dir / name).read_text(errors="replace").splitlines()
+                lines += (self._base / name).read_text(errors="replace").splitlines()
         return " | ".join(lines[-3:]) or "(no output)"
 
 

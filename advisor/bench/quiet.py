@@ -89,8 +89,10 @@ class Logging:
 
 def read_logging(conn: psycopg.Connection) -> Logging:
     """The logging settings of ``conn``'s session (database and role settings included) and its rights."""
-    role, superuser, version = conn.execute(_ROLE).fetchone()
-    settings = dict(conn.execute(_SETTINGS, (list(QUIET),)).fetchall())
+    row = conn.execute(_ROLE).fetchone()
+    assert row is not None  # a SELECT without FROM: one row
+    role, superuser, version = row
+    settings: dict[str, str] = dict(conn.execute(_SETTINGS, (list(QUIET),)).fetchall())
     if superuser:
         settable = frozenset(settings)
     elif version >= 150000 and settings:
