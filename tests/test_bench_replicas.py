@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 
 import psycopg
 from helpers import advisor, session_names
 from psycopg import sql
+from rich.console import Console
 
 from advisor.bench.replicas import ARMS, ReplicaBenchConfig, run_replica_bench
+from advisor.report.bench import replica_bench_document, replica_bench_text
 
 ARM_FIELDS = ("name", "ops_per_s", "p50_ms", "p95_ms", "p99_ms", "stale_reads", "read_your_writes", "failed_requests")
 
@@ -93,3 +96,13 @@ def test_arms_whose_reads_fell_back_to_the_primary_are_not_called_replica_routin
     # log_min_duration_statement = 0 on the database, yet the benchmark's sessions logged nothing
     rows = list(csv.reader(embedded_cluster.csv_log.read_text().splitlines(keepends=True)))[logged_before:]
     assert len([r for r in rows if len(r) > 22 and r[2] == dbname]) <= 4
+
+    # the renderings of this result (advisor/report/bench.py) say the same: no read on a replica, and why
+    doc = replica_bench_document(result)
+    assert [(a["name"], a["replica_share"]) for a in doc["arms"]] == [(n, 0) for n in ("primary_only", "round_robin",
+                                                                                       "lag_aware")]
+    out = io.StringIO()
+    Console(file=out, width=2000).print(replica_bench_text(result))  # no sentence wrapped
+    table = {row[0]: row for row in map(str.split, out.getvalue().splitlines()) if row and row[0] in by}
+    assert set(table) == set(by) and all(row[9] == "0%" for row in table.values()), table  # the "on replicas" column
+    assert all(f"  {s}" in out.getvalue() for s in verdict["summary"]), out.getvalue()
