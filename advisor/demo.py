@@ -19,6 +19,7 @@ import psycopg
 
 from advisor.db.connect import TAG
 from advisor.db.embedded import EmbeddedCluster
+from advisor.db.rows import one_row
 from advisor.errors import AdvisorError
 from advisor.progress import Step
 from advisor.workload.ingest import LogScan, scan_logs
@@ -64,8 +65,8 @@ def vacuum_until_all_visible(conn: psycopg.Connection, *tables: str, tries: int 
     rows' commit is not flushed to the WAL (asynchronous commit) or an older snapshot is open (an
     ANALYZE elsewhere, autovacuum's too), so the rounds are a fifth of a second apart."""
     for attempt in range(tries):
-        behind = [t for t in tables if conn.execute(
-            "SELECT relallvisible < relpages FROM pg_class WHERE oid = %s::regclass", (t,)).fetchone()[0]]
+        behind = [t for t in tables if one_row(conn.execute(
+            "SELECT relallvisible < relpages FROM pg_class WHERE oid = %s::regclass", (t,)))[0]]
         if not behind:
             return True
         time.sleep(0.2 if attempt else 0)

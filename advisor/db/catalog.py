@@ -20,6 +20,7 @@ import psycopg
 from psycopg import pq
 
 from advisor.db.connect import TAG
+from advisor.db.rows import one_row
 
 __all__ = ["Catalog", "Column", "ForeignKey", "Index", "SETTINGS", "Table", "read_catalog"]
 
@@ -248,7 +249,7 @@ ORDER BY 2, 1"""
 def read_catalog(conn: psycopg.Connection) -> Catalog:
     """The catalog of the connection's database, in five read-only queries."""
     with _read_only_snapshot(conn):
-        version, search_path, settings, stats_age = conn.execute(TAG + _SESSION, [list(SETTINGS)]).fetchone()
+        version, search_path, settings, stats_age = one_row(conn.execute(TAG + _SESSION, [list(SETTINGS)]))
         columns = _columns(conn.execute(TAG + _COLUMNS).fetchall())
         indexes = _indexes(conn.execute(TAG + _INDEXES).fetchall())
         tables = [_table(row, columns.get(row[0], {}), indexes.get(row[0], ())) for row in

@@ -30,6 +30,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from advisor.db.rows import one_row
 from advisor.errors import AdvisorError
 
 INSTALL_FIX = "install postgresql (apt-get install postgresql postgresql-contrib) or run scripts/setup.sh"
@@ -81,11 +82,11 @@ def _has_server(bin_dir: Path) -> bool:
 
 
 def _from_path() -> Path | None:
-    found = [shutil.which(n) for n in ("postgres", "pg_ctl", "initdb")]
-    if not all(found):
+    postgres, pg_ctl, initdb = (shutil.which(n) for n in ("postgres", "pg_ctl", "initdb"))
+    if not (postgres and pg_ctl and initdb):
         return None
     # /usr/local/bin/postgres is often a symlink; the real dir holds pg_basebackup too.
-    bin_dir = Path(found[0]).resolve().parent
+    bin_dir = Path(postgres).resolve().parent
     return bin_dir if _has_server(bin_dir) else None
 
 
@@ -286,7 +287,7 @@ class EmbeddedCluster:
 
     @property
     def has_hypopg(self) -> bool:
-        return bool(self._sharedir) and (self._sharedir / "extension" / "hypopg.control").is_file()
+        return self._sharedir is not None and (self._sharedir / "extension" / "hypopg.control").is_file()
 
     @property
     def _base(self) -> Path:
@@ -366,7 +367,7 @@ class EmbeddedCluster:
             for path in (self._base, self.socket_dir, self.log_dir):
                 os.chown(path, self._user.pw_uid, self._user.pw_gid)
 
-    def _run(self, *args: str, what: str) -> None:
+    def _run(self, *args: str | Path, what: str) -> None:
         proc = subprocess.run(
             [str(a) for a in args], capture_output=True, text=True, env=_child_env(self._base),
             cwd=self._base, **_user_kwargs(self._user),
@@ -414,24 +415,24 @@ class EmbeddedCluster:
             args += ["-c", f"{key}={value}"]
         startup_log = self._base / "startup.log"
         with open(startup_log, "ab") as out:
-            self._proc = subprocess.Popen(
+            self._proc = proc = subprocess.Popen(
                 args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                 env=_child_env(self._base), cwd=self._base, start_new_session=True,
                 preexec_fn=_tie_to_parent(os.getpid()), **_user_kwargs(self._user),
             )
         try:
-            self._wait_ready(startup_log)
+            self._wait_ready(proc, startup_log)
         except ClusterError:
-            self._shutdown(self._proc)
+            self._shutdown(proc)
             self._proc = None
             raise
 
-    def _wait_ready(self, startup_log: Path, timeout: float = 30.0) -> None:
+    def _wait_ready(self, proc: subprocess.Popen, startup_log: Path, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         while True:
-            if self._proc.poll() is not None:
+            if proc.poll() is not None:
                 tail = _tail(startup_log, self.stderr_log)
-                raise ClusterError(f"postgres exited with code {self._proc.returncode} on start",
+                raise ClusterError(f"postgres exited with code {proc.returncode} on start",
                                    f"read the server log:\n{tail}")
             with contextlib.suppress(psycopg.OperationalError):
                 with psycopg.connect(self.dsn(), connect_timeout=2):
@@ -443,7 +444,7 @@ class EmbeddedCluster:
 
     def _read_facts(self) -> None:
         with psycopg.connect(self.dsn(), autocommit=True) as conn:
-            self.server_version_num = int(conn.execute("SHOW server_version_num").fetchone()[0])
+            self.server_version_num = int(one_row(conn.execute("SHOW server_version_num"))[0])
             row = conn.execute("SELECT setting FROM pg_config WHERE name = 'SHAREDIR'").fetchone()
             self._sharedir = Path(row[0]) if row else None
         if self._source is not None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import psycopg
 
 from advisor.db.connect import TAG
+from advisor.db.rows import one_row
 from advisor.workload.model import Workload
 
 __all__ = ["Privileges", "privilege_notes", "read_privileges"]
@@ -41,7 +42,7 @@ class Privileges:
 
 
 def read_privileges(conn: psycopg.Connection) -> Privileges:
-    role, reads_all, tables = conn.execute(_QUERY).fetchone()
+    role, reads_all, tables = one_row(conn.execute(_QUERY))
     return Privileges(role, bool(reads_all), tuple(tables or ()))
 
 

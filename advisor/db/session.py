@@ -29,6 +29,7 @@ import psycopg
 from psycopg import errors
 
 from advisor.db.connect import TAG, AdvisorConnectionError, connect
+from advisor.db.rows import one_row
 
 __all__ = ["MIN_SERVER_VERSION", "Extension", "ServerTooOld", "Session", "read_extension", "session_for"]
 
@@ -53,12 +54,12 @@ class Extension:
 
 def read_extension(conn: psycopg.Connection, name: str) -> Extension:
     """Whether ``name`` is created in the connection's database, where, and whether the server has it."""
-    schema, schema_sql, version, available, database = conn.execute(
+    schema, schema_sql, version, available, database = one_row(conn.execute(
         TAG + "SELECT n.nspname, quote_ident(n.nspname), e.extversion,"
         "       EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = %(name)s), current_database()"
         "  FROM (SELECT 1) AS one"
         "  LEFT JOIN pg_extension e ON e.extname = %(name)s"
-        "  LEFT JOIN pg_namespace n ON n.oid = e.extnamespace", {"name": name}).fetchone()
+        "  LEFT JOIN pg_namespace n ON n.oid = e.extnamespace", {"name": name}))
     return Extension(name, database, schema, schema_sql, version, bool(available))
 
 
@@ -126,8 +127,8 @@ class Session:
 
     def _server_facts(self) -> tuple[int, bool]:
         if self._facts is None:
-            version, superuser = self.run("SELECT current_setting('server_version_num')::int, "
-                                          "current_setting('is_superuser') = 'on'").fetchone()
+            version, superuser = one_row(self.run("SELECT current_setting('server_version_num')::int, "
+                                                  "current_setting('is_superuser') = 'on'"))
             self._facts = int(version), bool(superuser)
         return self._facts
 
@@ -175,8 +176,8 @@ class Session:
             self.run("SET LOCAL plan_cache_mode = force_generic_plan")
             self.run(f"PREPARE {_PREPARED} AS {sql}")
             prepared = True
-            count = self.run("SELECT cardinality(parameter_types) FROM pg_prepared_statements "
-                             f"WHERE name = '{_PREPARED}'").fetchone()[0]
+            count = one_row(self.run("SELECT cardinality(parameter_types) FROM pg_prepared_statements "
+                                     f"WHERE name = '{_PREPARED}'"))[0]  # the row of the PREPARE just made
             nulls = ", ".join(["NULL"] * count)
             return _plan(self.run(f"EXPLAIN (FORMAT JSON) EXECUTE {_PREPARED}({nulls})"))
         finally:
@@ -240,7 +241,7 @@ def session_for(target: str | Session, **limits: int) -> Iterator[Session]:
 
 
 def _plan(cur: psycopg.RawCursor) -> dict:
-    return cur.fetchone()[0][0]  # EXPLAIN's one row holds a JSON list of one document
+    return one_row(cur)[0][0]  # EXPLAIN's one row holds a JSON list of one document
 
 
 def _version_text(version_num: int) -> str:
