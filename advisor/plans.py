@@ -284,8 +284,10 @@ class Plan:
 
     def ancestors(self, node: PlanNode) -> Iterator[PlanNode]:
         """Parent, grandparent, … up to the root."""
-        while (node := self.parent(node)) is not None:
-            yield node
+        above = self.parent(node)
+        while above is not None:
+            yield above
+            above = self.parent(above)
 
     def subtree(self, node: PlanNode) -> Iterator[PlanNode]:
         """The node and everything below it (InitPlans and SubPlans included), pre-order."""
@@ -308,7 +310,7 @@ class Plan:
 
     def relations(self) -> tuple[str, ...]:
         """Tables the plan reads, in order of first appearance."""
-        return tuple(dict.fromkeys(n.qualified_relation for n in self.nodes() if n.relation))
+        return tuple(dict.fromkeys(name for n in self.nodes() if (name := n.qualified_relation)))
 
 
 # --- parsing -------------------------------------------------------------------
@@ -407,9 +409,8 @@ def _references(node: _Raw, patterns: list[re.Pattern]) -> bool:
     return any(p.search(t) for p in patterns for t in texts)
 
 
-def _initplan_payer(nodes: list[_Raw], initplan: _Raw) -> _Raw:
-    """The node whose execution ran the InitPlan (module doc)."""
-    attached = nodes[initplan.parent]
+def _initplan_payer(nodes: list[_Raw], initplan: _Raw, attached: _Raw) -> _Raw:
+    """The node whose execution ran the InitPlan (module doc); ``attached``: the node EXPLAIN lists it under."""
     own = {n.id for n in _subtree(nodes, initplan.id)}
     patterns = _param_patterns(_str(initplan.raw, "Subplan Name") or "")
     candidates = [n for n in _subtree(nodes, attached.id) if n.id not in own and _references(n, patterns)]
@@ -432,9 +433,8 @@ def _path(nodes: list[_Raw], top: int, bottom: int) -> list[_Raw]:
     return list(reversed(path))
 
 
-def _charge_cte(nodes: list[_Raw], cte: _Raw, name: str) -> None:
+def _charge_cte(nodes: list[_Raw], cte: _Raw, attached: _Raw, name: str) -> None:
     """Split a CTE's work among the CTE Scans that read it, the largest reader first."""
-    attached = nodes[cte.parent]
     own = {n.id for n in _subtree(nodes, cte.id)}
     scans = [n for n in _subtree(nodes, attached.id)
              if n.id not in own and _str(n.raw, "Node Type") == "CTE Scan" and _str(n.raw, "CTE Name") == name]
@@ -455,15 +455,16 @@ def _charge_children(nodes: list[_Raw]) -> None:
     for node in nodes:
         if node.parent is None:
             continue
+        attached = nodes[node.parent]
         name = _str(node.raw, "Subplan Name") or ""
         if _str(node.raw, "Parent Relationship") == "InitPlan" and name.startswith("CTE "):
-            ctes.append((node, name[4:]))
+            ctes.append((node, attached, name[4:]))
         elif _str(node.raw, "Parent Relationship") == "InitPlan":
-            _charge(_initplan_payer(nodes, node), node.inclusive, node)
+            _charge(_initplan_payer(nodes, node, attached), node.inclusive, node)
         else:
-            _charge(nodes[node.parent], node.inclusive, node)
-    for cte, name in ctes:
-        _charge_cte(nodes, cte, name)
+            _charge(attached, node.inclusive, node)
+    for cte, attached, name in ctes:
+        _charge_cte(nodes, cte, attached, name)
 
 
 def _lift_rounded_times(nodes: list[_Raw]) -> None:

@@ -95,8 +95,7 @@ def _finding(ctx: Context, eq: ExplainedQuery, plan: Plan, node: PlanNode, facto
 
 
 def _tables_below(plan: Plan, node: PlanNode) -> list[str]:
-    found = [n for n in plan.subtree(node) if n.relation]
-    return list(dict.fromkeys(n.qualified_relation or n.relation for n in found))
+    return list(dict.fromkeys(name for n in plan.subtree(node) if (name := n.qualified_relation)))
 
 
 def _stale_tables(ctx: Context, plan: Plan, tables: list[str]) -> list[dict]:
