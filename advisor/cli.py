@@ -28,9 +28,8 @@ from advisor.report.markdown import scan_markdown
 from advisor.report.migration import advice_migration
 from advisor.report.text import advice_summary, scan_summary, workload_summary
 from advisor.thresholds import DEFAULT
-from advisor.workload.ingest import LogScan, build_workload, scan_logs
-from advisor.workload.logs.prefix import PrefixError
-from advisor.workload.logs.reader import LogInputError
+from advisor.workload.model import Workload
+from advisor.workload.sources import LogFiles, Reading, Source, SqlFile, StatStatements, load_workload
 
 app = typer.Typer(
     name="advisor",
@@ -104,8 +103,8 @@ def parse(
     """Read slow query logs (and pg_stat_statements) and print the workload: queries by fingerprint with counts, time and percentiles."""
     if not logs and not dsn:
         raise AdvisorError("nothing to read", "give log files, or --dsn to read pg_stat_statements")
-    scan = _load(logs or [], dsn if dsn else None, log_format, log_line_prefix, jobs, DEFAULT, sessions=False, progress=progress)
-    workload = _sorted(build_workload(scan), sort)
+    sources = _sources(logs, dsn, log_format, log_line_prefix, jobs)
+    workload = _sorted(_load(sources, Reading(sessions=False), progress), sort)
     if output_format is OutputFormat.json:
         document = workload_document(workload, top=top, show_values=show_values)
         _emit_json(document, output)
@@ -204,17 +203,16 @@ def _wait_forever() -> None:
         pass
 
 
-def _load(logs: list[str], stat_statements_dsn: str | Session | None, log_format, prefix, jobs, config, sessions: bool = True,
-          progress: bool | None = None) -> LogScan:
-    """The workload from logs and, when a DSN is given, pg_stat_statements."""
-    try:
-        with _steps("reading the logs", progress) as activity:
-            scan = scan_logs(logs, log_format.value, prefix, jobs, activity.progress, config=config, sessions=sessions)
-    except (LogInputError, PrefixError) as e:
-        raise AdvisorError(str(e), "check the path and the options (advisor parse --help)") from e
-    if stat_statements_dsn:
-        scan.add_pg_stat_statements(stat_statements_dsn)
-    return scan
+def _sources(logs: list[str] | None, stat_statements: str | Session | None, log_format: LogFormatChoice,
+             prefix: str | None, jobs: int | None = None) -> list[Source]:
+    """The logs, then pg_stat_statements when a DSN or the command's session is given."""
+    given: list[Source] = [LogFiles(tuple(logs), log_format.value, prefix, jobs)] if logs else []
+    return given + [StatStatements(stat_statements)] if stat_statements else given
+
+
+def _load(sources: list[Source], reading: Reading | None = None, progress: bool | None = None) -> Workload:
+    with _steps("reading the workload", progress) as activity:
+        return load_workload(sources, replace(reading or Reading(), progress=activity.progress), step=activity)
 
 
 class FailOn(str, Enum):
@@ -257,10 +255,10 @@ def scan(
         raise AdvisorError("nothing to scan", "give --dsn (the database) and/or --log (its slow query log)")
     config = replace(DEFAULT, n1_min_repeats=n1_min_repeats, round_trip_ms=round_trip_ms or DEFAULT.round_trip_ms)
     with Session(dsn) if dsn else nullcontext() as session:  # the command's one connection, opened on first use
-        loaded = _load(log or [], session if (pg_stat_statements or not log) else None, log_format, log_line_prefix,
-                       jobs, config, progress=progress)
+        sources = _sources(log, session if (pg_stat_statements or not log) else None, log_format, log_line_prefix, jobs)
+        workload = _load(sources, Reading(config), progress)
         with _steps("scanning", progress) as step:
-            result = run_scan(build_workload(loaded), session, config=config, time_budget_s=time_budget,
+            result = run_scan(workload, session, config=config, time_budget_s=time_budget,
                               max_queries=max_queries, step=step,
                               measure_round_trip=round_trip_ms is None)  # fmt: skip
     if output_format is ScanFormat.json:
@@ -305,18 +303,18 @@ def suggest_indexes(
     output: Annotated[Path | None, typer.Option("--output", "-o")] = None,
 ) -> None:
     """Propose the indexes that lower the whole workload's cost most, proven with the planner's own costs."""
-    from advisor.indexes.advice import advise_workload, advised_queries, statements_file, workload_seconds
+    from advisor.indexes.advice import advise_workload, advised_queries, workload_seconds
 
     if verify and not scratch:
         raise AdvisorError("--verify builds real indexes", "mark the database as a scratch copy with --scratch")
     span = workload = None  # span: the time the calls were counted over, so table counters stand in for unlogged writes
     with Session(dsn) as session:  # the command's one connection (beside the --jobs sessions), opened on first use
         if sql_file is not None:
-            queries = statements_file(sql_file)
+            workload = _load([SqlFile(sql_file)])
+            queries = advised_queries(workload, limit=max_queries)  # untimed: weighed by calls
         else:
-            loaded = _load(log or [], session if (pg_stat_statements or not log) else None, log_format, log_line_prefix,
-                           None, DEFAULT)
-            workload = build_workload(loaded)
+            workload = _load(_sources(log, session if (pg_stat_statements or not log) else None, log_format,
+                                      log_line_prefix))
             queries = advised_queries(workload, by_time=weight is Weight.time, limit=max_queries)
             span = workload_seconds(workload) if weight is Weight.calls else None
         with _steps("advising") as step:

@@ -22,7 +22,6 @@ from advisor.db.embedded import EmbeddedCluster
 from advisor.db.rows import one_row
 from advisor.errors import AdvisorError
 from advisor.progress import Step
-from advisor.workload.ingest import LogScan, scan_logs
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "demo"
 DEMO_APP = "demo-app"
@@ -147,7 +146,6 @@ class DemoRun:
     cluster: EmbeddedCluster
     dsn: str
     statements_sent: int
-    scan: LogScan
 
 
 def run(scale: Scale, step: Step = lambda _: None) -> DemoRun:
@@ -167,10 +165,7 @@ def run(scale: Scale, step: Step = lambda _: None) -> DemoRun:
         step(f"replaying {scale.requests} application requests with statement logging on")
         sent = replay(dsn, scale)
         _wait_for_log(cluster, sent)
-        step("reading the server log and pg_stat_statements")
-        scan = scan_logs([str(cluster.stderr_log)], jobs=1)
-        scan.add_pg_stat_statements(dsn)
-        return DemoRun(cluster, dsn, sent, scan)
+        return DemoRun(cluster, dsn, sent)
     except BaseException:
         cluster.stop()
         raise

@@ -22,12 +22,12 @@ from advisor.db.explain import (
     ExplainRequest,
     classify,
     explain_all,
-    parse_parameters,
 )
 from advisor.db.session import Session
-from advisor.workload.ingest import build_workload, scan_logs
 from advisor.workload.logs.formats import read_executions, sniff
 from advisor.workload.logs.records import Tally
+from advisor.workload.parameters import parse_parameters
+from advisor.workload.sources import collect, read_logs
 
 SLOW = "SELECT count(*) FROM big a, big b, big c"  # 8e9 rows: minutes, and no memory or disk
 
@@ -398,7 +398,7 @@ def test_a_hostile_log_changes_nothing(db, tmp_path):
     log = tmp_path / "postgresql.log"
     log.write_text("\n".join(lines) + "\n")
 
-    workload = build_workload(scan_logs([str(log)], jobs=1))
+    workload = collect(read_logs([str(log)], jobs=1))
     assert workload.skipped_count == 0
     requests = [ExplainRequest(q.fingerprint, q.sample, q.sample_parameters) for q in workload.queries]
     samples = {q.fingerprint: q.sample for q in workload.queries}

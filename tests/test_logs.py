@@ -19,11 +19,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from advisor.workload.fingerprint import fingerprint
-from advisor.workload.ingest import build_workload, scan_logs
 from advisor.workload.logs.formats import read_executions, sniff
 from advisor.workload.logs.prefix import PrefixError, detect_prefix, prefix_regex
 from advisor.workload.logs.reader import LogInputError
 from advisor.workload.logs.records import Tally
+from advisor.workload.sources import collect, read_logs
 
 DEBIAN = "%m [%p] %q%u@%d "
 
@@ -35,7 +35,7 @@ def write(tmp_path: Path, text: str, name: str = "postgresql.log") -> str:
 
 
 def workload(paths, **kw):
-    return build_workload(scan_logs(paths if isinstance(paths, list) else [paths], jobs=1, **kw))
+    return collect(read_logs(paths if isinstance(paths, list) else [paths], jobs=1, **kw))
 
 
 def by_text(w):
@@ -438,8 +438,8 @@ def _big_log(tmp_path: Path, copies: int) -> str:
 
 def test_parallel_parts_give_exactly_the_single_pass_result(tmp_path):
     log = _big_log(tmp_path, 20_000)
-    single = build_workload(scan_logs([log], jobs=1))
-    parallel = build_workload(scan_logs([log], jobs=3, min_part_bytes=256 << 10))
+    single = collect(read_logs([log], jobs=1))
+    parallel = collect(read_logs([log], jobs=3, min_part_bytes=256 << 10))
     assert single.statements == 40_000
     assert parallel.queries == single.queries
     assert (parallel.lines, parallel.skipped_count, parallel.skipped) == (single.lines, single.skipped_count, single.skipped)

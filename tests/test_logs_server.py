@@ -15,10 +15,10 @@ import psycopg
 import pytest
 
 from advisor.workload.fingerprint import fingerprint
-from advisor.workload.ingest import build_workload, scan_logs
 from advisor.workload.logs.formats import LogFormat, read_executions, sniff
 from advisor.workload.logs.records import Tally
-from advisor.workload.stat_statements import read_pg_stat_statements
+from advisor.workload.sources import collect, read_logs
+from advisor.workload.sources.stat_statements import read_pg_stat_statements
 
 POINT = "SELECT id, name FROM items WHERE id = %s"
 RANGE = "SELECT name FROM items WHERE price > 5 ORDER BY name LIMIT 3"
@@ -115,7 +115,7 @@ def test_whole_pipeline_agrees_across_formats(logged_run):
     _, app, starts = logged_run
     totals = {}
     for path, start in starts.items():
-        w = build_workload(scan_logs([str(path)], jobs=1, ranges={str(path): (start, None)}))
+        w = collect(read_logs([str(path)], jobs=1, ranges={str(path): (start, None)}))
         assert all(q.applications == (app,) for q in w.queries)
         totals[path.suffix] = {q.fingerprint: q.calls for q in w.queries}
     assert totals[".log"] == totals[".csv"] == totals[".json"]

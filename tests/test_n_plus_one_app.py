@@ -21,7 +21,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, rela
 from advisor.checks import adv101_n_plus_one
 from advisor.checks.context import Context
 from advisor.db.catalog import read_catalog
-from advisor.workload.ingest import build_workload, scan_logs
+from advisor.workload.sources import collect, read_logs
 
 
 class Base(DeclarativeBase):
@@ -120,7 +120,7 @@ def app_log(embedded_cluster, pg_dsn):
     while marker not in embedded_cluster.stderr_log.read_text(errors="replace"):
         assert time.monotonic() < deadline, "the server log never showed the run"
         time.sleep(0.1)
-    workload = build_workload(scan_logs([str(embedded_cluster.stderr_log)], jobs=1))
+    workload = collect(read_logs([str(embedded_cluster.stderr_log)], jobs=1))
     return [r for r in workload.repeats if app in r.applications], workload, app
 
 

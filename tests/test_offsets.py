@@ -8,7 +8,6 @@ import json
 import os
 from pathlib import Path
 
-from advisor.workload.ingest import build_workload, scan_logs
 from advisor.workload.logs.formats import LogFormat, read_executions
 from advisor.workload.logs.offsets import (
     line_boundary,
@@ -19,6 +18,7 @@ from advisor.workload.logs.offsets import (
     update_state,
 )
 from advisor.workload.logs.records import Tally
+from advisor.workload.sources import collect, read_logs
 
 PREFIX = "%m [%p] %q%u@%d "
 FMT = LogFormat("stderr", PREFIX)
@@ -74,7 +74,7 @@ def test_append_reads_only_the_new_part(tmp_path):
     append(log, line(5) + line(6))
     plan = plan_incremental([str(log)], state)
     (read,) = plan.reads
-    scan = scan_logs([read.path], jobs=1, ranges={read.path: (read.start, read.end)}, formats={read.path: FMT})
+    scan = read_logs([read.path], jobs=1, ranges={read.path: (read.start, read.end)}, formats={read.path: FMT})
     (tally,) = scan.tallies
     assert scan.stats.statements == 2 and tally.lines == 2
     assert {q.normalized for q in scan.stats.queries_by_total_time()} == {"SELECT * FROM t5 WHERE id = $1",
@@ -88,12 +88,12 @@ def test_scan_logs_reads_only_the_range_and_keeps_file_line_numbers(tmp_path):
     after = line(5)  # past the end of the range
     log.write_text(before + line(3) + "garbage in\n" + line(4, "SELECT 'multi\n\tline'") + "more garbage\n" + after)
     path, start, end = str(log), len(before.encode()), log.stat().st_size - len(after.encode())
-    whole = build_workload(scan_logs([path], jobs=1, formats={path: FMT}))
+    whole = collect(read_logs([path], jobs=1, formats={path: FMT}))
     assert [s.line for s in whole.skipped] == [2, 5, 8]
 
     for jobs in (1, 4):  # a range is one part, however many workers (and however small the parts may be)
-        scan = scan_logs([path], jobs=jobs, min_part_bytes=1, ranges={path: (start, end)}, formats={path: FMT})
-        w = build_workload(scan)
+        scan = read_logs([path], jobs=jobs, min_part_bytes=1, ranges={path: (start, end)}, formats={path: FMT})
+        w = collect(scan)
         assert w.statements == 2 and w.lines == 5 and w.skipped_count == 2
         assert {q.normalized for q in w.queries} == {"SELECT * FROM t3 WHERE id = $1", "SELECT $1"}
         assert [(s.file, s.line, s.text) for s in w.skipped] == [(path, 5, "garbage in"), (path, 8, "more garbage")]

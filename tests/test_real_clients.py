@@ -25,7 +25,7 @@ from sqlalchemy.pool import NullPool
 
 from advisor.db.embedded import find_binaries
 from advisor.workload.fingerprint import fingerprint
-from advisor.workload.ingest import build_workload, scan_logs
+from advisor.workload.sources import collect, read_logs
 
 # Statement logging, set per session (the tests connect as a superuser).
 LOGGING = {
@@ -249,7 +249,7 @@ def run_logged(cluster, pg_dsn, dsn: str, client, settings: dict[str, str]):
     workloads = {}
     for path, start in starts.items():
         ranges = {str(path): (_line_start(path, start), None)}
-        workloads[path.suffix] = build_workload(scan_logs([str(path)], jobs=1, ranges=ranges))
+        workloads[path.suffix] = collect(read_logs([str(path)], jobs=1, ranges=ranges))
     return app, workloads, server
 
 
@@ -349,7 +349,7 @@ def test_no_statement_of_the_advisor_is_in_a_log_workload(embedded_cluster, pg_d
     expected[fingerprint(f"SELECT '{marker}'").id] = 1
     for path, start in starts.items():
         ranges = {str(path): (_line_start(path, start), None)}
-        w = build_workload(scan_logs([str(path)], jobs=1, ranges=ranges))
+        w = collect(read_logs([str(path)], jobs=1, ranges=ranges))
         assert {q.fingerprint: q.calls for q in w.queries} == expected, path.suffix
         assert all(q.applications == ("shop",) for q in w.queries), path.suffix
         assert w.plans == sum(expected.values()), path.suffix  # the application's plans; the advisor's are left out too

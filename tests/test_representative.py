@@ -21,7 +21,7 @@ from advisor.db.explain import ExplainRequest, explain_all
 from advisor.db.representative import ParameterUse, bindings, parameter_uses
 from advisor.indexes import selection
 from advisor.indexes.advice import advise_workload, advised_queries
-from advisor.workload.ingest import LogScan, build_workload, scan_logs
+from advisor.workload.sources import StatStatements, load_workload
 
 SLOW = "SELECT aid, abalance FROM accounts WHERE bid = %s ORDER BY aid LIMIT 10"
 PAGE = "SELECT aid, abalance FROM accounts ORDER BY aid LIMIT %s OFFSET %s"
@@ -182,9 +182,7 @@ def test_deep_offset_without_a_value_is_seen(db, scanned):
 
 
 def _workload(dsn: str):
-    scan: LogScan = scan_logs([])
-    scan.add_pg_stat_statements(dsn)
-    return build_workload(scan)
+    return load_workload([StatStatements(dsn)])
 
 
 # A pick must save 15 % of the workload's cost: the deep pages weigh most, as the user's other

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from advisor.workload.ingest import build_workload, scan_logs
 from advisor.workload.sessions import CACHE_CONFIGS, timestamp_ms
+from advisor.workload.sources import collect, read_logs
 
 
 class LogWriter:
@@ -30,7 +30,7 @@ class LogWriter:
     def workload(self, tmp_path: Path):
         path = tmp_path / "pg.log"
         path.write_text("\n".join(self.lines) + "\n")
-        return build_workload(scan_logs([str(path)], jobs=1))
+        return collect(read_logs([str(path)], jobs=1))
 
 
 def request_with_n_plus_one(log: LogWriter, pid: int, children: int, start: int = 0) -> None:

@@ -10,7 +10,8 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from advisor.db.embedded import EmbeddedCluster
-from advisor.workload.stat_statements import StatementRow, StatStatementsError, read_pg_stat_statements
+from advisor.workload.model import StatementRow
+from advisor.workload.sources.stat_statements import StatStatementsError, read_pg_stat_statements
 
 
 def _dbname(dsn: str) -> str:

@@ -11,7 +11,7 @@ from helpers import advisor
 
 from advisor import demo
 from advisor.indexes.advice import workload_seconds
-from advisor.workload.ingest import build_workload, scan_logs
+from advisor.workload.sources import collect, read_logs
 
 SCALE = demo.Scale(lots=40, dies=25)
 
@@ -163,7 +163,7 @@ def test_the_span_is_the_log_s_and_none_when_pg_stat_statements_counted_calls(tm
     # (Through the CLI, --pg-stat-statements would read the whole test cluster's statements.)
     log = tmp_path / "slow.log"
     log.write_text(LEDGER_LOG)
-    workload = build_workload(scan_logs([str(log)], jobs=1))
+    workload = collect(read_logs([str(log)], jobs=1))
     assert workload_seconds(workload) == pytest.approx(2.0)
     first, *rest = workload.queries
     counted = replace(workload, queries=(replace(first, sources=(*first.sources, "pg_stat_statements")), *rest))

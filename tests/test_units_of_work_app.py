@@ -28,7 +28,7 @@ from advisor.checks.context import Context
 from advisor.db.catalog import read_catalog
 from advisor.findings import Severity
 from advisor.thresholds import Thresholds
-from advisor.workload.ingest import build_workload, scan_logs
+from advisor.workload.sources import collect, read_logs
 
 CONFIG = Thresholds(n1_max_unit_ms=50)  # a 10 s transaction is impractical here: lower the cap instead
 CHILDREN = 24
@@ -139,7 +139,7 @@ def app(embedded_cluster, pg_dsn):
 def findings(app, request):
     name, catalog, calls, cluster = app
     log = {"stderr": cluster.stderr_log, "csv": cluster.csv_log, "json": cluster.json_log}[request.param]
-    workload = build_workload(scan_logs([str(log)], jobs=1, config=CONFIG))
+    workload = collect(read_logs([str(log)], jobs=1, config=CONFIG))
     ctx = Context(workload=workload, catalog=catalog, config=CONFIG)
     ours = {q.fingerprint for q in workload.queries if name in q.applications}
     load = tuple(q for q in workload.queries if q.fingerprint in ours and "INTO audit" in q.normalized)

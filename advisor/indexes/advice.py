@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 from advisor.db.privileges import privilege_notes, read_privileges
 from advisor.db.session import Session, session_for
@@ -11,7 +10,6 @@ from advisor.errors import AdvisorError
 from advisor.indexes.model import AdvisedQuery
 from advisor.indexes.selection import Advice, advise
 from advisor.indexes.whatif import WhatIf
-from advisor.workload.fingerprint import fingerprint
 from advisor.workload.model import PLANNED, Workload
 from advisor.workload.sessions import timestamp_ms
 
@@ -35,23 +33,6 @@ def workload_seconds(workload: Workload) -> float | None:
         return None
     stamps = [ms for q in workload.queries for ms in (timestamp_ms(q.first_seen), timestamp_ms(q.last_seen)) if ms is not None]
     return (max(stamps) - min(stamps)) / 1000 if len(stamps) > 1 and max(stamps) > min(stamps) else None
-
-
-def statements_file(path: Path) -> list[AdvisedQuery]:
-    """Statements from a file, each ending with ';' at the end of a line; each weighs 1."""
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise AdvisorError(f"cannot read {path}: {e.strerror}", "check the path given to --sql") from e
-    statements = [s.strip() for s in text.replace("\r\n", "\n").split(";\n") if s.strip().rstrip(";").strip()]
-    queries = []
-    for sql in statements:
-        sql = sql.rstrip(";").strip()
-        fp = fingerprint(sql)
-        queries.append(AdvisedQuery(fp.id, sql, None, 1.0, fp.normalized))
-    if not queries:
-        raise AdvisorError(f"no statements in {path}", "end each statement with ';' at the end of a line")
-    return queries
 
 
 def advise_workload(target: str | Session, queries: list[AdvisedQuery], *, scratch: bool = False, verify: bool = False,

@@ -41,12 +41,10 @@ from advisor.report.jsondoc import advice_document, scan_document, workload_docu
 from advisor.report.words import regression_text, warnings
 from advisor.thresholds import DEFAULT
 from advisor.words import plural
-from advisor.workload.ingest import LogScan, build_workload, scan_logs
 from advisor.workload.logs import offsets
 from advisor.workload.logs.formats import sniff
 from advisor.workload.logs.reader import expand
-from advisor.workload.sessions import SessionPatterns
-from advisor.workload.stats import WorkloadStats
+from advisor.workload.sources import LogFiles, Reading, Source, StatStatements, load_workload
 
 SCHEMA_VERSION = 1
 TREND_QUERIES = 10
@@ -75,9 +73,20 @@ class ReportOptions:
 class _Run:
     unanalysed: list[dict] = field(default_factory=list)
     unreachable: str | None = None
+    logs_unread: bool = False
 
     def skip(self, what: str, reason: str) -> None:
         self.unanalysed.append({"what": what, "reason": reason})
+
+    def failed(self, source: Source, error: AdvisorError) -> None:
+        """A source that could not be read: the database unreachable ends the night's analysis, anything else is noted."""
+        if isinstance(error, AdvisorConnectionError):
+            self.unreachable = error.cause
+        elif isinstance(source, StatStatements):
+            self.skip("pg_stat_statements", error.cause)
+        else:  # the logs: read again next night, so their offsets stay
+            self.logs_unread = True
+            self.skip("logs", error.cause)
 
 
 def run_report(opts: ReportOptions, step: Step = lambda _: None, progress: Progress | None = None) -> tuple[dict, int]:
@@ -90,18 +99,12 @@ def run_report(opts: ReportOptions, step: Step = lambda _: None, progress: Progr
     state_path = opts.state or str(out / ".log-state.json")
 
     # --- ingestion (incremental for logs)
-    step("reading the logs (only what was appended since the last run)")
-    loaded, state, reads = _ingest(opts, state_path, run, progress)
+    logs, state, reads = _log_source(opts, state_path, run)
     with Session(opts.dsn) as session:  # one connection for the night's reads, opened on first use
+        sources: list[Source] = [logs] if logs else []
         if opts.pg_stat_statements or not opts.logs:
-            try:
-                step("reading pg_stat_statements")
-                loaded.add_pg_stat_statements(session)
-            except AdvisorConnectionError as e:
-                run.unreachable = e.cause
-            except AdvisorError as e:
-                run.skip("pg_stat_statements", e.cause)
-        workload = build_workload(loaded)
+            sources.append(StatStatements(session))
+        workload = load_workload(sources, Reading(progress=progress), step=step, failed=run.failed)
 
         # --- scan, index advice, bench
         scanned = None
@@ -183,7 +186,7 @@ def run_report(opts: ReportOptions, step: Step = lambda _: None, progress: Progr
     doc["exit"] = {"code": code, "reasons": reasons}
 
     _write(out, doc)
-    if run.unreachable is None and state is not None:
+    if run.unreachable is None and not run.logs_unread and state is not None:
         for r in reads:
             offsets.update_state(state, r["path"], r["end"])
         offsets.save_state(state_path, state)
@@ -193,9 +196,10 @@ def run_report(opts: ReportOptions, step: Step = lambda _: None, progress: Progr
 # --- steps ---------------------------------------------------------------------------
 
 
-def _ingest(opts: ReportOptions, state_path: str, run: _Run, progress: Progress | None = None) -> tuple[LogScan, dict | None, list[dict]]:
+def _log_source(opts: ReportOptions, state_path: str, run: _Run) -> tuple[LogFiles | None, dict | None, list[dict]]:
+    """The logs as a source that reads only what was appended since the last run, the offsets state, and the reads planned."""
     if not opts.logs:
-        return LogScan(WorkloadStats(), [], {}, SessionPatterns(DEFAULT)), None, []
+        return None, None, []
     try:
         files = [p for p in expand(list(opts.logs)) if p != "-"]
     except OSError as e:
@@ -203,16 +207,15 @@ def _ingest(opts: ReportOptions, state_path: str, run: _Run, progress: Progress 
     state = offsets.load_state(state_path)
     formats = {os.path.abspath(p): sniff(p, opts.log_format, opts.log_line_prefix) for p in files}
     plan = offsets.plan_incremental(files, state, formats)
-    ranges = {read.path: (read.start, read.end) for read in plan.reads}
-    # formats: parse in the format the plan's unit boundaries were found with, not a second sniff.
-    # jobs=1: ranges are never split, so each is parsed here, in order.
-    scan = scan_logs([read.path for read in plan.reads], jobs=1, progress=progress, config=DEFAULT, ranges=ranges,
-                     formats=formats)
-    scan.notes.extend(plan.notes)
     for path, why in plan.skipped:
         run.skip(f"log {path}", why)
     reads = [{"path": read.path, "start": read.start, "end": read.end, "reason": read.reason} for read in plan.reads]
-    return scan, state, reads
+    # formats: parse in the format the plan's unit boundaries were found with, not a second sniff.
+    # jobs=1: ranges are never split, so each is parsed here, in order.
+    source = LogFiles(tuple(read.path for read in plan.reads), jobs=1, ranges={r.path: (r.start, r.end) for r in plan.reads},
+                      formats=formats, notes=tuple(plan.notes),
+                      label="reading the logs (only what was appended since the last run)")  # fmt: skip
+    return source, state, reads
 
 
 def _advise(session: Session, workload, step: Step):

@@ -32,6 +32,23 @@ class Execution:
 
 
 @dataclass(frozen=True, slots=True)
+class StatementRow:
+    """One row of pg_stat_statements, as a source reads it."""
+
+    query: str
+    queryid: int
+    calls: int
+    total_ms: float
+    mean_ms: float | None
+    min_ms: float | None
+    max_ms: float | None
+    stddev_ms: float | None
+    rows: int
+    user: str | None
+    database: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Skipped:
     """A line no format could read; kept so the user can find it."""
 

@@ -42,10 +42,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
 
-from advisor.db.explain import parse_parameters
 from advisor.thresholds import DEFAULT, Thresholds
 from advisor.workload.fingerprint import Fingerprint
 from advisor.workload.model import CacheSimulation, Execution, RepeatPattern
+from advisor.workload.parameters import parse_parameters
 from advisor.workload.tables import tables_of, written_tables
 
 CACHE_CONFIGS = ((1.0, 1_000), (10.0, 1_000), (60.0, 1_000), (60.0, 10_000), (300.0, 10_000))  # (TTL s, entries)

@@ -17,8 +17,7 @@ from __future__ import annotations
 from ddsketch import LogCollapsingLowestDenseDDSketch
 
 from advisor.workload.fingerprint import Fingerprint, fingerprint
-from advisor.workload.model import Execution, Query
-from advisor.workload.stat_statements import StatementRow
+from advisor.workload.model import Execution, Query, StatementRow
 
 EXACT_LIMIT = 512  # durations kept exactly per query before switching to the sketch
 RELATIVE_ACCURACY = 0.01  # of the sketch's quantiles

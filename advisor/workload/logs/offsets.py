@@ -23,7 +23,7 @@ lines), so an execution is never cut in two across runs.
     state = load_state(path)
     plan = plan_incremental(logs, state, formats)
     ranges = {read.path: (read.start, read.end) for read in plan.reads}
-    scan = scan_logs(list(ranges), ranges=ranges, formats=formats)  # advisor.workload.ingest
+    scan = read_logs(list(ranges), ranges=ranges, formats=formats)  # advisor.workload.sources.logs
     for read in plan.reads:
         update_state(state, read.path, read.end)
     save_state(path, state)

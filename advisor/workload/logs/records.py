@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from advisor.workload.model import Skipped
 
@@ -39,6 +39,18 @@ class Tally:
     own: int = 0  # executions the advisor itself sent, left out (see workload/own_traffic.py)
     skipped_count: int = 0
     skipped: list[Skipped] = field(default_factory=list)
+    continues: bool = False  # counts a later part of the file of the tally before it: lines numbered on from there
+
+    def extend(self, later: Tally) -> None:
+        """Add the counts of the next part of the same file, whose lines were numbered from 1."""
+        offset = self.lines
+        self.lines += later.lines
+        self.other_events += later.other_events
+        self.plans += later.plans
+        self.own += later.own
+        self.skipped_count += later.skipped_count
+        room = SKIPPED_KEPT - len(self.skipped)
+        self.skipped.extend(replace(s, line=s.line + offset) for s in later.skipped[:room])
 
     def skip(self, line: int, reason: str, text: str = "") -> None:
         self.skipped_count += 1

@@ -1,4 +1,8 @@
-"""Logs to a Workload: split into parts, parse the parts in parallel, merge in order."""
+"""Server logs as a workload source: split into parts, parse the parts in parallel, merge in order.
+
+``parse_part`` is a pure function from a byte range of one file to a ``Partial``: what a worker,
+local or remote, runs.
+"""
 
 from __future__ import annotations
 
@@ -10,19 +14,19 @@ import sys
 import tempfile
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
-from advisor.db.connect import redact_dsn
-from advisor.db.session import Session, session_for
+from advisor.errors import AdvisorError
 from advisor.progress import Progress
 from advisor.thresholds import DEFAULT, Thresholds
 from advisor.workload.logs.formats import LogFormat, read_executions, sniff
-from advisor.workload.logs.reader import expand, is_compressed, split_points
-from advisor.workload.logs.records import SKIPPED_KEPT, Tally
-from advisor.workload.model import Execution, Workload
-from advisor.workload.own_traffic import left_out_note, sent_by_advisor
+from advisor.workload.logs.prefix import PrefixError
+from advisor.workload.logs.reader import LogInputError, expand, is_compressed, split_points
+from advisor.workload.logs.records import Tally
+from advisor.workload.model import Execution
+from advisor.workload.own_traffic import sent_by_advisor
 from advisor.workload.sessions import SessionPatterns
-from advisor.workload.stat_statements import read_pg_stat_statements
+from advisor.workload.sources.partial import Partial, Reading
 from advisor.workload.stats import WorkloadStats
 
 ByteRange = tuple[int, int | None]  # [start, end) of a file; end None: to its end
@@ -48,31 +52,7 @@ class Part:
         return os.path.getsize(self.path) - self.start if self.path != "-" else 0
 
 
-@dataclass(slots=True)
-class LogScan:
-    """What the sources gave: the statistics and, per log file, what was read and skipped."""
-
-    stats: WorkloadStats
-    tallies: list[Tally]
-    formats: dict[str, LogFormat]
-    patterns: SessionPatterns = field(default_factory=SessionPatterns)
-    server_sources: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    def add_pg_stat_statements(self, target: str | Session) -> None:
-        """Merge the server's counters (see stats.py for how they combine with logs).
-
-        ``target``: a DSN, or the command's open Session (autocommit: a bare read, no BEGIN
-        of ours in the server's statistics)."""
-        with session_for(target) as session:
-            rows = read_pg_stat_statements(session.conn)
-        self.stats.add_server_rows(rows)
-        self.server_sources.append(f"pg_stat_statements ({redact_dsn(session.dsn)})")
-        if rows.note:
-            self.notes.append(rows.note)
-
-
-def scan_logs(
+def read_logs(
     paths: list[str],
     log_format: str = "auto",
     prefix: str | None = None,
@@ -83,7 +63,7 @@ def scan_logs(
     sessions: bool = True,
     ranges: Mapping[str, ByteRange] | None = None,
     formats: Mapping[str, LogFormat] | None = None,
-) -> LogScan:
+) -> Partial:
     """Parse the logs, split into parts for ``jobs`` workers, and merge what they found in file order.
 
     ``ranges`` (path → (start, end)) reads only those bytes of a file, as offsets.plan_incremental
@@ -98,16 +78,10 @@ def scan_logs(
     parts = [replace(part, config=config, sessions=sessions) for path in files
              for part in _split(path, formats[path], jobs, min_part_bytes, ranges.get(path))]
     total = sum(p.size for p in parts)
-    results = _run(parts, jobs, progress, total)
-    scan = LogScan(WorkloadStats(), [], formats, SessionPatterns(config))
-    for part, (stats, patterns, tally) in zip(parts, results):
-        scan.stats.merge(stats)
-        scan.patterns.merge(patterns)
-        if part.start and not part.continues and tally.skipped:  # a range: number its lines in the file
-            offset = _lines_before(part.path, part.start)
-            tally.skipped = [replace(s, line=s.line + offset) for s in tally.skipped]
-        _merge_tally(scan.tallies, part, tally)
-    return scan
+    whole = Partial(WorkloadStats(), SessionPatterns(config), formats=formats)
+    for partial in _run(parts, jobs, progress, total):
+        whole.merge(partial)
+    return whole
 
 
 def _lines_before(path: str, offset: int) -> int:
@@ -140,8 +114,9 @@ def _split(path: str, fmt: LogFormat, jobs: int, min_part_bytes: int, span: Byte
     return [Part(path, fmt, start, end, continues=start > 0) for start, end in points]
 
 
-def parse_part(part: Part) -> tuple[WorkloadStats, SessionPatterns, Tally]:
-    tally = Tally(part.path)
+def parse_part(part: Part) -> Partial:
+    """One part read into a partial workload: the unit of work a local or remote worker runs."""
+    tally = Tally(part.path, continues=part.continues)
     stats = WorkloadStats()
     patterns = SessionPatterns(part.config)
     add, observe = stats.add, patterns.add
@@ -153,7 +128,10 @@ def parse_part(part: Part) -> tuple[WorkloadStats, SessionPatterns, Tally]:
     else:
         for execution in executions:
             add(execution)
-    return stats, patterns, tally
+    if part.start and not part.continues and tally.skipped:  # a range: number its lines in the file
+        offset = _lines_before(part.path, part.start)
+        tally.skipped = [replace(s, line=s.line + offset) for s in tally.skipped]
+    return Partial(stats, patterns, [tally])
 
 
 def _theirs(executions: Iterator[Execution], tally: Tally) -> Iterator[Execution]:
@@ -185,46 +163,28 @@ def _run(parts: list[Part], jobs: int, progress: Progress | None, total: int):
             yield result
 
 
-def _merge_tally(tallies: list[Tally], part: Part, tally: Tally) -> None:
-    """Every part is numbered from 1: one that continues a file is shifted by the lines of the parts before."""
-    if not part.continues:
-        tallies.append(tally)
-        return
-    whole = tallies[-1]
-    offset = whole.lines
-    whole.lines += tally.lines
-    whole.other_events += tally.other_events
-    whole.plans += tally.plans
-    whole.own += tally.own
-    whole.skipped_count += tally.skipped_count
-    room = SKIPPED_KEPT - len(whole.skipped)
-    whole.skipped.extend(replace(s, line=s.line + offset) for s in tally.skipped[:room])
+@dataclass(frozen=True, slots=True)
+class LogFiles:
+    """The source: log files or globs ('-' is stdin), in any format the server writes.
 
+    ``ranges`` and ``formats`` as ``read_logs`` takes them (the nightly job reads only what was
+    appended since its last run)."""
 
-_NOTES = {
-    "unknown": "format not recognised; every line was skipped (pass --log-format or --log-line-prefix)",
-    "pgbouncer": "a PgBouncer log: it holds no statements; its lines are counted as other events",
-}
+    paths: tuple[str, ...]
+    log_format: str = "auto"
+    prefix: str | None = None
+    jobs: int | None = None
+    ranges: Mapping[str, ByteRange] | None = None
+    formats: Mapping[str, LogFormat] | None = None
+    notes: tuple[str, ...] = ()  # what the caller knows about these files (an incremental plan's)
+    label: str = "reading the logs"
 
-
-def build_workload(scan: LogScan) -> Workload:
-    tallies = scan.tallies
-    skipped = tuple(s for t in tallies for s in t.skipped)[:SKIPPED_KEPT]
-    notes = tuple(f"{path}: {_NOTES[fmt.name]}" for path, fmt in scan.formats.items() if fmt.name in _NOTES)
-    own = sum(t.own for t in tallies)
-    if own:
-        notes += (left_out_note(own),)
-    return Workload(
-        queries=scan.stats.queries_by_total_time(),
-        sources=(*scan.formats, *scan.server_sources),
-        lines=sum(t.lines for t in tallies),
-        statements=scan.stats.statements,
-        other_events=sum(t.other_events for t in tallies),
-        skipped_count=sum(t.skipped_count for t in tallies),
-        skipped=skipped,
-        plans=sum(t.plans for t in tallies),
-        advisor_statements=own,
-        notes=(*notes, *scan.notes),
-        repeats=scan.patterns.repeat_patterns(),
-        cache=scan.patterns.cache_simulations(),
-    )
+    def read(self, reading: Reading) -> Partial:
+        try:
+            partial = read_logs(list(self.paths), self.log_format, self.prefix, self.jobs, reading.progress,
+                                config=reading.config, sessions=reading.sessions, ranges=self.ranges,
+                                formats=self.formats)
+        except (LogInputError, PrefixError) as e:
+            raise AdvisorError(str(e), "check the path and the options (advisor parse --help)") from e
+        partial.notes.extend(self.notes)
+        return partial

@@ -1,7 +1,8 @@
 """pg_stat_statements as a workload source (PostgreSQL 13 and newer).
 
 One row per (user, database, queryid[, toplevel]) as the extension keeps it;
-aggregation by fingerprint happens later, like for log sources.
+aggregated by fingerprint into a partial workload like every source. Its
+counters, where it has them, give calls and totals (see stats.py).
 """
 
 from __future__ import annotations
@@ -11,27 +12,15 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import errors, sql
 
-from advisor.db.connect import TAG
-from advisor.db.session import Extension, read_extension
+from advisor.db.connect import TAG, redact_dsn
+from advisor.db.session import Extension, Session, read_extension, session_for
 from advisor.errors import AdvisorError
+from advisor.workload.model import StatementRow
 from advisor.workload.own_traffic import run_for_advisor, sent_by_advisor
+from advisor.workload.sources.partial import Partial, Reading
+from advisor.workload.stats import WorkloadStats
 
 HIDDEN_TEXT = "<insufficient privilege>"
-
-
-@dataclass(frozen=True, slots=True)
-class StatementRow:
-    query: str
-    queryid: int
-    calls: int
-    total_ms: float
-    mean_ms: float | None
-    min_ms: float | None
-    max_ms: float | None
-    stddev_ms: float | None
-    rows: int
-    user: str | None
-    database: str | None
 
 
 class StatementRows(list):
@@ -67,10 +56,11 @@ LEFT JOIN pg_database d ON d.oid = s.dbid
 """
 
 
-def _extension(conn: psycopg.Connection) -> Extension:
+def _installed(conn: psycopg.Connection) -> tuple[Extension, str]:
+    """The extension and the schema it is installed in; an error with the fix when it is not."""
     extension = read_extension(conn, "pg_stat_statements")
     if extension.schema is not None:
-        return extension
+        return extension, extension.schema
     db = extension.database
     if not extension.available:
         raise StatStatementsError(
@@ -82,12 +72,12 @@ def _extension(conn: psycopg.Connection) -> Extension:
         f"run CREATE EXTENSION pg_stat_statements; in database {db!r} (as its owner or a superuser)")
 
 
-def _check_columns(conn: psycopg.Connection, extension: Extension) -> None:
+def _check_columns(conn: psycopg.Connection, extension: Extension, schema: str) -> None:
     # total_exec_time replaced total_time in PostgreSQL 13 (extension 1.8).
     columns = {r[0] for r in conn.execute(
         TAG + "SELECT a.attname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
         "JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = %s AND c.relname = 'pg_stat_statements' AND a.attnum > 0", (extension.schema,))}
+        "WHERE n.nspname = %s AND c.relname = 'pg_stat_statements' AND a.attnum > 0", (schema,))}
     if "total_exec_time" not in columns:
         raise StatStatementsError(
             f"pg_stat_statements {extension.version} (PostgreSQL 12 or older: total_time) is not supported",
@@ -101,9 +91,9 @@ def _to_row(r: tuple) -> StatementRow:
 
 
 def _read(conn: psycopg.Connection) -> StatementRows:
-    extension = _extension(conn)
-    _check_columns(conn, extension)
-    query = sql.SQL(_SELECT).format(view=sql.Identifier(extension.schema, "pg_stat_statements"))
+    extension, schema = _installed(conn)
+    _check_columns(conn, extension, schema)
+    query = sql.SQL(_SELECT).format(view=sql.Identifier(schema, "pg_stat_statements"))
     try:
         raw = conn.execute(query).fetchall()
     except errors.ObjectNotInPrerequisiteState as err:  # "must be loaded via shared_preload_libraries"
@@ -129,3 +119,20 @@ def read_pg_stat_statements(conn: psycopg.Connection) -> StatementRows:
     finally:
         if opened:
             conn.rollback()
+
+
+@dataclass(frozen=True, slots=True)
+class StatStatements:
+    """The source: pg_stat_statements of ``target``, a DSN or the command's open Session (autocommit:
+    a bare read, no BEGIN of ours in the server's statistics)."""
+
+    target: str | Session
+    label: str = "reading pg_stat_statements"
+
+    def read(self, reading: Reading) -> Partial:
+        with session_for(self.target) as session:
+            rows = read_pg_stat_statements(session.conn)
+        stats = WorkloadStats()
+        stats.add_server_rows(rows)
+        return Partial(stats, reading.patterns(), other_sources=[f"pg_stat_statements ({redact_dsn(session.dsn)})"],
+                       notes=[rows.note] if rows.note else [])
