@@ -113,7 +113,7 @@ _EQUALITY = (exp.EQ, exp.In, exp.Is, exp.NullSafeEQ)
 _RANGE = (exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Between, exp.Like, exp.ILike)
 
 
-def _parse_condition(text: str) -> exp.Expression | None:
+def _parse_condition(text: str) -> exp.Expr | None:
     try:
         tree = sqlglot.parse_one(f"SELECT 1 WHERE {_NOT_SQL.sub('NULL', text)}", read="postgres")
     except (sqlglot.errors.ParseError, sqlglot.errors.TokenError):
@@ -122,7 +122,7 @@ def _parse_condition(text: str) -> exp.Expression | None:
     return where.this if where is not None else None
 
 
-def _conjuncts(node: exp.Expression) -> Iterator[exp.Expression]:
+def _conjuncts(node: exp.Expr) -> Iterator[exp.Expr]:
     node = node.unnest()
     if isinstance(node, exp.And):
         yield from _conjuncts(node.left)
@@ -131,7 +131,7 @@ def _conjuncts(node: exp.Expression) -> Iterator[exp.Expression]:
         yield node
 
 
-def _key_of(side: exp.Expression, owners: set[str]) -> str | None:
+def _key_of(side: exp.Expr, owners: set[str]) -> str | None:
     """The indexable key of one side of a comparison, if it is on our table: a column or an expression."""
     columns = list(side.find_all(exp.Column))
     if not columns or any(c.table and c.table not in owners for c in columns):
@@ -146,16 +146,18 @@ def _key_of(side: exp.Expression, owners: set[str]) -> str | None:
     return f"({bare.sql(dialect='postgres')})"
 
 
-def _leading_wildcard(pred: exp.Expression) -> bool:
+def _leading_wildcard(pred: exp.Expr) -> bool:
     pattern = pred.expression if isinstance(pred, (exp.Like, exp.ILike)) else None
     literal = next(pattern.find_all(exp.Literal), None) if pattern is not None else None
     return literal is not None and literal.is_string and literal.this[:1] in ("%", "_")
 
 
-def _comparison_key(pred: exp.Expression, owners: set[str]) -> str | None:
+def _comparison_key(pred: exp.Expr, owners: set[str]) -> str | None:
     if isinstance(pred, (exp.Between, exp.In)):
         return _key_of(pred.this, owners)
-    return _key_of(pred.left, owners) or _key_of(pred.right, owners)
+    if isinstance(pred, exp.Binary):  # the other comparisons kept (=, <, LIKE, IS …) all are
+        return _key_of(pred.left, owners) or _key_of(pred.right, owners)
+    return None
 
 
 def condition_columns(text: str | None, *, alias: str | None = None, relation: str | None = None) -> KeyColumns:

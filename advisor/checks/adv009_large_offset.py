@@ -29,7 +29,7 @@ OFFSET; the application passes the last row of the previous page.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import sqlglot
@@ -51,7 +51,7 @@ _SENTINEL = "__advisor_last_"
 class Paging:
     """What the query text says: the statement, which of its SELECTs pages, its offset and limit."""
 
-    tree: exp.Expression
+    tree: exp.Expr
     position: int  # of the paging SELECT among the tree's SELECTs (find_all order)
     offset: int | None
     limit: int | None
@@ -113,6 +113,7 @@ def _check(ctx: Context, query: Query, eq: ExplainedQuery | None, loop: Loop | N
                         deepest_offset=loop.deepest_offset, loop_ms=round(loop.ms, 3), sessions=list(loop.sessions))
     impact = None
     if limit_node is not None:
+        assert eq is not None  # the Limit node is from eq's plan
         node, child = limit_node
         discarded = (child.rows_total or 0) - (node.rows_total or 0)
         share = eq.plan.time_share(node, inclusive=True) * discarded / max(child.rows_total or 1, 1)
@@ -126,6 +127,7 @@ def _check(ctx: Context, query: Query, eq: ExplainedQuery | None, loop: Loop | N
                  f"{_plan.fmt(loop.deepest_offset)}) in {plural(loop.loops, 'unit')} of work; every page "
                  "reads and discards the rows before it")
     else:
+        assert paging is not None and text_offset is not None  # the text's large OFFSET: else returned above
         share = text_offset / (text_offset + (paging.limit or 1))
         title = f"Deep pagination: {_plan.fmt(text_offset)} rows read and discarded before the page"
     return _finding(ctx, query, eq, title, _suggestion(paging), evidence, share, impact)
@@ -166,7 +168,7 @@ def _parameters(text: str | None) -> dict[str, str]:
             for m in re.finditer(r"(\$\d+)\s*=\s*(?:'((?:[^']|'')*)'|([^,\s]+))", text or "")}
 
 
-def _number(node: exp.Expression | None, params: dict[str, str]) -> int | None:
+def _number(node: exp.Expr | None, params: dict[str, str]) -> int | None:
     value = node.args.get("expression") if node is not None else None
     if isinstance(value, exp.Parameter):
         value = params.get(f"${value.this.name}")
@@ -192,14 +194,14 @@ def read_paging(query: Query) -> Paging | None:
                  for i, s in enumerate(tree.find_all(exp.Select)) if s.args.get("offset") is not None]
         known = [p for p in pages if p.offset is not None]
         if known or pages:
-            return max(known, key=lambda p: p.offset) if known else pages[0]
+            return max(known, key=lambda p: p.offset or 0) if known else pages[0]
     return None
 
 
 # --- the keyset rewrite ----------------------------------------------------------
 
 
-def _sort_keys(select: exp.Select) -> list[tuple[exp.Expression, bool]]:
+def _sort_keys(select: exp.Select) -> list[tuple[exp.Expr, bool]]:
     """ORDER BY as (expression usable in WHERE, descending): positions and output aliases resolved."""
     order = select.args.get("order")
     outputs = select.expressions
@@ -215,7 +217,7 @@ def _sort_keys(select: exp.Select) -> list[tuple[exp.Expression, bool]]:
     return keys
 
 
-def _param_names(keys: list[tuple[exp.Expression, bool]]) -> list[str]:
+def _param_names(keys: list[tuple[exp.Expr, bool]]) -> list[str]:
     names: list[str] = []
     for i, (key, _) in enumerate(keys, 1):
         base = re.sub(r"\W+", "_", key.name if isinstance(key, exp.Column) else f"key{i}").strip("_").lower()
@@ -224,7 +226,7 @@ def _param_names(keys: list[tuple[exp.Expression, bool]]) -> list[str]:
     return names
 
 
-def _keyset_predicate(keys: list[tuple[exp.Expression, bool]], params: list[exp.Expression]) -> exp.Expression:
+def _keyset_predicate(keys: list[tuple[exp.Expr, bool]], params: Sequence[exp.Expr]) -> exp.Expr:
     if len({desc for _, desc in keys}) == 1:  # one direction: a row comparison an index can use
         op = exp.LT if keys[0][1] else exp.GT
         if len(keys) == 1:

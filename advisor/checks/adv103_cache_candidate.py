@@ -61,10 +61,12 @@ def run(ctx: Context) -> Iterable[Finding]:
 
 def _write_rates(ctx: Context, tables: tuple[str, ...]) -> dict[str, float]:
     """Rows changed a second, by the catalog's counters, of the tables it knows."""
+    catalog = ctx.catalog
+    if catalog is None:
+        return {}
     found = {}
     for name in tables:
-        table = ctx.catalog.table(name.replace('"', "")) if ctx.catalog is not None else None
-        rate = ctx.catalog.write_rate(table) if table is not None else None
-        if rate is not None:
+        table = catalog.table(name.replace('"', ""))
+        if table is not None and (rate := catalog.write_rate(table)) is not None:
             found[table.qualified] = rate
     return found

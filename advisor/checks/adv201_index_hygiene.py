@@ -47,6 +47,7 @@ def _subject(issue: IndexIssue) -> str:
     if issue.index is not None:
         return f"{issue.index.qualified} on {issue.table}"
     fk = issue.foreign_key
+    assert fk is not None  # an issue without an index is an unindexed foreign key (indexes.existing)
     return f"{issue.table} ({', '.join(fk.columns)}) → {fk.ref_table}"
 
 
@@ -61,6 +62,8 @@ def _evidence(issue: IndexIssue) -> dict:
 
 def _workload_uses(ctx: Context, issue: IndexIssue) -> bool:
     """Whether some query names the referencing table and every foreign-key column."""
+    fk = issue.foreign_key
+    assert fk is not None  # asked of unindexed foreign keys only
     table = issue.table.rsplit(".", 1)[-1]
-    words = [re.compile(rf"\b{re.escape(w)}\b", re.IGNORECASE) for w in (table, *issue.foreign_key.columns)]
+    words = [re.compile(rf"\b{re.escape(w)}\b", re.IGNORECASE) for w in (table, *fk.columns)]
     return any(all(w.search(q.normalized) for w in words) for q in ctx.workload.queries)

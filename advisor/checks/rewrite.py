@@ -40,17 +40,17 @@ class Batched:
     others: tuple[str, ...] = ()  # the child's other parameters: it holds when they are the same for every key
 
 
-def _is_parameter(node: exp.Expression) -> bool:
+def _is_parameter(node: exp.Expr) -> bool:
     return isinstance(_uncast(node), (exp.Parameter, exp.Placeholder))
 
 
-def _uncast(node: exp.Expression) -> exp.Expression:
+def _uncast(node: exp.Expr) -> exp.Expr:
     while isinstance(node, exp.Cast):
         node = node.this
     return node
 
 
-def _conjuncts(node: exp.Expression | None) -> list[exp.Expression]:
+def _conjuncts(node: exp.Expr | None) -> list[exp.Expr]:
     if node is None:
         return []
     node = node.unnest()
@@ -59,7 +59,7 @@ def _conjuncts(node: exp.Expression | None) -> list[exp.Expression]:
     return [node]
 
 
-def _key_predicate(select: exp.Select) -> tuple[exp.EQ, exp.Column, exp.Expression] | str:
+def _key_predicate(select: exp.Select) -> tuple[exp.EQ, exp.Column, exp.Expr] | str:
     """The first ``column = $n`` ANDed into the top WHERE whose $n appears nowhere else, or why none."""
     where = select.args.get("where")
     reason = "it has no `column = parameter` condition ANDed into its WHERE to batch on"
@@ -81,10 +81,8 @@ def _own_aggregates(tree: exp.Select) -> list[exp.AggFunc]:
     return [a for a in tree.find_all(exp.AggFunc) if a.find_ancestor(exp.Select) is tree]
 
 
-def _refusal(select: exp.Expression) -> str | None:
-    """Why no batched form is provably equivalent, or None."""
-    if not isinstance(select, exp.Select):
-        return "it is not a plain SELECT"
+def _refusal(select: exp.Select) -> str | None:
+    """Why no batched form of this SELECT is provably equivalent, or None."""
     for arg, what in (("distinct", "DISTINCT"), ("group", "GROUP BY"), ("having", "HAVING"), ("with_", "WITH"),
                       ("locks", "a locking clause")):
         if select.args.get(arg):
@@ -108,6 +106,8 @@ def batched_lookup(sql: str, key_type: str | None = None) -> Batched | str:
         tree = sqlglot.parse_one(sql, read="postgres")
     except (sqlglot.errors.ParseError, sqlglot.errors.TokenError):
         return "the advisor could not parse it"
+    if not isinstance(tree, exp.Select):
+        return "it is not a plain SELECT"
     if reason := _refusal(tree):
         return reason
     found = _key_predicate(tree)
@@ -122,6 +122,7 @@ def batched_lookup(sql: str, key_type: str | None = None) -> Batched | str:
     others = tuple(f"${n}" for n in sorted(numbers))
     key = _Key(pred, column, number.copy(),
                key_type or (param.to.sql(dialect="postgres") if isinstance(param, exp.Cast) else None))
+    built: tuple[str, exp.Expr, int, bool] | str
     if tree.args.get("limit") or tree.args.get("offset"):
         built = _top_n(tree, key)
     elif _own_aggregates(tree):
@@ -139,10 +140,10 @@ def batched_lookup(sql: str, key_type: str | None = None) -> Batched | str:
 class _Key:
     predicate: exp.EQ  # `column = $n` in the child's tree
     column: exp.Column
-    parameter: exp.Expression  # $n
+    parameter: exp.Expr  # $n
     type: str | None
 
-    def unnest(self, tree: exp.Expression) -> tuple[exp.Expression, exp.Column]:
+    def unnest(self, tree: exp.Expr) -> tuple[exp.Expr, exp.Column]:
         """``unnest($n[::type[]]) AS keys(col)`` under an alias the child does not use, and ``keys.col``."""
         taken = {t.alias_or_name for t in tree.find_all(exp.Table)}
         alias = next(a for a in ("keys", "batch_keys", "batch_keys_") if a not in taken)
@@ -162,7 +163,7 @@ def _table_of(tree: exp.Select, column: exp.Column) -> str | None:
     return ".".join(p.name for p in tables[0].parts) if len(tables) == 1 else None
 
 
-def _rows(tree: exp.Select, key: _Key) -> tuple[str, exp.Expression, int, bool]:
+def _rows(tree: exp.Select, key: _Key) -> tuple[str, exp.Expr, int, bool]:
     """``col = ANY($n)``, selecting ``col`` first unless the child does; an ORDER BY still orders each key's
     rows as the child did."""
     key.predicate.replace(exp.EQ(this=key.column.copy(), expression=exp.Any(this=exp.Paren(this=key.parameter.copy()))))
@@ -176,7 +177,7 @@ def _rows(tree: exp.Select, key: _Key) -> tuple[str, exp.Expression, int, bool]:
     return "rows", tree, 0, True
 
 
-def _top_n(tree: exp.Select, key: _Key) -> tuple[str, exp.Expression, int, bool]:
+def _top_n(tree: exp.Select, key: _Key) -> tuple[str, exp.Expr, int, bool]:
     """The child per key in a LATERAL subquery: its LIMIT and OFFSET apply to each key."""
     keys, value = key.unnest(tree)
     key.predicate.replace(exp.EQ(this=key.column.copy(), expression=value.copy()))
@@ -185,7 +186,7 @@ def _top_n(tree: exp.Select, key: _Key) -> tuple[str, exp.Expression, int, bool]
     return "top_n", batched, 0, True
 
 
-def _aggregate(tree: exp.Select, key: _Key) -> tuple[str, exp.Expression, int, bool] | str:
+def _aggregate(tree: exp.Select, key: _Key) -> tuple[str, exp.Expr, int, bool] | str:
     """Every key LEFT JOINed to its rows and grouped; each aggregate sees only joined rows."""
     source = tree.args["from_"].this
     if tree.args.get("joins") or not isinstance(source, exp.Table) or len(list(tree.find_all(exp.Select))) > 1:
