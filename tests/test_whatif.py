@@ -153,6 +153,17 @@ def test_only_what_classify_accepts_is_explained_and_writes_are_not_executed(hyp
     assert checksum(hypopg) == before
 
 
+def test_rows_changed_is_the_planner_s_estimate_of_the_rows_written(hypopg):
+    before = checksum(hypopg)
+    with WhatIf(hypopg) as w:
+        assert w.rows_changed(LOOKUP) == 0  # a read writes nothing
+        one_wafer = w.rows_changed(query("UPDATE results SET value = 0 WHERE wafer_id = 17"))
+        assert 500 < one_wafer < 2000  # 1 000 rows per wafer
+        in_a_cte = query("WITH gone AS (DELETE FROM other WHERE x = 1 RETURNING id) SELECT count(*) FROM gone")
+        assert 20 < w.rows_changed(in_a_cte) < 150  # 50 of 5 000 rows have x = 1
+    assert checksum(hypopg) == before
+
+
 def test_a_rejected_candidate_leaves_the_engine_usable(hypopg):
     with WhatIf(hypopg) as w:
         with pytest.raises(CandidateRejected, match="no_such_column"):
@@ -173,14 +184,14 @@ def test_our_connection_is_tagged_and_nothing_hypothetical_survives(hypopg):
             # Hypothetical indexes live in our backend only.
             assert other.execute("SELECT count(*) FROM hypopg_list_indexes").fetchone()[0] == 0
         count = "SELECT count(*) FROM hypopg_list_indexes"
-        assert w._run(count).fetchone()[0] == 2
+        assert w.backend.run(count).fetchone()[0] == 2
         w.reset()  # what close() does before disconnecting
-        assert w._run(count).fetchone()[0] == 0
+        assert w.backend.run(count).fetchone()[0] == 0
         assert w.cost(LOOKUP, {COMPOSITE}) < w.existing_cost(LOOKUP) / 100  # still cached: costs outlive reset()
-        assert w._run(count).fetchone()[0] == 0
+        assert w.backend.run(count).fetchone()[0] == 0
         w.cost(LOOKUP, {WAFER})  # a new configuration: made on demand
-        assert w._run(count).fetchone()[0] == 1
-    assert w._session.conn.closed
+        assert w.backend.run(count).fetchone()[0] == 1
+    assert w.backend.session.conn.closed
     with psycopg.connect(hypopg) as conn:
         assert conn.execute(count).fetchone()[0] == 0
     assert index_names(hypopg) == {"other_pkey"}

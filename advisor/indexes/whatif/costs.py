@@ -1,0 +1,348 @@
+"""The what-if engine's front: ``WhatIf`` costs queries under index configurations, and caches the answers.
+
+``WhatIf`` works out each query once (queries.py), asks its backend (HypoPG, or real
+indexes on a scratch database: backend.py) for the plan of a configuration it has not
+seen, and keeps the answer in a ``CostCache``. ``prefetch`` spreads the misses of many
+configurations over helper sessions (``--jobs``) that plan in parallel. ``verify``
+(verify.py) builds the picks for real and measures.
+
+Cache. A query's plan can only change with indexes on the tables it touches, so the
+cache key is (query, the part of the configuration on those tables). The first plan
+is checked against that set (its "Relation Name"s); a query whose plan reads a table
+we did not foresee (a set-returning SQL function inlined, …) falls back to keying on
+the whole configuration.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import psycopg
+
+from advisor.db.session import Session
+from advisor.errors import AdvisorError
+from advisor.indexes.model import AdvisedQuery, IndexCandidate, SizeEstimate
+from advisor.indexes.whatif.backend import Config, IndexBackend
+from advisor.indexes.whatif.errors import CandidateRejected, QueryNotCosted, WhatIfUnavailable
+from advisor.indexes.whatif.hypopg import HypoPG
+from advisor.indexes.whatif.queries import PreparedQuery, QueryKey, prepare, query_key
+from advisor.indexes.whatif.scratch import Scratch
+from advisor.indexes.whatif.verify import Measured, verify
+
+__all__ = ["CacheKey", "CostCache", "Costed", "WhatIf"]
+
+PlanJSON = Mapping[str, Any]  # a node of EXPLAIN (FORMAT JSON)'s plan
+
+_BACKENDS: dict[str, type[IndexBackend]] = {b.name: b for b in (HypoPG, Scratch)}
+
+
+@dataclass(frozen=True, slots=True)
+class Costed:
+    """What one EXPLAIN says about a query under a configuration."""
+
+    cost: float
+    used: frozenset[IndexCandidate]
+    rows_changed: float = 0.0  # rows the plan's ModifyTable takes in: what an INSERT/UPDATE/DELETE writes
+
+    @staticmethod
+    def of(plan: PlanJSON, ours: Mapping[str, IndexCandidate]) -> Costed:
+        """The root's Total Cost, the candidates among ``ours`` (by index name) the plan uses, and the rows
+        entering its ModifyTable nodes (at the root, or in a data-changing CTE)."""
+        nodes = list(_nodes(plan))
+        return Costed(float(plan["Total Cost"]),
+                      frozenset(ours[n["Index Name"]] for n in nodes if n.get("Index Name") in ours),
+                      sum(float(n["Plans"][0]["Plan Rows"]) for n in nodes
+                          if n["Node Type"] == "ModifyTable" and n.get("Plans")))
+
+
+def _nodes(node: PlanJSON) -> Iterator[PlanJSON]:
+    """The nodes of EXPLAIN's JSON plan, pre-order. advisor.plans.parse_plan would give them too, with
+    per-node arithmetic that costs as much as the what-if EXPLAIN itself (about a millisecond) for
+    the three fields read here."""
+    yield node
+    for child in node.get("Plans", ()):
+        yield from _nodes(child)
+
+
+class CacheKey(NamedTuple):
+    query: QueryKey
+    config: Config  # the part of the configuration that can change the query's plan
+
+
+class CostCache:
+    """Answers by (query, the indexes of the configuration on the tables the query can read).
+
+    Failures are answers too (QueryNotCosted): a statement the server would not plan
+    fails under every configuration. Keys name queries and candidates, never a
+    session's oids, so an answer from any session holds in every other (``merge``).
+    Where index advice at scale reshapes the search (atomic configurations), this
+    key is the seam.
+    """
+
+    def __init__(self, table_oid: Callable[[IndexCandidate], int]) -> None:
+        self._table_oid = table_oid
+        self._answers: dict[CacheKey, Costed | QueryNotCosted] = {}
+        self.hits = 0
+
+    def key(self, query: PreparedQuery, config: Config) -> CacheKey:
+        tables = query.tables
+        if tables is None:
+            return CacheKey(query.key, config)
+        return CacheKey(query.key, frozenset(c for c in config if self._table_oid(c) in tables))
+
+    def __contains__(self, key: CacheKey) -> bool:
+        return key in self._answers
+
+    def get(self, key: CacheKey) -> Costed | None:
+        """The answer known (raising the query's QueryNotCosted), or None."""
+        if (known := self._answers.get(key)) is None:
+            return None
+        self.hits += 1
+        if isinstance(known, QueryNotCosted):
+            raise known
+        return known
+
+    def put(self, key: CacheKey, answer: Costed | QueryNotCosted) -> None:
+        self._answers[key] = answer
+
+    def forget(self, query: PreparedQuery) -> None:
+        """Drop every answer about ``query`` (its key changed)."""
+        for stale in [k for k in self._answers if k.query == query.key]:
+            del self._answers[stale]
+
+    def merge(self, other: CostCache) -> None:
+        """Take ``other``'s answers (it keeps none)."""
+        self._answers.update(other._answers)
+        other._answers.clear()
+
+
+class WhatIf:
+    """The planner's cost of queries under index configurations; a context manager.
+
+    ``whatif_calls`` counts real EXPLAINs, ``cache_hits`` the answers the cache
+    gave instead, ``whatif_ms`` the time spent on misses (configuration + EXPLAIN).
+    """
+
+    def __init__(self, target: str | Session, *, backend: str = "hypopg", scratch: bool = False,
+                 statement_timeout_ms: int = 30_000, sessions: int = 1) -> None:
+        """``target``: a DSN, or the command's open Session, which is left open on close()
+        (the helper sessions of ``sessions`` > 1 always connect anew). ``backend``: "hypopg",
+        or "real" (indexes built for real: ``scratch`` databases only)."""
+        if backend not in _BACKENDS:
+            raise ValueError(f"unknown what-if backend {backend!r}: 'hypopg' or 'real'")
+        if backend == "real" and not scratch:
+            raise WhatIfUnavailable(
+                "the real-index backend builds indexes (in a transaction that is rolled back) "
+                "and runs only on a database marked as scratch",
+                "pass --scratch if this database is a scratch copy; otherwise install HypoPG")
+        self.scratch = scratch
+        self.whatif_calls = 0
+        self.whatif_ms = 0.0
+        self._timeout_ms = statement_timeout_ms
+        self._queries: dict[QueryKey, PreparedQuery | QueryNotCosted] = {}
+        self._helpers: list[WhatIf] | None = None
+        self._owns_session = not isinstance(target, Session)
+        session = target if isinstance(target, Session) else Session(target, statement_timeout_ms=statement_timeout_ms)
+        self._closed = False
+        try:
+            # The same EXPLAIN text runs under many configurations: never let psycopg prepare it server-side.
+            session.conn.prepare_threshold = None
+            self.backend: IndexBackend = _BACKENDS[backend](session, statement_timeout_ms)
+            self.backend.open()
+        except BaseException:
+            self._closed = True
+            if self._owns_session:
+                session.close()
+            raise
+        self._sessions = max(1, sessions) if self.backend.parallel else 1  # see prefetch()
+        self._cache = CostCache(self.backend.table_oid)
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    def __enter__(self) -> WhatIf:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Remove every hypothetical index (or roll the scratch transaction back) and disconnect
+        (a session given is left open)."""
+        for helper in self._helpers or ():
+            helper.close()
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if not self.backend.session.lost:
+                self.backend.close()
+        finally:
+            if self._owns_session:
+                self.backend.session.close()
+
+    def reset(self) -> None:
+        """Forget every index we made (``hypopg_reset()``, or a new scratch transaction); costs stay cached."""
+        self.backend.reset()
+
+    @property
+    def cache_hits(self) -> int:
+        return self._cache.hits
+
+    # --- the API -----------------------------------------------------------------------
+
+    def cost(self, query: AdvisedQuery, config: Iterable[IndexCandidate]) -> float:
+        """Total Cost of the plan's root with exactly ``config`` (and the existing indexes) present."""
+        return self._evaluate(query, frozenset(config)).cost
+
+    def existing_cost(self, query: AdvisedQuery) -> float:
+        return self.cost(query, frozenset())
+
+    def used(self, query: AdvisedQuery, config: Iterable[IndexCandidate]) -> frozenset[IndexCandidate]:
+        """The members of ``config`` that the plan uses."""
+        config = frozenset(config)
+        return self._evaluate(query, config).used & config
+
+    def rows_changed(self, query: AdvisedQuery) -> float:
+        """The rows a data-changing statement writes, by the planner's estimate with today's indexes
+        (0 for a read)."""
+        return self._evaluate(query, frozenset()).rows_changed
+
+    def size(self, candidate: IndexCandidate) -> int:
+        """Estimated bytes, known as ``size_estimate`` says."""
+        return self.backend.size(candidate)[0]
+
+    def size_estimate(self, candidate: IndexCandidate) -> SizeEstimate:
+        """How ``size`` knows: "built" (the index built for real), "btree-model" (PostgreSQL's B-tree
+        build, deduplication included, modelled from the table's statistics: size.py), else
+        "hypopg" (HypoPG's estimate, which ignores deduplication)."""
+        return self.backend.size(candidate)[1]
+
+    def verify(self, queries: Iterable[AdvisedQuery], candidates: Iterable[IndexCandidate], *,
+               runs: int = 2) -> dict[str, Measured]:
+        """Measure before and after building ``candidates`` for real, in one transaction rolled back
+        (scratch databases only; advisor.indexes.whatif.verify says how).
+        Returns fingerprint -> {"before_ms", "after_ms", "cost_before", "cost_after"}
+        (plus "error" for a query that could not be measured).
+        """
+        if not self.scratch:
+            raise WhatIfUnavailable("--verify builds real indexes (rolled back) and runs only on a scratch database",
+                                    "pass --scratch if this database is a scratch copy")
+        prepared: list[PreparedQuery | QueryNotCosted] = []
+        for q in queries:
+            try:
+                prepared.append(self._prepared(q))
+            except QueryNotCosted as err:
+                prepared.append(err)
+        return verify(self.backend, prepared, candidates, runs)
+
+    # --- parallel costing ----------------------------------------------------------------
+
+    def prefetch(self, pairs: Iterable[tuple[AdvisedQuery, frozenset[IndexCandidate]]]) -> None:
+        """Cost (query, configuration) pairs ahead of need, spread over ``sessions`` sessions
+        that plan in parallel; the answers land in the cache, so later calls find them there.
+
+        Only the wall time changes: every answer is the one a call of cost() would have got,
+        and the search that asks stays sequential and deterministic. HypoPG only (the scratch
+        backend's indexes exist in one session's transaction); a helper session that fails
+        is dropped, and its share is left for cost() to do.
+        """
+        if self._sessions < 2:
+            return
+        misses: dict[CacheKey, tuple[AdvisedQuery, frozenset[IndexCandidate]]] = {}
+        for query, config in pairs:
+            try:
+                key = self._cache.key(self._prepared(query), config)
+            except QueryNotCosted:
+                continue
+            if key not in self._cache:
+                misses.setdefault(key, (query, config))
+        if len(misses) < 2:
+            return
+        helpers = self._start_helpers()
+        work = list(misses.values())
+        shares = [work[i::len(helpers) + 1] for i in range(len(helpers) + 1)]
+        with ThreadPoolExecutor(len(helpers)) as pool:
+            running = [pool.submit(h._cost_all, share) for h, share in zip(helpers, shares[1:])]
+            self._cost_all(shares[0])
+            for helper, done in zip(helpers, running):
+                if done.result():
+                    self._adopt(helper)
+                else:
+                    helper.close()
+                    helpers.remove(helper)
+
+    def _start_helpers(self) -> list[WhatIf]:
+        if self._helpers is None:
+            self._helpers = []
+            for _ in range(self._sessions - 1):
+                try:
+                    self._helpers.append(WhatIf(self.backend.session.dsn, statement_timeout_ms=self._timeout_ms))
+                except AdvisorError:
+                    break  # too few connections left: go on with those we have
+        return self._helpers
+
+    def _cost_all(self, pairs: list[tuple[AdvisedQuery, frozenset[IndexCandidate]]]) -> bool:
+        """Cost each pair (for the cache); False if this session broke on the way."""
+        for query, config in pairs:
+            try:
+                self._evaluate(query, config)
+            except (QueryNotCosted, CandidateRejected):
+                continue  # cached, or to be met again by whoever asks for it
+            except (AdvisorError, psycopg.Error):
+                return False
+        return True
+
+    def _adopt(self, helper: WhatIf) -> None:
+        """Take a helper's new answers and counts."""
+        self._cache.merge(helper._cache)
+        self.whatif_calls += helper.whatif_calls
+        self.whatif_ms += helper.whatif_ms
+        helper.whatif_calls, helper.whatif_ms = 0, 0.0
+
+    # --- evaluation ----------------------------------------------------------------------
+
+    def _evaluate(self, query: AdvisedQuery, config: Config) -> Costed:
+        info = self._prepared(query)
+        key = self._cache.key(info, config)
+        if (hit := self._cache.get(key)) is not None:
+            return hit
+        plan = self._explain(info, key)
+        if not info.checked:
+            info.checked = True
+            relations = {n["Relation Name"] for n in _nodes(plan) if "Relation Name" in n}
+            if info.tables is not None and not relations <= info.relnames:
+                # The plan reads a table we did not foresee: key this query on whole configurations.
+                info.tables = None
+                self._cache.forget(info)
+                return self._evaluate(query, config)
+        result = Costed.of(plan, self.backend.by_name)
+        self._cache.put(key, result)
+        return result
+
+    def _explain(self, info: PreparedQuery, key: CacheKey) -> PlanJSON:
+        """The plan with exactly ``key.config`` among our indexes on the query's tables (a failure is cached)."""
+        started = time.perf_counter()
+        try:
+            return self.backend.explain(info, key.config)["Plan"]
+        except QueryNotCosted as err:
+            self._cache.put(key, err)
+            raise
+        finally:
+            self.whatif_calls += 1
+            self.whatif_ms += (time.perf_counter() - started) * 1000
+
+    def _prepared(self, query: AdvisedQuery) -> PreparedQuery:
+        key = query_key(query)
+        if (info := self._queries.get(key)) is None:
+            try:
+                info = prepare(query, self.backend.lookup)
+            except QueryNotCosted as err:
+                info = err
+            self._queries[key] = info
+        if isinstance(info, QueryNotCosted):
+            raise info
+        return info
