@@ -41,6 +41,7 @@ class IndexBackend(ABC):
 
     name: ClassVar[str]  # as WhatIf's ``backend`` argument names it
     parallel: ClassVar[bool]  # another session can make the same indexes (prefetch's helper sessions)
+    writes: ClassVar[bool]  # it builds indexes for real: scratch databases only
 
     def __init__(self, session: Session, timeout_ms: int) -> None:
         self.session = session

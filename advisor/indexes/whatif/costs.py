@@ -134,7 +134,7 @@ class WhatIf:
         or "real" (indexes built for real: ``scratch`` databases only)."""
         if backend not in _BACKENDS:
             raise ValueError(f"unknown what-if backend {backend!r}: 'hypopg' or 'real'")
-        if backend == "real" and not scratch:
+        if _BACKENDS[backend].writes and not scratch:
             raise WhatIfUnavailable(
                 "the real-index backend builds indexes (in a transaction that is rolled back) "
                 "and runs only on a database marked as scratch",

@@ -34,6 +34,7 @@ class HypoPG(IndexBackend):
 
     name = "hypopg"
     parallel = True  # every session makes its own hypothetical indexes
+    writes = False  # hypothetical indexes live in our backend's memory
 
     def __init__(self, session: Session, timeout_ms: int) -> None:
         super().__init__(session, timeout_ms)

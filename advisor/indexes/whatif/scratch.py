@@ -32,6 +32,7 @@ class Scratch(IndexBackend):
 
     name = "real"
     parallel = False  # the indexes exist in this session's transaction only
+    writes = True
 
     def __init__(self, session: Session, timeout_ms: int) -> None:
         super().__init__(session, timeout_ms)
