@@ -146,8 +146,8 @@ def counted_writes(queries: Iterable[AdvisedQuery], found: CandidateSet, catalog
             (written if use.write else read).add(table)
     writes = []
     for name in sorted(read - written):
-        table = catalog.tables.get(name)
-        rate = entry_rate(table) if table is not None else 0.0
+        known = catalog.tables.get(name)
+        rate = entry_rate(known) if known is not None else 0.0
         if rate > 0:
             writes.append(Write("", name, "counted", rate * workload_seconds, frozenset()))
     return writes
@@ -192,7 +192,7 @@ def _ends_hot(w: Write, c: IndexCandidate, table: Table) -> bool:
 
 def _hot(w: Write, table: Table) -> bool:
     """An UPDATE that can be HOT today: it sets no column an existing index covers."""
-    covered = set()
+    covered: set[str] = set()
     for index in table.indexes:
         covered |= _index_columns(index.columns, index.include, index.predicate, table)
     return not (w.assigned & covered)

@@ -65,7 +65,7 @@ def key_column(key: str) -> str | None:
     """A key's column name, without its sort order or quotes; None for an expression."""
     if "(" in key:
         return None
-    name = _ORDER.match(key)["name"]
+    name = _name_and_order(key)[0]
     return name[1:-1].replace('""', '"') if name.startswith('"') else name
 
 
@@ -73,8 +73,14 @@ def _key(column: str) -> str:
     """An index key: an expression as written, a column name quoted as needed, its sort order kept."""
     if "(" in column:
         return column
-    m = _ORDER.match(column)
-    return quote_ident(m["name"]) + m["order"]
+    name, order = _name_and_order(column)
+    return quote_ident(name) + order
+
+
+def _name_and_order(key: str) -> tuple[str, str]:
+    if (m := _ORDER.match(key)) is None:  # only an empty key
+        raise ValueError(f"not an index key: {key!r}")
+    return m["name"], m["order"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -242,8 +242,9 @@ class _Search:
         key = (q.fingerprint, c)
         if (known := self.usable.get(key)) is None:
             use = self.found.uses.get(q.fingerprint, {}).get(c.table)
-            columns = [_bare(k) for k in (*c.columns, *c.include)]
-            if use is None or not use.read or c.where or c.method != "btree" or None in columns:
+            bare = [_bare(k) for k in (*c.columns, *c.include)]
+            columns = [col for col in bare if col is not None]  # not an expression
+            if use is None or not use.read or c.where or c.method != "btree" or len(columns) < len(bare):
                 known = True
             else:
                 words = self._words.get(q.fingerprint)

@@ -37,7 +37,7 @@ from __future__ import annotations
 import functools
 import json
 import math
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
@@ -139,12 +139,13 @@ def read_table_stats(lookup: Callable[[str, list], list[tuple]], table_oid: int)
 
 def _combinations(texts: list[str], names: dict[str, str]) -> dict[frozenset[str], float]:
     """pg_ndistinct's text, {"1, 2": 2000, …} by attribute number, as column names -> distinct count."""
-    found = {}
+    found: dict[frozenset[str], float] = {}
     for text in texts:
         for numbers, distinct in json.loads(text).items():
             columns = [names.get(n.strip()) for n in numbers.split(",")]
-            if None not in columns:  # an expression's statistics (negative numbers)
-                found[frozenset(columns)] = float(distinct)
+            known = [c for c in columns if c is not None]
+            if len(known) == len(columns):  # else an expression's statistics (negative numbers)
+                found[frozenset(known)] = float(distinct)
     return found
 
 
@@ -196,14 +197,14 @@ def btree_size(table: TableStats, candidate: IndexCandidate, *, deduplication: b
     server has it (PostgreSQL 13+)."""
     if candidate.method != "btree":
         return None
-    keys = [table.columns.get(key_column(k)) for k in candidate.columns]
-    included = [table.columns.get(c) for c in candidate.include]
-    if None in keys or None in included:  # an expression, or a column without statistics
+    keys = _stats(table, [key_column(k) for k in candidate.columns])
+    included = _stats(table, list(candidate.include))
+    if keys is None or included is None:  # an expression, or a column without statistics
         return None
     values = _values(keys, table.rows, table.combinations.get(frozenset(k.name for k in keys)))
     dedup = deduplication and not included and all(k.equal_image for k in keys)
     tuple_size = _tuple_size([*keys, *included])
-    tuples: Counter[tuple[float, float]] = Counter()  # (size, posting list bytes) -> how many
+    tuples: defaultdict[tuple[float, float], float] = defaultdict(float)  # (size, posting list bytes) -> how many
     for rows, count in _whole(values if dedup else [(1.0, table.rows)]):
         for kind, n in _posting_tuples(rows, tuple_size).items():
             tuples[kind] += n * count
@@ -218,6 +219,12 @@ def btree_size(table: TableStats, candidate: IndexCandidate, *, deduplication: b
         level = math.ceil(level / _per_page(pivot, 0.0, _NONLEAF_FILLFACTOR, leaf=False))
         blocks += level
     return (1 + blocks) * BLOCK  # the metapage too
+
+
+def _stats(table: TableStats, names: list[str | None]) -> list[ColumnStats] | None:
+    """The statistics of the named columns; None if one is an expression (no name) or has none."""
+    found = [c for n in names if n is not None and (c := table.columns.get(n)) is not None]
+    return found if len(found) == len(names) else None
 
 
 def _tuple_size(columns: list[ColumnStats]) -> float:
