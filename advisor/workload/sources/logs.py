@@ -76,7 +76,7 @@ def read_logs(
     ranges, given = ranges or {}, formats or {}
     formats = {path: given[path] if path in given else sniff(path, log_format, prefix) for path in files}
     parts = [replace(part, config=config, sessions=sessions) for path in files
-             for part in _split(path, formats[path], jobs, min_part_bytes, ranges.get(path))]
+             for part in parts_of(path, formats[path], jobs, min_part_bytes, ranges.get(path))]
     total = sum(p.size for p in parts)
     whole = Partial(WorkloadStats(), SessionPatterns(config), formats=formats)
     for partial in _run(parts, jobs, progress, total):
@@ -104,7 +104,10 @@ def _spool_stdin() -> str:
     return path
 
 
-def _split(path: str, fmt: LogFormat, jobs: int, min_part_bytes: int, span: ByteRange | None = None) -> list[Part]:
+def parts_of(path: str, fmt: LogFormat, jobs: int, min_part_bytes: int = MIN_PART_BYTES,
+             span: ByteRange | None = None) -> list[Part]:
+    """The parts of one file that ``jobs`` workers parse: each begins at a unit of work, so no execution
+    is cut; merging their partials in order gives the whole file's."""
     if span is not None:  # split_points cuts whole files only
         return [Part(path, fmt, *span)]
     # Compressed streams cannot be entered in the middle: one part each.

@@ -2,10 +2,12 @@
 
 A partial is what one source, or one part of one source, read: per-fingerprint statistics,
 session patterns, and a tally per log file of what was read and skipped. Merging two
-partials in the order their inputs came gives exactly what one pass over both would have
-given (sums, merged sketches, ordered sets), so log parts parsed in parallel, on other
-processes or other machines, combine to the single-pass result: a tree reduction works as
-long as each merge keeps left before right. ``collect`` turns the merged partial into the
+partials in the order their inputs came gives what one pass over both would have given
+(sums, merged sketches, ordered sets, skipped lines numbered in the whole file), so log
+parts parsed in parallel, on other processes or other machines, combine to the single-pass
+statistics: a tree reduction works as long as each merge keeps left before right. One
+exception, tested: a unit of work (an N+1 run, a cache replay) that a part boundary cuts is
+seen as two, since a part does not carry its open units to the next. ``collect`` turns the merged partial into the
 ``Workload`` every later stage reads; ``load_workload`` reads the sources and collects.
 """
 

@@ -1,0 +1,104 @@
+"""The workload sources' contract: partials merge, in input order, to what one pass gives.
+
+What a distributed engine relies on: parts of a real server log parsed apart (and shipped as
+pickles, as a remote worker's results are) and combined by a tree reduction give exactly the
+single pass's workload, counts, skipped lines and session patterns included.
+"""
+
+from __future__ import annotations
+
+import pickle
+import uuid
+
+import psycopg
+import pytest
+
+from advisor.errors import AdvisorError
+from advisor.workload.logs.formats import sniff
+from advisor.workload.sources import Partial, SqlFile, collect, load_workload, read_logs
+from advisor.workload.sources.logs import parse_part, parts_of
+from tests.test_logs_server import _wait_for
+
+CHILD = "SELECT id, name FROM src_items WHERE id = %s"
+
+
+@pytest.fixture(scope="module")
+def server_log(embedded_cluster, pg_dsn):
+    """The harness server's stderr log after a tagged N+1 run: 4 parents, each with 6 children, in one unit of work."""
+    app = f"sources-{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_dsn, autocommit=True) as setup:
+        setup.execute("CREATE TABLE IF NOT EXISTS src_items (id int PRIMARY KEY, name text)")
+        setup.execute("INSERT INTO src_items SELECT g, 'n' || g FROM generate_series(1, 100) g ON CONFLICT DO NOTHING")
+    with psycopg.connect(pg_dsn, autocommit=True, application_name=app) as conn:
+        conn.execute("SET log_min_duration_statement = 0")
+        for parent in range(4):
+            conn.execute("SELECT id FROM src_items WHERE id <= %s ORDER BY id", (6 + parent,)).fetchall()
+            for key in range(6):
+                conn.execute(CHILD, (parent * 10 + key + 1,)).fetchall()
+        conn.execute("SELECT 'sources end'").fetchall()
+    _wait_for(embedded_cluster, "'sources end'")
+    return str(embedded_cluster.stderr_log), app
+
+
+def _tree(partials: list[Partial]) -> Partial:
+    """Pairwise, left before right, as a distributed engine's tree reduction combines results."""
+    while len(partials) > 1:
+        partials = [partials[i].merge(partials[i + 1]) if i + 1 < len(partials) else partials[i]
+                    for i in range(0, len(partials), 2)]
+    return partials[0]
+
+
+def test_parts_reduced_as_a_tree_give_the_single_pass_workload(server_log):
+    path, app = server_log
+    fmt = sniff(path)
+    parts = parts_of(path, fmt, jobs=5, min_part_bytes=1)
+    assert len(parts) == 5 and parts[1].continues
+    shipped = [pickle.loads(pickle.dumps(parse_part(p))) for p in parts]  # what a remote worker sends back
+    tree = collect(_tree(shipped))
+    single = collect(read_logs([path], jobs=1))
+
+    assert tree.queries == single.queries
+    assert (tree.lines, tree.statements, tree.skipped_count, tree.skipped, tree.plans) == \
+        (single.lines, single.statements, single.skipped_count, single.skipped, single.plans)
+    ours = [q for q in single.queries if app in q.applications and "src_items WHERE id = $1" in q.normalized]
+    assert [q.calls for q in ours] == [24]  # what the client ran
+    n_plus_one = [r for r in single.repeats if r.child_fingerprint == ours[0].fingerprint]
+    assert [r.statements for r in n_plus_one] == [24]
+    # Session patterns: a unit of work that a part boundary cuts is seen as two (the next issue stitches
+    # them); whatever the shape of the reduction, the parts give the same patterns.
+    in_order = collect(read_logs([path], jobs=5, min_part_bytes=1))
+    assert tree.repeats == in_order.repeats and tree.cache == in_order.cache
+
+
+def test_a_sql_file_is_a_workload_by_fingerprint(tmp_path):
+    path = tmp_path / "plan.sql"
+    path.write_text("SELECT * FROM t WHERE a = 1;\r\n\r\nSELECT *\n  FROM t WHERE a = 2;\nSELECT b FROM u;\n")
+    workload = load_workload([SqlFile(path)])
+    assert [(q.calls, q.sample) for q in sorted(workload.queries, key=lambda q: q.calls)] == \
+        [(1, "SELECT b FROM u"), (2, "SELECT * FROM t WHERE a = 1")]
+    assert workload.statements == 3 and workload.sources == (str(path),)
+    assert all(q.mean_ms is None and q.timed_calls == 0 for q in workload.queries)  # a file says nothing of time
+
+
+@pytest.mark.parametrize(("text", "cause"), [(None, "cannot read"), ("  \n;\n", "no statements in")])
+def test_an_unreadable_or_empty_sql_file_says_why(tmp_path, text, cause):
+    path = tmp_path / "w.sql"
+    if text is not None:
+        path.write_text(text)
+    with pytest.raises(AdvisorError) as raised:
+        load_workload([SqlFile(path)])
+    assert raised.value.cause.startswith(cause) and raised.value.fix
+
+
+def test_a_failed_source_is_reported_and_the_others_still_count(tmp_path):
+    seen = []
+    workload = load_workload([SqlFile(tmp_path / "missing.sql"), SqlFile(_write(tmp_path, "SELECT 1;\n"))],
+                             failed=lambda source, error: seen.append((source.label, error.cause)))
+    assert seen and seen[0][0] == "reading the SQL file" and "missing.sql" in seen[0][1]
+    assert workload.statements == 1
+
+
+def _write(tmp_path, text: str):
+    path = tmp_path / "one.sql"
+    path.write_text(text)
+    return path
