@@ -259,7 +259,7 @@ def _words(sql: str, exempt: frozenset = frozenset()) -> Counter:
                        exempt and t not in _MUST_KEEP and toks[i + 1:i + 2] == [("sym", "(")]))
 
 
-def _is_const(node: exp.Expression) -> bool:
+def _is_const(node: exp.Expr) -> bool:
     if isinstance(node, (exp.Parameter, exp.Placeholder, exp.Literal, exp.Null, exp.Boolean)):
         return True
     if isinstance(node, exp.Tuple):
@@ -270,7 +270,7 @@ def _is_const(node: exp.Expression) -> bool:
 _PARAM = exp.Parameter(this=exp.Literal.number(1))  # copied; numbered in text order afterwards
 
 
-def _collapse_node(node: exp.Expression) -> exp.Expression:
+def _collapse_node(node: exp.Expr) -> exp.Expr:
     """The pre-key's collapsing, and what only the tree shows (casts, signs, tuples, `?`)."""
     if isinstance(node, exp.Placeholder) or (
             isinstance(node, exp.Neg) and isinstance(node.this, exp.Parameter)):
@@ -292,15 +292,16 @@ def _parse(key: str) -> tuple[str, str] | None:
     """(normalized, type) by sqlglot, or None where it cannot represent `key` faithfully."""
     try:
         trees = sqlglot.parse(key, read="postgres")
-        kind = next((name for cls, name in _ROOTS if isinstance(trees[0], cls)), None)
-        if len(trees) != 1 or kind is None or trees[0].find(exp.Command):
+        tree = trees[0]  # None for a statement that is only a comment or a semicolon
+        kind = next((name for cls, name in _ROOTS if isinstance(tree, cls)), None)
+        if len(trees) != 1 or tree is None or kind is None or tree.find(exp.Command):
             return None
         # Every $n once in the tree and shown as $n (sqlglot turns `interval 5` to INTERVAL '1').
         count = sum(_kind(t) == "param" for t in _lex(key))
-        if sorted(int(p.name) for p in trees[0].find_all(exp.Parameter)) != list(
-                range(1, count + 1)) or _words(key, _EXEMPT) - _words(trees[0].sql("postgres")):
+        if sorted(int(p.name) for p in tree.find_all(exp.Parameter)) != list(
+                range(1, count + 1)) or _words(key, _EXEMPT) - _words(tree.sql("postgres")):
             return None
-        sql = trees[0].transform(_collapse_node, copy=False).sql("postgres")
+        sql = tree.transform(_collapse_node, copy=False).sql("postgres")
         numbers = iter(range(1, len(sql)))  # $1..$n in the order of the text
         return _QUOTED_OR_PARAM.sub(lambda m: f"${next(numbers)}" if m[1] else m[0], sql), kind
     except Exception:  # ParseError, TokenError, RecursionError, odd internal errors
@@ -388,7 +389,7 @@ def _unsafe_to_mask(sql: str) -> bool:
 
 # One mark per kind, as the lexer treats them apart (adjacent strings are one literal,
 # `interval $1` is a cast); control characters, which no text that reaches here has.
-_MARKS = {"keep": None, "comment": " ", "list": "in (\3)", "string": "\0", "param": "\2"}
+_MARKS: dict[str | None, str | None] = {"keep": None, "comment": " ", "list": "in (\3)", "string": "\0", "param": "\2"}
 
 
 def _mask_for_key(m: re.Match) -> str:

@@ -31,25 +31,23 @@ class Quantiles:
     __slots__ = ("values", "sketch")
 
     def __init__(self) -> None:
-        self.values: list[float] | None = []
+        self.values: list[float] | None = []  # exact, up to EXACT_LIMIT; then None, and the sketch holds them
         self.sketch: LogCollapsingLowestDenseDDSketch | None = None
 
     def add(self, value: float) -> None:
         if self.values is not None:
             self.values.append(value)
             if len(self.values) > EXACT_LIMIT:
-                self._to_sketch()
+                self._sketched()
         else:
-            self.sketch.add(value)
+            self._sketched().add(value)
 
     def merge(self, other: Quantiles) -> None:
         if other.values is not None:
             for value in other.values:
                 self.add(value)
             return
-        if self.values is not None:
-            self._to_sketch()
-        self.sketch.merge(other.sketch)
+        self._sketched().merge(other._sketched())
 
     def quantile(self, q: float) -> float | None:
         """The value at rank floor(q·(n−1)), the rank rule DDSketch uses too."""
@@ -58,13 +56,16 @@ class Quantiles:
                 return None
             ordered = sorted(self.values)
             return ordered[int(q * (len(ordered) - 1))]
-        return self.sketch.get_quantile_value(q)
+        return self._sketched().get_quantile_value(q)
 
-    def _to_sketch(self) -> None:
-        self.sketch = LogCollapsingLowestDenseDDSketch(RELATIVE_ACCURACY, bin_limit=SKETCH_BINS)
-        for value in self.values:
-            self.sketch.add(value)
-        self.values = None
+    def _sketched(self) -> LogCollapsingLowestDenseDDSketch:
+        """The sketch; made from the exact values on first use, which it then replaces (values None)."""
+        if self.sketch is None:
+            self.sketch = LogCollapsingLowestDenseDDSketch(RELATIVE_ACCURACY, bin_limit=SKETCH_BINS)
+            for value in self.values or ():
+                self.sketch.add(value)
+            self.values = None
+        return self.sketch
 
 
 class QueryStats:
