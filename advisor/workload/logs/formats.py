@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import itertools
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from advisor.workload.logs import csvlog, jsonlog, messages, stderr, syslog
@@ -27,11 +27,17 @@ class LogFormat:
 
     @property
     def splittable(self) -> bool:
-        """Whether a file can be cut into byte ranges parsed apart (see reader.split_points)."""
-        return self.name in ("stderr", "csvlog", "jsonlog")
+        """Whether a file can be cut into byte ranges parsed apart (see reader.split_points).
 
-    def is_unit_start(self):
+        Not a stderr log whose prefix is unknown: read_executions skips its lines, and
+        cutting it would need the prefix to find where a statement starts."""
+        return self.name in ("csvlog", "jsonlog") or (self.name == "stderr" and self.prefix is not None)
+
+    def is_unit_start(self) -> Callable[[str], bool]:
+        """Where a part of a splittable log may begin."""
         if self.name == "stderr":
+            if self.prefix is None:
+                raise ValueError("a stderr log without a log_line_prefix is not split")
             return stderr.unit_start(prefix_regex(self.prefix))
         return {"csvlog": csvlog.is_unit_start, "jsonlog": jsonlog.is_unit_start}[self.name]
 
@@ -53,9 +59,9 @@ def sniff(path: str, requested: str = "auto", prefix: str | None = None) -> LogF
         return LogFormat("jsonlog")
     if _mostly_csvlog(head):
         return LogFormat("csvlog")
-    found = detect_prefix(head)
-    if found:
-        return LogFormat("stderr", found)
+    detected = detect_prefix(head)
+    if detected:
+        return LogFormat("stderr", detected)
     carried = syslog.sniff(head)
     if carried:
         return LogFormat(*carried)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Iterator
 
 from advisor.workload.logs.prefix import detect_prefix, prefix_regex
@@ -48,19 +49,19 @@ def frame(lines: Iterable[str], tally: Tally) -> Iterator[LogRecord]:
 def _record(obj: object, line: int) -> LogRecord | None:
     if not isinstance(obj, dict):
         return None
-    if isinstance(obj.get("record"), dict):
-        obj = obj["record"]
-    values = {field: _first(obj, names) for field, names in FIELDS.items()}
-    if values["severity"] is None or values["message"] is None:
+    fields = obj["record"] if isinstance(obj.get("record"), dict) else obj
+    values = {field: _first(fields, names) for field, names in FIELDS.items()}
+    severity, message = values.pop("severity"), values.pop("message")
+    if severity is None or message is None:
         return None
-    return LogRecord(line, **values)
+    return LogRecord(line, severity, message, **values)
 
 
 class _TextPayload:
     """Google Cloud Logging wraps each stderr line in {"textPayload": …, "timestamp": …}."""
 
     def __init__(self) -> None:
-        self.regex = None
+        self.regex: re.Pattern[str] | None = None  # from the first payload's prefix
 
     def record(self, obj: dict, line: int) -> LogRecord | None:
         text = str(obj["textPayload"])

@@ -102,6 +102,8 @@ class _Session:
     def resolve(self, p: _Pending, execute: bool, file: str) -> Iterator[Execution]:
         """``p`` begins: the plan waiting for a statement line is its own, or an orphan."""
         plan, self.plan = self.plan, None
+        if plan is None:  # none waits
+            return
         # Only lines written when a statement ends can follow their plan.
         if p.duration is not None and plan.names(p.sql) and plan.fits(p.duration):
             if execute:  # an INSERT/UPDATE/DELETE's plan comes before, a SELECT's after: wait and see
@@ -161,7 +163,8 @@ def executions(records: Iterable[LogRecord], file: str, tally: Tally) -> Iterato
         key = r.session or r.pid or ""
         s = sessions.get(key)
         if r.severity == "DETAIL":
-            if s is not None and s.details and r.message.startswith("parameters: "):
+            # details: no other line since the open execution's; it may be gone (_forget_failed)
+            if s is not None and s.details and s.open is not None and r.message.startswith("parameters: "):
                 s.open.parameters = r.message[12:]
             continue
         m = message_match(r.message) if r.severity == "LOG" else None
@@ -219,11 +222,11 @@ def _forget_failed(s: _Session, r: LogRecord) -> None:
     logged at all. The error names it (csvlog and jsonlog in the record, stderr on the
     STATEMENT line that follows); a statement that already has its duration had finished."""
     if r.severity == "STATEMENT":
-        failed, s.error = s.error and r.message, False
+        failed, s.error = (r.message if s.error else None), False
     else:
         failed, s.error = r.statement, r.statement is None
     p = s.open
-    if failed and p.duration is None and p.plan is None and _squash(failed) == _squash(p.sql):
+    if failed and p is not None and p.duration is None and p.plan is None and _squash(failed) == _squash(p.sql):
         s.open = None
 
 
