@@ -142,7 +142,7 @@ def _refused(reason: str) -> Analysis:
     return Analysis(Classification("refused", reason), False)
 
 
-def _classify_tree(root: exp.Expression, sql: str) -> Classification:
+def _classify_tree(root: exp.Expr, sql: str) -> Classification:
     if root.find(exp.Command):
         return Classification("refused", f"{_first_word(sql)}: a statement sqlglot cannot read is never run")
     if denied := _denied_call(root):
@@ -160,7 +160,7 @@ def _classify_tree(root: exp.Expression, sql: str) -> Classification:
     return Classification("refused", f"{_first_word(sql)}: only queries and data changes are explained")
 
 
-def _denied_call(root: exp.Expression) -> str | None:
+def _denied_call(root: exp.Expr) -> str | None:
     for node in root.find_all(exp.Func):
         anonymous = isinstance(node, (exp.Anonymous, exp.AnonymousAggFunc))
         # PG folds unquoted names; a quoted "PG_SLEEP" is another function, refused all the same.
@@ -193,10 +193,13 @@ class ExplainRequest:
     rows_per_call: float | None = None  # what a LIMIT $n without a value is given
 
 
+Mode = Literal["analyze", "plain", "generic"]  # Session.explain's modes
+
+
 @dataclass(frozen=True, slots=True)
 class ExplainOutcome:
     fingerprint: str
-    mode: Literal["analyze", "plain", "generic"] | None  # None: refused before any work
+    mode: Mode | None  # None: refused before any work
     plan: dict | None  # PostgreSQL's JSON document: "Plan", "Planning Time", "Execution Time"…
     refused: str | None = None
     error: str | None = None  # timeout, cancel, lost connection or SQL error, in words
@@ -286,7 +289,8 @@ def _explain(session: Session, cap_ms: int, request: ExplainRequest, analysis: A
              catalog: Catalog | None = None, large_offset: int = DEFAULT.large_offset) -> ExplainOutcome:
     """One request; ``cap_ms``: the statement timeout of an explain, lowered by the budget's ``remaining_ms``."""
     note = analysis.classification.reason  # None for a read
-    kind_mode = "analyze" if analysis.classification.kind == "read" else "plain"
+    kind_mode: Mode = "analyze" if analysis.classification.kind == "read" else "plain"
+    mode: Mode
     if request.parameters is None and analysis.has_parameters:
         found, why = _representative_bindings(session, cap_ms, request, catalog, large_offset)
         if found:
@@ -313,8 +317,8 @@ def _explain(session: Session, cap_ms: int, request: ExplainRequest, analysis: A
 
 
 def _representative_bindings(session: Session, cap_ms: int, request: ExplainRequest, catalog: Catalog | None,
-                             large_offset: int) -> tuple[list[Binding], str]:
-    """Bindings for a statement's ``$n`` from pg_stats, or ([], why there are none)."""
+                             large_offset: int) -> tuple[list[Binding], str | None]:
+    """Bindings for a statement's ``$n`` from pg_stats (and None), or ([], why there are none)."""
     if catalog is None:
         return [], "no catalog to find the columns they meet"
     uses, why = parameter_uses(request.sql, catalog)
@@ -328,7 +332,7 @@ def _representative_bindings(session: Session, cap_ms: int, request: ExplainRequ
         return [], f"pg_stats could not be read: {session.describe(err, cap_ms)}"
 
 
-def _explain_representative(session: Session, cap_ms: int, request: ExplainRequest, found: list[Binding], mode: str,
+def _explain_representative(session: Session, cap_ms: int, request: ExplainRequest, found: list[Binding], mode: Mode,
                             remaining_ms: float, reason: str | None) -> ExplainOutcome:
     """Each binding as a custom plan; keep the one that best matches the measured mean."""
     started = time.monotonic()
