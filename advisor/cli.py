@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -23,10 +22,7 @@ from advisor.db.session import Session
 from advisor.errors import AdvisorError
 from advisor.findings import Severity
 from advisor.indexes.model import MIN_IMPROVEMENT
-from advisor.report.jsondoc import advice_document, scan_document, workload_document
-from advisor.report.markdown import scan_markdown
-from advisor.report.migration import advice_migration
-from advisor.report.text import advice_summary, scan_summary, workload_summary
+from advisor.report.render import View, render, write
 from advisor.thresholds import DEFAULT
 from advisor.workload.model import Workload
 from advisor.workload.sources import LogFiles, Reading, Source, SqlFile, StatStatements, load_workload
@@ -105,11 +101,7 @@ def parse(
         raise AdvisorError("nothing to read", "give log files, or --dsn to read pg_stat_statements")
     sources = _sources(logs, dsn, log_format, log_line_prefix, jobs)
     workload = _sorted(_load(sources, Reading(sessions=False), progress), sort)
-    if output_format is OutputFormat.json:
-        document = workload_document(workload, top=top, show_values=show_values)
-        _emit_json(document, output)
-    else:
-        _print(workload_summary(workload, top=top or 20), output)
+    write(render(workload, output_format.value, View(top, show_values)), output)
 
 
 @app.command()
@@ -127,7 +119,8 @@ def demo(
     with _steps("starting") as step:
         result = demo_run.run(size, step=step)
     try:
-        from advisor.report.nightly import ReportOptions, run_report, summary_markdown
+        from advisor.commands.report import ReportOptions, run_report
+        from advisor.report.nightly import summary_markdown
 
         with _steps("reporting") as step:
             options = ReportOptions(dsn=result.dsn, out=folder, logs=(str(result.cluster.stderr_log),),
@@ -249,7 +242,7 @@ def scan(
     progress: ProgressOption = None,
 ) -> None:
     """Examine a database and its workload: plan problems, N+1 patterns, index hygiene, ranked by impact."""
-    from advisor.scan import scan as run_scan
+    from advisor.commands.scan import scan as run_scan
 
     if not log and not dsn:
         raise AdvisorError("nothing to scan", "give --dsn (the database) and/or --log (its slow query log)")
@@ -261,12 +254,7 @@ def scan(
             result = run_scan(workload, session, config=config, time_budget_s=time_budget,
                               max_queries=max_queries, step=step,
                               measure_round_trip=round_trip_ms is None)  # fmt: skip
-    if output_format is ScanFormat.json:
-        _emit_json(scan_document(result, show_values=show_values), output)
-    elif output_format is ScanFormat.markdown:
-        _emit(scan_markdown(result, top=top), output)
-    else:
-        _print(scan_summary(result, top=top, show_values=show_values), output)
+    write(render(result, output_format.value, View(top, show_values)), output)
     if fail_on is not FailOn.never and any(f.severity >= Severity[fail_on.value] for f in result.findings):
         raise typer.Exit(1)
 
@@ -303,32 +291,24 @@ def suggest_indexes(
     output: Annotated[Path | None, typer.Option("--output", "-o")] = None,
 ) -> None:
     """Propose the indexes that lower the whole workload's cost most, proven with the planner's own costs."""
-    from advisor.indexes.advice import advise_workload, advised_queries, workload_seconds
+    from advisor.commands.suggest import suggest
 
     if verify and not scratch:
         raise AdvisorError("--verify builds real indexes", "mark the database as a scratch copy with --scratch")
-    span = workload = None  # span: the time the calls were counted over, so table counters stand in for unlogged writes
     with Session(dsn) as session:  # the command's one connection (beside the --jobs sessions), opened on first use
         if sql_file is not None:
-            workload = _load([SqlFile(sql_file)])
-            queries = advised_queries(workload, limit=max_queries)  # untimed: weighed by calls
+            sources: list[Source] = [SqlFile(sql_file)]
         else:
-            workload = _load(_sources(log, session if (pg_stat_statements or not log) else None, log_format,
-                                      log_line_prefix))
-            queries = advised_queries(workload, by_time=weight is Weight.time, limit=max_queries)
-            span = workload_seconds(workload) if weight is Weight.calls else None
+            sources = _sources(log, session if (pg_stat_statements or not log) else None, log_format, log_line_prefix)
+        workload = _load(sources)
         with _steps("advising") as step:
-            advice = advise_workload(
-                session, queries, max_indexes=max_indexes, budget_bytes=None if budget_mb is None else int(budget_mb * 1024 * 1024),
-                min_improvement=min_improvement, max_width=max_width, scratch=scratch, verify=verify,
-                sessions=jobs, workload_seconds=span, step=step, workload=workload,
+            advice = suggest(
+                session, workload, by_time=weight is Weight.time and sql_file is None, max_queries=max_queries,
+                max_indexes=max_indexes, budget_bytes=None if budget_mb is None else int(budget_mb * 1024 * 1024),
+                min_improvement=min_improvement, max_width=max_width, scratch=scratch, verify=verify, sessions=jobs,
+                step=step,
             )  # fmt: skip
-    if output_format is AdviceFormat.json:
-        _emit_json(advice_document(advice), output)
-    elif output_format is AdviceFormat.sql:
-        _emit(advice_migration(advice), output)
-    else:
-        _print(advice_summary(advice), output)
+    write(render(advice, output_format.value), output)
 
 
 @app.command()
@@ -349,7 +329,8 @@ def report(
     progress: ProgressOption = None,
 ) -> None:
     """The nightly job: ingest, scan, suggest indexes, compare with history; writes report.html, report.json, summary.md."""
-    from advisor.report.nightly import ReportOptions, report_line, run_report
+    from advisor.commands.report import ReportOptions, run_report
+    from advisor.report.nightly import report_line
 
     options = ReportOptions(
         dsn=dsn, out=out, logs=tuple(log or ()), pg_stat_statements=pg_stat_statements, bench=bench, history=history,
@@ -401,7 +382,6 @@ def bench_pool(
 ) -> None:
     """Measure what connection pooling buys: new connection per request vs psycopg_pool, SQLAlchemy pools, PgBouncer."""
     from advisor.bench.pool import MODES, PoolBenchConfig, run_pool_bench
-    from advisor.report.bench import pool_bench_document, pool_bench_text
 
     config = PoolBenchConfig(
         dsn=dsn, query=query, concurrency=_int_list(concurrency, "--concurrency"), duration_s=duration,
@@ -414,10 +394,7 @@ def bench_pool(
     with _steps("benchmarking") as step:  # a warning is printed even where steps are not (a pipe)
         result = run_pool_bench(config, step=step, warn=lambda text: err.print(
             f"[yellow]warning:[/yellow] {text}", highlight=False, soft_wrap=True))
-    if output_format is OutputFormat.json:
-        _emit_json(pool_bench_document(result), output)
-    else:
-        _print(pool_bench_text(result), output)
+    write(render(result, output_format.value), output)
 
 
 @bench_app.command("replicas")
@@ -436,7 +413,6 @@ def bench_replicas(
 ) -> None:
     """Measure read-replica routing: primary only, round robin, least busy, lag-aware, read-your-writes; stale reads, lag, a failure drill."""
     from advisor.bench.replicas import ReplicaBenchConfig, run_replica_bench
-    from advisor.report.bench import replica_bench_document, replica_bench_text
 
     config = ReplicaBenchConfig(
         primary_dsn=primary, replica_dsns=tuple(replica or ()), local_replicas=local_replicas, read_ratio=read_ratio,
@@ -445,23 +421,11 @@ def bench_replicas(
     with _steps("benchmarking") as step:  # a warning is printed even where steps are not (a pipe)
         result = run_replica_bench(config, step=step, warn=lambda text: err.print(
             f"[yellow]warning:[/yellow] {text}", highlight=False, soft_wrap=True))
-    if output_format is OutputFormat.json:
-        _emit_json(replica_bench_document(result), output)
-    else:
-        _print(replica_bench_text(result), output)
+    write(render(result, output_format.value), output)
 
 
-def _print(renderable, output: Path | None) -> None:
-    """A Rich rendering to the terminal, or to a file (closed after, at a width that does not fold)."""
-    if output is None:
-        Console().print(renderable)
-        return
-    with open(output, "w") as file:
-        Console(file=file, width=200).print(renderable)
 
 
-def _emit_json(document: dict, output: Path | None) -> None:
-    _emit(json.dumps(document, indent=2, ensure_ascii=False) + "\n", output)
 
 
 def _sorted(workload, sort: SortKey):
@@ -474,11 +438,6 @@ def _sorted(workload, sort: SortKey):
     return replace(workload, queries=tuple(sorted(workload.queries, key=keys[sort], reverse=True)))
 
 
-def _emit(text: str, output: Path | None) -> None:
-    if output is None:
-        sys.stdout.write(text)
-    else:
-        output.write_text(text)
 
 
 def main() -> None:

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
+from advisor.workload.model import Workload
+
 
 class Severity(IntEnum):
     """Ordered, so ``--fail-on medium`` means medium and above."""
@@ -36,3 +38,25 @@ class Finding:
     def sort_key(self) -> tuple:
         """Highest impact first, then severity; findings without an impact estimate last."""
         return (self.impact_ms is None, -(self.impact_ms or 0.0), -self.severity, self.code, self.fingerprint or "")
+
+
+@dataclass(frozen=True, slots=True)
+class NotExplained:
+    fingerprint: str
+    normalized: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ScanResult:
+    """What `advisor scan` found, with what it read and what it could not examine: what renderers read."""
+
+    workload: Workload
+    findings: tuple[Finding, ...]
+    explained: int = 0
+    not_explained: tuple[NotExplained, ...] = ()
+    skipped_checks: tuple[tuple[str, str], ...] = ()  # (check code and name, why)
+    server_version_num: int | None = None
+    superuser: bool = False
+    round_trip_ms: float | None = None  # measured; None when assumed from the config
+    notes: tuple[str, ...] = ()

@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import select
 
 from advisor.findings import Finding, Severity
-from advisor.report.history import History, database_label, engine_url, metadata
+from advisor.history import History, database_label, engine_url, metadata
 from advisor.report.nightly import regression_document, summary_markdown
 from advisor.report.words import regression_text
 from advisor.workload.model import Query, Workload

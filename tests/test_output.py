@@ -20,11 +20,10 @@ from psycopg import conninfo
 from rich.console import Console
 
 from advisor.checks._plan import excerpt, fmt
-from advisor.findings import Finding, Severity
+from advisor.findings import Finding, ScanResult, Severity
 from advisor.plans import parse_plan
 from advisor.report.jsondoc import finding_document
 from advisor.report.text import findings_table, queries_table, scan_summary
-from advisor.scan import ScanResult
 from advisor.words import plural
 from advisor.workload.model import Query, Workload
 

@@ -109,7 +109,7 @@ def test_timestamps_of_every_format():
 
 
 def test_sqlcommenter_tags_and_application_name_point_to_the_code(tmp_path):
-    from advisor.scan import origin
+    from advisor.commands.scan import origin
 
     log = LogWriter()
     log.run(906, "SELECT * FROM orders WHERE id = 1 /*controller='orders',route='%2Forders%2F%3Aid',traceparent='00-ab'*/")

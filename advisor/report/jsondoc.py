@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from advisor import __version__
+from advisor.findings import ScanResult
 from advisor.report.words import round_floats, workload_notes
 from advisor.workload.fingerprint import mask_conditions, mask_literals
 from advisor.workload.model import Query, Workload
@@ -70,7 +71,7 @@ def _mask(text: str, show_values: bool) -> str:
 SCAN_SCHEMA_VERSION = 1
 
 
-def scan_document(result, *, show_values: bool = False) -> dict:
+def scan_document(result: ScanResult, *, show_values: bool = False) -> dict:
     """The `advisor scan` JSON (README: "advisor scan", JSON)."""
     w = result.workload
     return {

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from advisor.findings import ScanResult
 from advisor.report.jsondoc import scan_notes
 from advisor.words import plural
 
 
-def scan_markdown(result, *, top: int = 20) -> str:
+def scan_markdown(result: ScanResult, *, top: int = 20) -> str:
     w = result.workload
     lines = [
         "# advisor scan",

@@ -6,6 +6,7 @@ from rich.console import Console, ConsoleOptions, Group, RenderResult
 from rich.table import Table
 from rich.text import Text
 
+from advisor.findings import ScanResult
 from advisor.report.jsondoc import scan_notes
 from advisor.report.words import round_floats, workload_notes
 from advisor.words import plural
@@ -88,7 +89,7 @@ def _shorten(sql: str, limit: int = 160) -> str:
 SEVERITY_STYLE = {"high": "bold red", "medium": "yellow", "low": "cyan", "info": "dim"}
 
 
-def scan_summary(result, *, top: int = 20, show_values: bool = False) -> Group:
+def scan_summary(result: ScanResult, *, top: int = 20, show_values: bool = False) -> Group:
     w = result.workload
     head = Text.assemble(
         ("Scan: ", "bold"),

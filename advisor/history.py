@@ -204,7 +204,7 @@ def database_label(dsn: str) -> str:
         parts = urlsplit(dsn)
         host = parts.hostname or ""
         try:
-            port = parts.port
+            port: int | str | None = parts.port
         except ValueError:
             port = None
         dbname = unquote(parts.path.lstrip("/"))
@@ -396,7 +396,8 @@ class History:
                 continue
             pairs = {"p95_ms": (p950, p95, rule.min_p95_rise_ms), "total_ms": (total0, total, rule.min_total_rise_ms)}
             risen = {m: pct for m, (a, b, floor) in pairs.items()
-                     if (pct := _pct(a, b)) is not None and pct > rule.threshold_pct and b - a >= floor}
+                     if a is not None and b is not None and (pct := _pct(a, b)) is not None
+                     and pct > rule.threshold_pct and b - a >= floor}
             spread = self._spread(database, fp, list(risen), rule) if risen else {}
             metrics = tuple(m for m, pct in risen.items() if pct > spread[m] * rule.spread_factor)
             if metrics:

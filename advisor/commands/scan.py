@@ -18,7 +18,8 @@ from __future__ import annotations
 import re
 import statistics
 import time
-from dataclasses import dataclass, replace
+from collections.abc import Collection
+from dataclasses import replace
 from urllib.parse import unquote
 
 from advisor.checks import CHECKS, Check
@@ -27,31 +28,11 @@ from advisor.db.catalog import Catalog, read_catalog
 from advisor.db.explain import ExplainOutcome, ExplainRequest, explain_all
 from advisor.db.privileges import privilege_notes, read_privileges
 from advisor.db.session import Session, session_for
-from advisor.findings import Finding
+from advisor.findings import Finding, NotExplained, ScanResult
 from advisor.plans import parse_plan
 from advisor.progress import Step
 from advisor.thresholds import DEFAULT, Thresholds
 from advisor.workload.model import PLANNED, Query, Workload
-
-
-@dataclass(frozen=True, slots=True)
-class NotExplained:
-    fingerprint: str
-    normalized: str
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class ScanResult:
-    workload: Workload
-    findings: tuple[Finding, ...]
-    explained: int = 0
-    not_explained: tuple[NotExplained, ...] = ()
-    skipped_checks: tuple[tuple[str, str], ...] = ()  # (check code and name, why)
-    server_version_num: int | None = None
-    superuser: bool = False
-    round_trip_ms: float | None = None  # measured; None when assumed from the config
-    notes: tuple[str, ...] = ()
 
 
 def scan(
@@ -115,7 +96,7 @@ def _with_parameter_evidence(findings: tuple[Finding, ...], outcomes: tuple[Expl
     """Findings on a query explained with representative values say which, and how its time compares."""
     extra: dict[str, dict] = {}
     for o in outcomes:
-        evidence = {}
+        evidence: dict[str, object] = {}
         if o.values_label:
             evidence.update(parameter_values=o.values_label, parameters_sql=o.values)
         if o.values_label or o.warning:
@@ -138,7 +119,7 @@ def run_checks(ctx: Context, available: set[str]) -> tuple[tuple[Finding, ...], 
             continue
         findings.extend(check.run(ctx))
     origins = {q.fingerprint: origin(q) for q in ctx.workload.queries}
-    findings = [replace(f, application=origins.get(f.fingerprint) or f.application) for f in findings]
+    findings = [replace(f, application=(f.fingerprint and origins.get(f.fingerprint)) or f.application) for f in findings]
     findings.sort(key=Finding.sort_key)
     return tuple(findings), tuple(skipped)
 
@@ -154,7 +135,7 @@ def origin(q: Query) -> str | None:
     return ", ".join(parts) or None
 
 
-def _why(missing: set[str]) -> str:
+def _why(missing: Collection[str]) -> str:
     return "needs a database (--dsn): " + " and ".join(sorted({"catalog": "the catalog", "plans": "query plans"}[m] for m in missing))
 
 
