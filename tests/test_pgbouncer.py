@@ -293,10 +293,10 @@ def test_compose_pgbouncer_fronts_the_primary_and_the_nightly_bench_uses_it():
 @pytest.fixture
 def run_dir():
     """A folder the unprivileged user PgBouncer runs as may enter (pytest's tmp_path is root's only)."""
-    from advisor.db.embedded import _run_as
+    from advisor.db.embedded import run_as
 
     path = Path(tempfile.mkdtemp(prefix="advisor-test-pgbouncer-"))
-    if (user := _run_as()) is not None:
+    if (user := run_as()) is not None:
         os.chown(path, user.pw_uid, user.pw_gid)
     yield path
     shutil.rmtree(path, ignore_errors=True)
@@ -305,17 +305,17 @@ def run_dir():
 def test_the_compose_entrypoint_runs_a_pgbouncer_that_reaches_the_server(pgbouncer, pg_dsn, run_dir):
     """docker/pgbouncer/pgbouncer-entrypoint.sh run here, against the harness server: its auth_file is 0600
     and SCRAM with the user's password passes through to the server, a wrong one does not."""
-    from advisor.db.embedded import _run_as, _user_kwargs, free_port
+    from advisor.db.embedded import free_port, run_as, user_kwargs
 
     params = conninfo.conninfo_to_dict(pg_dsn)
-    user = _run_as()
+    user = run_as()
     port = free_port()
     env = {"PATH": f"{pgbouncer.parent}:{os.environ['PATH']}", "PGBOUNCER_RUN_DIR": str(run_dir),
            "PGBOUNCER_LISTEN_PORT": str(port), "PGBOUNCER_TARGET_HOST": params.get("host") or "127.0.0.1",
            "PGBOUNCER_TARGET_PORT": str(params.get("port") or 5432), "POSTGRES_PASSWORD": PASSWORD,
            "ADVISOR_DB_PASSWORD": 'with "quotes"'}
     proc = subprocess.Popen(["bash", str(DOCKER / "pgbouncer" / "pgbouncer-entrypoint.sh")], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **_user_kwargs(user))
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **user_kwargs(user))
     try:
         dsn = conninfo.make_conninfo(pg_dsn, host="127.0.0.1", port=str(port), user="postgres", password=PASSWORD)
         for _ in range(100):  # until PgBouncer listens

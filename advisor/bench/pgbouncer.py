@@ -44,7 +44,7 @@ from pathlib import Path
 from psycopg import conninfo as pg_conninfo
 
 from advisor.db.connect import TAG
-from advisor.db.embedded import _alive, _child_env, _read_pid, _run_as, _tie_to_parent, _user_kwargs, free_port
+from advisor.db.embedded import alive, child_env, free_port, read_pid, run_as, tie_to_parent, user_kwargs
 from advisor.errors import AdvisorError
 
 __all__ = ["ALIAS", "POOL_MODES", "PREPARED_SINCE", "LocalPgBouncer", "PgBouncerError", "find_pgbouncer",
@@ -99,8 +99,8 @@ def _auth_line(user: str, password: str) -> str:
 def _sweep_stale(parent: Path) -> None:
     """Remove directories of runs that were killed (their PgBouncer died with them)."""
     for base in parent.glob(_PREFIX + "*"):
-        owner = _read_pid(base / "owner.pid")
-        if owner is not None and not _alive(owner):
+        owner = read_pid(base / "owner.pid")
+        if owner is not None and not alive(owner):
             shutil.rmtree(base, ignore_errors=True)
 
 
@@ -121,7 +121,7 @@ class LocalPgBouncer:
         self.port = 0
         self.base_dir: Path | None = None
         self._proc: subprocess.Popen | None = None
-        self._user = _run_as()
+        self._user = run_as()
 
     @property
     def prepared_statements(self) -> bool:
@@ -240,8 +240,8 @@ class LocalPgBouncer:
         with open(self._base / "startup.log", "ab") as out:
             self._proc = subprocess.Popen(
                 [str(self.binary), str(self._base / "pgbouncer.ini")], stdin=subprocess.DEVNULL, stdout=out,
-                stderr=subprocess.STDOUT, env=_child_env(self._base), cwd=self._base, start_new_session=True,
-                preexec_fn=_tie_to_parent(os.getpid()), **_user_kwargs(self._user),
+                stderr=subprocess.STDOUT, env=child_env(self._base), cwd=self._base, start_new_session=True,
+                preexec_fn=tie_to_parent(os.getpid()), **user_kwargs(self._user),
             )
         deadline = time.monotonic() + 15.0
         while time.monotonic() < deadline:

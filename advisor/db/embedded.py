@@ -132,7 +132,7 @@ def server_major(bin_dir: Path) -> int:
 # --- processes ----------------------------------------------------------------
 
 
-def _run_as() -> pwd.struct_passwd | None:
+def run_as() -> pwd.struct_passwd | None:
     """The unprivileged user to run the server as, or None to stay ourselves."""
     if os.geteuid() != 0:
         return None
@@ -142,14 +142,14 @@ def _run_as() -> pwd.struct_passwd | None:
     raise ClusterError("running as root and neither user 'postgres' nor 'nobody' exists", "create a 'postgres' user (useradd postgres)")
 
 
-def _child_env(home: Path) -> dict[str, str]:
+def child_env(home: Path) -> dict[str, str]:
     # PG* variables (PGDATA, PGHOST, PGPORT, …) of the caller must not steer our cluster.
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
     env.update(LC_ALL="C", LANG="C", HOME=str(home))
     return env
 
 
-def _user_kwargs(user: pwd.struct_passwd | None) -> dict:
+def user_kwargs(user: pwd.struct_passwd | None) -> dict:
     if user is None:
         return {}
     # extra_groups=[] drops root's supplementary groups as well.
@@ -159,7 +159,7 @@ def _user_kwargs(user: pwd.struct_passwd | None) -> dict:
 _libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 
 
-def _tie_to_parent(parent_pid: int):
+def tie_to_parent(parent_pid: int):
     """A preexec_fn: the server gets SIGINT (fast shutdown) when its parent dies.
 
     SIGINT rather than SIGTERM: smart shutdown (SIGTERM) waits for every client
@@ -184,7 +184,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -196,7 +196,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _read_pid(path: Path) -> int | None:
+def read_pid(path: Path) -> int | None:
     with contextlib.suppress(OSError, ValueError, IndexError):
         return int(path.read_text().split()[0])
     return None
@@ -205,8 +205,8 @@ def _read_pid(path: Path) -> int | None:
 def _sweep_stale(parent: Path) -> None:
     """Remove directories left by runs that were killed (atexit never ran there)."""
     for base in parent.glob(_PREFIX + "*"):
-        owner, server = _read_pid(base / "owner.pid"), _read_pid(base / "data" / "postmaster.pid")
-        if owner is None or _alive(owner) or (server is not None and _alive(server)):
+        owner, server = read_pid(base / "owner.pid"), read_pid(base / "data" / "postmaster.pid")
+        if owner is None or alive(owner) or (server is not None and alive(server)):
             continue
         shutil.rmtree(base, ignore_errors=True)
 
@@ -241,7 +241,7 @@ class EmbeddedCluster:
         self.server_version_num = 0
         self._sharedir: Path | None = None
         self._proc: subprocess.Popen | None = None
-        self._user = _run_as()
+        self._user = run_as()
         self._source: EmbeddedCluster | None = None  # set on replicas
         self._replicas: list[EmbeddedCluster] = []
 
@@ -369,8 +369,8 @@ class EmbeddedCluster:
 
     def _run(self, *args: str | Path, what: str) -> None:
         proc = subprocess.run(
-            [str(a) for a in args], capture_output=True, text=True, env=_child_env(self._base),
-            cwd=self._base, **_user_kwargs(self._user),
+            [str(a) for a in args], capture_output=True, text=True, env=child_env(self._base),
+            cwd=self._base, **user_kwargs(self._user),
         )
         if proc.returncode != 0:
             last = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
@@ -417,8 +417,8 @@ class EmbeddedCluster:
         with open(startup_log, "ab") as out:
             self._proc = proc = subprocess.Popen(
                 args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                env=_child_env(self._base), cwd=self._base, start_new_session=True,
-                preexec_fn=_tie_to_parent(os.getpid()), **_user_kwargs(self._user),
+                env=child_env(self._base), cwd=self._base, start_new_session=True,
+                preexec_fn=tie_to_parent(os.getpid()), **user_kwargs(self._user),
             )
         try:
             self._wait_ready(proc, startup_log)
