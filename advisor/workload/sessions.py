@@ -174,7 +174,8 @@ class SessionPatterns:
         self.swept_ms = 0.0
         self.patterns: dict[tuple[str, str, str | None], _Pattern] = {}
         self.fingerprints: dict[str, Fingerprint] = {}
-        self.caches = [OrderedDict() for _ in CACHE_CONFIGS]  # key -> (expires at, writes seen to its tables)
+        # per cache configuration: key -> (expires at, writes seen to its tables)
+        self.caches: list[OrderedDict[int, tuple[float, int]]] = [OrderedDict() for _ in CACHE_CONFIGS]
         self.cache_hits: dict[str, list[int]] = {}  # fingerprint -> hits per config, then lookups
         self.cache_ms: dict[str, float] = {}
         self.tables: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}  # fingerprint -> (read, written)
@@ -244,7 +245,7 @@ class SessionPatterns:
                 return None
             if unit.transaction:  # its transaction ended, though its COMMIT was not logged
                 return "boundary"
-        if unit.transaction or now is None or unit.last_ms is None:
+        if unit.transaction or now is None or unit.last_ms is None or unit.first_ms is None:
             return None  # a transaction is one unit, whatever its length and pauses, until it ends
         started = now - (e.duration_ms or 0.0)  # log lines are written when statements end
         if started - unit.last_ms > self.config.n1_max_gap_ms:
@@ -261,7 +262,7 @@ class SessionPatterns:
                 p = self.patterns[(kind, child, run.parent)] = _Pattern(first_seen=unit.started)
             p.add(_Pattern(occurrences=1, statements=run.count, most=run.count, child_ms=run.ms,
                            sessions=[unit.session], applications=dict.fromkeys(filter(None, [unit.application]))))
-            if kind == "pagination":
+            if kind == "pagination" and run.pages is not None:
                 _add_pages(p, run.pages)
 
     def _kind(self, child: str, run: _Run) -> str | None:
@@ -363,7 +364,7 @@ class SessionPatterns:
 
 def _real_vxid(vxid: str | None) -> bool:
     """A virtual transaction id that names a transaction ("3/0": the line was written outside one)."""
-    return bool(vxid) and not vxid.endswith("/0")
+    return vxid is not None and vxid != "" and not vxid.endswith("/0")
 
 
 def _tables(fp: Fingerprint) -> tuple[tuple[str, ...], tuple[str, ...]]:
