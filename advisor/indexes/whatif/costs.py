@@ -268,7 +268,7 @@ class WhatIf:
         with ThreadPoolExecutor(len(helpers)) as pool:
             running = [pool.submit(h._cost_all, share) for h, share in zip(helpers, shares[1:])]
             self._cost_all(shares[0])
-            for helper, done in zip(helpers, running):
+            for helper, done in list(zip(helpers, running)):  # a copy: a failed helper leaves the list
                 if done.result():
                     self._adopt(helper)
                 else:
