@@ -32,7 +32,7 @@ import sqlglot
 from sqlglot import exp
 
 from advisor.db.catalog import Catalog
-from advisor.indexes.usage import _Walker, unparen
+from advisor.indexes.usage import ColumnOf, PredicateHook, unparen, walk
 
 __all__ = ["Binding", "Choice", "ParameterUse", "StatsRow", "bindings", "parameter_text", "parameter_uses"]
 
@@ -57,7 +57,7 @@ class ParameterUse:
 
     @property
     def target(self) -> str:
-        return f"{self.table.rpartition('.')[2]}.{self.column}"
+        return f"{(self.table or '').rpartition('.')[2]}.{self.column}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,45 +94,35 @@ def parameter_text(values: Sequence[str | None]) -> str:
 # --- which column each $n meets ---------------------------------------------------------------
 
 
-class _ParameterWalker(_Walker):
-    """The index advisor's walk, also noting what each ``$n`` is compared with."""
+def _note_parameters(uses: dict[int, ParameterUse]) -> PredicateHook:
+    """A hook for the index advisor's walk that notes what each ``$n`` is compared with."""
 
-    def __init__(self, catalog: Catalog) -> None:
-        super().__init__(catalog)
-        self.uses: dict[int, ParameterUse] = {}
+    def note(pred: exp.Expr, column_of: ColumnOf) -> None:
+        def compared(left: exp.Expr, rights: list[tuple[exp.Expr, str]]) -> None:
+            left = unparen(left)
+            if isinstance(left, exp.Cast):
+                left = unparen(left.this)
+            if not isinstance(left, exp.Column) or (found := column_of(left)) is None:
+                return
+            for right, kind in rights:
+                if (n := _number(right)) is not None:
+                    uses.setdefault(n, ParameterUse(kind, *found))
 
-    def predicate(self, pred: exp.Expr, scope) -> None:
         if isinstance(pred, (exp.Like, exp.ILike)) and _number(pred.expression) is not None:
-            self._note(pred.this, [(pred.expression, "like")], scope)
+            compared(pred.this, [(pred.expression, "like")])
         elif isinstance(pred, exp.Between):
-            self._note(pred.this, [(pred.args["low"], "lower"), (pred.args["high"], "upper")], scope)
+            compared(pred.this, [(pred.args["low"], "lower"), (pred.args["high"], "upper")])
         elif isinstance(pred, (exp.GT, exp.GTE, exp.LT, exp.LTE)):
             low = isinstance(pred, (exp.GT, exp.GTE))  # col > $1: $1 is a lower bound
-            self._note(pred.this, [(pred.expression, "lower" if low else "upper")], scope)
-            self._note(pred.expression, [(pred.this, "upper" if low else "lower")], scope)
+            compared(pred.this, [(pred.expression, "lower" if low else "upper")])
+            compared(pred.expression, [(pred.this, "upper" if low else "lower")])
         elif isinstance(pred, exp.EQ):
             for left, right in ((pred.this, pred.expression), (pred.expression, pred.this)):
-                if isinstance(right, exp.Any):
-                    self._note(left, [(right.this, "array")], scope)
-                else:
-                    self._note(left, [(right, "eq")], scope)
+                compared(left, [(right.this, "array") if isinstance(right, exp.Any) else (right, "eq")])
         elif isinstance(pred, exp.In) and not pred.args.get("query"):
-            self._note(pred.this, [(e, "eq") for e in pred.expressions], scope)
-        super().predicate(pred, scope)
+            compared(pred.this, [(e, "eq") for e in pred.expressions])
 
-    def _note(self, left: exp.Expr, rights: list[tuple[exp.Expr, str]], scope) -> None:
-        left = unparen(left)
-        if isinstance(left, exp.Cast):
-            left = unparen(left.this)
-        if not isinstance(left, exp.Column):
-            return
-        refs = self.resolve(left, scope)
-        if not refs or len(refs) != 1:
-            return
-        occ, column = refs[0]
-        for right, kind in rights:
-            if (n := _number(right)) is not None:
-                self.uses.setdefault(n, ParameterUse(kind, occ.table.qualified, column))
+    return note
 
 
 def _number(node: exp.Expr | None) -> int | None:
@@ -145,7 +135,7 @@ def _number(node: exp.Expr | None) -> int | None:
     return None
 
 
-def _free(node: exp.Parameter) -> bool:
+def _free(node: exp.Expr) -> bool:
     """A value the plan's shape cannot depend on: projected, assigned, or inserted."""
     while node.parent is not None:
         parent, key = node.parent, node.arg_key
@@ -165,12 +155,11 @@ def parameter_uses(sql: str, catalog: Catalog) -> tuple[dict[int, ParameterUse],
         tree = sqlglot.parse_one(sql, read="postgres")
     except Exception:  # the caller has parsed it already; be safe all the same
         return {}, "sqlglot could not read the statement"
-    walker = _ParameterWalker(catalog)
+    uses: dict[int, ParameterUse] = {}
     try:
-        walker.statement(tree)
+        walk(tree, catalog, on_predicate=_note_parameters(uses))
     except RecursionError:
         return {}, "the statement nests too deeply to follow its parameters"
-    uses = dict(walker.uses)
     for select in tree.find_all(exp.Select):
         for key in ("limit", "offset"):
             clause = select.args.get(key)
@@ -210,7 +199,7 @@ def _percent(freq: float) -> str:
 
 
 def _column_choices(use: ParameterUse, stats: StatsRow) -> list[Choice]:
-    mcv, freqs, hist = (list(x or ()) for x in stats)
+    mcv, freqs, hist = list(stats[0] or ()), list(stats[1] or ()), list(stats[2] or ())
     target = use.target
     if use.kind in ("lower", "upper"):
         bounds = hist or sorted(mcv)
@@ -237,11 +226,15 @@ def _column_choices(use: ParameterUse, stats: StatsRow) -> list[Choice]:
     return choices
 
 
-def _like_literal(value: str) -> str:
+def _like_literal(value: str | None) -> str | None:
+    if value is None:
+        return None
     return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _array_literal(value: str) -> str:
+def _array_literal(value: str | None) -> str | None:
+    if value is None:
+        return None
     return '{"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"}'
 
 
@@ -264,6 +257,7 @@ def bindings(uses: dict[int, ParameterUse], count: int, stats: StatsLookup, *, r
                                   Choice(str(large_offset), f"OFFSET {large_offset:,} (the large-OFFSET threshold)"),
                                   *(Choice(str(n), f"OFFSET {n:,}") for n in deeper)])
         else:
+            assert use.table is not None and use.column is not None  # a comparison names its column
             schema, _, table = use.table.partition(".")
             row = stats(schema, table, use.column)
             choices = _column_choices(use, row) if row else []
