@@ -9,12 +9,13 @@ from dataclasses import replace
 
 import psycopg
 import pytest
+import sqlglot
 
 from advisor.db.catalog import Catalog, Column, Index, read_catalog
 from advisor.demo import Scale, load_fixture
 from advisor.indexes.candidates import candidates, selectivity, served_by_existing, workload_candidates
 from advisor.indexes.model import AdvisedQuery, IndexCandidate
-from advisor.indexes.usage import ConstantPredicate, query_columns
+from advisor.indexes.usage import ConstantPredicate, query_columns, walk
 
 TR, USERS, WAFERS, LOTS, AUDIT = ("public.test_results", "public.users", "public.wafers", "public.lots",
                                  "public.audit_log")
@@ -321,6 +322,27 @@ def test_unparsable_and_multiple_statements(catalog):
     assert query_columns("SELECT 1; SELECT 2", catalog) == {}
     assert query_columns("SELECT id FROM no_such_table WHERE x = 1", catalog) == {}
     assert candidates("VACUUM users", catalog) == []
+
+
+def test_a_table_the_catalog_does_not_know_may_hold_any_column(catalog):
+    # PostgreSQL may find wafer_no in either table: no use is claimed for it (sqlglot's qualify would give it to wafers)
+    uses = query_columns("SELECT w.id FROM wafers w, no_such_table n WHERE wafer_no = 3 AND w.lot_id = $1", catalog)
+    assert uses[WAFERS].equality == ("lot_id",)
+
+
+def test_walk_shows_each_predicate_with_its_columns_resolved(catalog):
+    seen: list[tuple[str, tuple[str, str] | None]] = []
+
+    def note(pred, column_of):
+        column = pred.this if isinstance(pred.this, sqlglot.exp.Column) else None
+        seen.append((pred.sql("postgres"), column_of(column) if column is not None else None))
+
+    tree = sqlglot.parse_one("UPDATE wafers w SET yield_pct = 0 FROM lots l WHERE l.id = w.lot_id "
+                             "AND (status = $1 OR id > 5)", read="postgres")
+    found = walk(tree, catalog, on_predicate=note)
+    assert [o.table.qualified for o in found] == [WAFERS, LOTS]
+    assert seen == [("l.id = w.lot_id", (LOTS, "id")), ("status = $1", (LOTS, "status")),
+                    ("id > 5", None)]  # id is in both tables: ambiguous
 
 
 def test_workload_deduplicates_across_queries(catalog):
