@@ -6,8 +6,8 @@ the catalog does not know, make it ambiguous: None). A column of a subquery or C
 (a :class:`DerivedSource`) stands for the table columns it projects.
 
 Why our own resolution and not sqlglot's ``optimizer.qualify`` / ``optimizer.scope`` (checked on
-sqlglot 30.3): ``build_scope`` gives no scope for UPDATE, DELETE or MERGE (qualify leaves their
-WHERE unqualified), and they are half of what an index costs; qualify gives an unqualified column
+sqlglot 30.31): ``build_scope`` gives no scope for UPDATE, DELETE or MERGE (qualify leaves their
+WHERE unqualified), yet their WHERE is what their indexes serve; qualify gives an unqualified column
 to the one known table beside a table the catalog does not know, where PostgreSQL may find it in
 either (a use we must not claim: ``test_a_table_the_catalog_does_not_know_may_hold_any_column``);
 and it rewrites ``JOIN … USING (c)`` into ``ON`` with every bare ``c`` as ``COALESCE(a.c, b.c)``.
