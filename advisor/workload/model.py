@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from advisor.workload.events import LogEvents
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +94,7 @@ class Query:
     sample: str = ""  # one statement as logged, with literals
     sample_parameters: str | None = None
     sources: tuple[str, ...] = ()  # "log", "pg_stat_statements"
+    plan: str | None = None  # the auto_explain plan logged for its slowest execution that had one (JSON or text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,3 +144,4 @@ class Workload:
     notes: tuple[str, ...] = field(default=())
     repeats: tuple[RepeatPattern, ...] = ()
     cache: tuple[CacheSimulation, ...] = ()
+    events: LogEvents | None = None  # what the logs held beside statements (temp files, lock waits, …)
