@@ -95,6 +95,7 @@ class Query:
     sample_parameters: str | None = None
     sources: tuple[str, ...] = ()  # "log", "pg_stat_statements"
     plan: str | None = None  # the auto_explain plan logged for its slowest execution that had one (JSON or text)
+    plan_at: str | None = None  # when that execution was logged (the log's own timestamp text)
 
 
 @dataclass(frozen=True, slots=True)

@@ -74,7 +74,7 @@ class QueryStats:
     __slots__ = (
         "fp", "calls", "timed_calls", "total_us", "min_ms", "max_ms", "quantiles", "rows",
         "first_seen", "last_seen", "users", "databases", "applications", "query_ids",
-        "sample", "sample_parameters", "sample_ms", "sources", "server",
+        "sample", "sample_parameters", "sample_ms", "sources", "server", "plan", "plan_ms", "plan_at",
     )  # fmt: skip
 
     def __init__(self, fp: Fingerprint) -> None:
@@ -95,6 +95,10 @@ class QueryStats:
         self.sample_ms = -1.0
         self.sources: dict[str, None] = {}
         self.server: ServerTotals | None = None
+        # One plan per fingerprint, the slowest execution's: the one whose plan is worth checking.
+        self.plan: str | None = None
+        self.plan_ms = -1.0
+        self.plan_at: str | None = None
 
     def add(self, e: Execution, source: str = "log") -> None:
         self.calls += 1
@@ -120,6 +124,8 @@ class QueryStats:
         duration = -1.0 if e.duration_ms is None else e.duration_ms
         if duration > self.sample_ms or not self.sample:
             self.sample, self.sample_parameters, self.sample_ms = e.sql, e.parameters, duration
+        if e.plan is not None and (duration > self.plan_ms or self.plan is None):
+            self.plan, self.plan_ms, self.plan_at = e.plan, duration, e.timestamp
 
     def _add_duration(self, ms: float) -> None:
         self.timed_calls += 1
@@ -147,6 +153,8 @@ class QueryStats:
                 _keep(mine, name)
         if other.sample_ms > self.sample_ms or not self.sample:
             self.sample, self.sample_parameters, self.sample_ms = other.sample, other.sample_parameters, other.sample_ms
+        if other.plan is not None and (other.plan_ms > self.plan_ms or self.plan is None):
+            self.plan, self.plan_ms, self.plan_at = other.plan, other.plan_ms, other.plan_at
         if other.server is not None:
             if self.server is None:
                 self.server = ServerTotals()
@@ -191,6 +199,8 @@ class QueryStats:
             sample=self.sample,
             sample_parameters=self.sample_parameters,
             sources=tuple(self.sources),
+            plan=self.plan,
+            plan_at=self.plan_at,
         )
 
 
