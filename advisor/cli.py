@@ -222,9 +222,15 @@ class ScanFormat(str, Enum):
     markdown = "markdown"
 
 
+class ExplainChoice(str, Enum):
+    missing = "missing"
+    always = "always"
+    never = "never"
+
+
 @app.command()
 def scan(
-    dsn: Annotated[str | None, typer.Option("--dsn", envvar="ADVISOR_DSN", help="The database to examine (read-only: see README, Safety). Without it only the log-based checks run.")] = None,
+    dsn: Annotated[str | None, typer.Option("--dsn", envvar="ADVISOR_DSN", help="The database to examine (read-only: see README, Safety). Without it only the log-based checks run, and the plan checks on the plans auto_explain logged.")] = None,
     log: Annotated[list[str] | None, typer.Option("--log", help="A slow query log (file, glob or '-'); repeat for several.")] = None,
     pg_stat_statements: Annotated[bool, typer.Option("--pg-stat-statements", help="Take the workload from pg_stat_statements too (the default when no --log is given).")] = False,
     log_format: LogFormatOption = LogFormatChoice.auto,
@@ -232,6 +238,7 @@ def scan(
     jobs: Annotated[int | None, typer.Option("--jobs", "-j", min=1)] = None,
     time_budget: Annotated[float, typer.Option("--time-budget", min=1.0, help="Seconds for explaining queries, in all.")] = 60.0,
     max_queries: Annotated[int, typer.Option("--max-queries", min=1, help="Explain at most this many queries (top by total time and p95).")] = 20,
+    explain: Annotated[ExplainChoice, typer.Option("--explain", help="Which queries to EXPLAIN against --dsn. The plans auto_explain wrote to the log (JSON or text) are checked in any case, also without --dsn. missing: only the queries the log has no EXPLAIN ANALYZE plan for, so a logged query is not run again; always: every chosen query, as if the log had no plans; never: logged plans only, no EXPLAIN at all.")] = ExplainChoice.missing,
     n1_min_repeats: Annotated[int, typer.Option("--n1-min-repeats", min=2, help="Executions of one query in a unit of work that make an N+1.")] = DEFAULT.n1_min_repeats,
     round_trip_ms: Annotated[float | None, typer.Option("--round-trip-ms", help="Client round trip per statement for N+1 impact (measured against --dsn when omitted).")] = None,
     output_format: Annotated[ScanFormat, typer.Option("--format")] = ScanFormat.text,
@@ -253,7 +260,7 @@ def scan(
         with _steps("scanning", progress) as step:
             result = run_scan(workload, session, config=config, time_budget_s=time_budget,
                               max_queries=max_queries, step=step,
-                              measure_round_trip=round_trip_ms is None)  # fmt: skip
+                              measure_round_trip=round_trip_ms is None, explain=explain.value)  # fmt: skip
     write(render(result, output_format.value, View(top, show_values)), output)
     if fail_on is not FailOn.never and any(f.severity >= Severity[fail_on.value] for f in result.findings):
         raise typer.Exit(1)

@@ -22,6 +22,7 @@ class ExplainedQuery:
     plan: Plan
     analyzed: bool  # EXPLAIN ANALYZE (actual rows and times) or plain EXPLAIN (estimates only)
     note: str | None = None  # why it was not analyzed (a write, no logged parameters)
+    logged_at: str | None = None  # the plan is auto_explain's, from the log: when its execution was logged
 
 
 @dataclass(frozen=True, slots=True)

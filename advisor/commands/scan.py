@@ -11,6 +11,13 @@ has its findings say which values (``parameter_values``; the literals in
 measured mean. A plan that does not explain the measured mean is listed under
 ``not_explained`` with why. What this role may not read (hidden
 pg_stat_statements rows, tables it cannot SELECT) is in ``notes``, with the GRANT.
+
+Plans already in the log (auto_explain, JSON or text: plan_text.py) are
+checked as the advisor's own EXPLAINs are, with or without a database; their
+findings say so (``plan_source``, ``plan_logged_at``). ``explain`` decides
+what is still explained against the database: ``missing`` (the default) only
+the queries the log has no analysed plan for, so a query is not run again;
+``always`` every chosen query, as without logged plans; ``never`` nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import statistics
 import time
 from collections.abc import Collection
 from dataclasses import replace
+from typing import Literal
 from urllib.parse import unquote
 
 from advisor.checks import CHECKS, Check
@@ -29,6 +37,7 @@ from advisor.db.explain import ExplainOutcome, ExplainRequest, explain_all
 from advisor.db.privileges import privilege_notes, read_privileges
 from advisor.db.session import Session, session_for
 from advisor.findings import Finding, NotExplained, ScanResult
+from advisor.plan_text import PlanTextError, logged_plan
 from advisor.plans import parse_plan
 from advisor.progress import Step
 from advisor.thresholds import DEFAULT, Thresholds
@@ -44,45 +53,102 @@ def scan(
     max_queries: int = 20,
     step: Step = lambda _: None,
     measure_round_trip: bool = True,
+    explain: Explain = "missing",
 ) -> ScanResult:
     """``dsn``: a DSN, or the command's open Session: the catalog, the round trip and the
-    explains share its one connection."""
+    explains share its one connection. ``explain``: see the module doc."""
+    logged, unread = logged_plans(workload)
     if dsn is None:
-        ctx = Context(workload=workload, config=config)
-        findings, skipped = run_checks(ctx, available={"log"})
-        return ScanResult(workload, findings, skipped_checks=skipped)
+        ctx = Context(workload=workload, explained=tuple(logged.values()), config=config)
+        findings, skipped = run_checks(ctx, available={"log", "plans"} if logged else {"log"})
+        notes = (*_logged_note(logged), *unread)
+        return ScanResult(workload, _with_log_evidence(findings, logged), skipped_checks=skipped, notes=notes)
     with session_for(dsn) as session:
-        return _scan_database(workload, session, config, time_budget_s, max_queries, step, measure_round_trip)
+        return _scan_database(workload, session, config, time_budget_s, max_queries, step, measure_round_trip,
+                              explain, (logged, unread))
 
 
 def _scan_database(workload: Workload, session: Session, config: Thresholds, time_budget_s: float,
-                   max_queries: int, step: Step, measure_round_trip: bool) -> ScanResult:
+                   max_queries: int, step: Step, measure_round_trip: bool, explain: Explain,
+                   from_log: tuple[dict[str, ExplainedQuery], tuple[str, ...]]) -> ScanResult:
     step("reading the catalog and measuring the round trip")
     catalog, measured, notes = _catalog_and_round_trip(session, workload)
     rtt = measured if measure_round_trip else None
     config = replace(config, round_trip_ms=measured) if measure_round_trip else config
+    logged, unread = from_log
     chosen = choose_queries(workload.queries, max_queries)
-    step(f"explaining {len(chosen)} queries (budget {time_budget_s:g} s)")
-    requests = [explain_request(q) for q in chosen]
+    to_explain, unexplained = _to_explain(chosen, logged, explain)
+    step(f"explaining {len(to_explain)} queries (budget {time_budget_s:g} s)")
+    requests = [explain_request(q) for q in to_explain]
     report = explain_all(session, requests, time_budget_s=time_budget_s, catalog=catalog, large_offset=config.large_offset)
-    explained, missing = _pair(chosen, report)
-    ctx = Context(workload=workload, catalog=catalog, explained=tuple(explained), config=config)
+    explained, missing = _pair(to_explain, report)
+    # A plan the advisor just took is the one checked; a logged plan stands for every other query.
+    fresh = {e.query.fingerprint for e in explained}
+    used = {fp: eq for fp, eq in logged.items() if fp not in fresh}
+    ctx = Context(workload=workload, catalog=catalog, explained=(*explained, *used.values()), config=config)
     step("running the checks")
     findings, skipped = run_checks(ctx, available={"log", "catalog", "plans"})
     findings = _with_parameter_evidence(findings, report.outcomes, {q.fingerprint: q.mean_ms for q in chosen})
     return ScanResult(
         workload,
-        findings,
+        _with_log_evidence(findings, used),
         explained=len(explained),
-        not_explained=tuple(missing),
+        not_explained=(*missing, *unexplained),
         skipped_checks=skipped,
         server_version_num=catalog.server_version_num,
         superuser=report.superuser,
         round_trip_ms=rtt,
         # the workload's own notes (hidden rows, …) are added where they are shown
         notes=(*notes, *(f"query {o.fingerprint} explained with representative values: {o.values_label}"
-                         for o in report.outcomes if o.values_label)),
+                         for o in report.outcomes if o.values_label), *_logged_note(used), *unread),
     )
+
+
+# What scan explains against the database; plans logged by auto_explain are read in any case.
+Explain = Literal["missing", "always", "never"]
+
+
+def logged_plans(workload: Workload) -> tuple[dict[str, ExplainedQuery], tuple[str, ...]]:
+    """The plans auto_explain logged, by fingerprint, and a note for each one that could not be read."""
+    plans: dict[str, ExplainedQuery] = {}
+    unread: list[str] = []
+    for q in workload.queries:
+        if q.plan is None:
+            continue
+        try:
+            plan = logged_plan(q.plan)
+        except PlanTextError as e:
+            unread.append(f"query {q.fingerprint}: its logged plan could not be read ({e})")
+            continue
+        plans[q.fingerprint] = ExplainedQuery(q, plan, plan.analyzed, logged_at=q.plan_at or "?")
+    return plans, tuple(unread)
+
+
+def _to_explain(chosen: list[Query], logged: dict[str, ExplainedQuery],
+                explain: Explain) -> tuple[list[Query], list[NotExplained]]:
+    """The chosen queries to explain, and those left without a plan by ``--explain never``."""
+    if explain == "always":
+        return chosen, []
+    analysed = {fp for fp, eq in logged.items() if eq.analyzed}
+    if explain == "missing":
+        return [q for q in chosen if q.fingerprint not in analysed], []
+    return [], [NotExplained(q.fingerprint, q.normalized, "no plan in the log, and --explain never")
+                for q in chosen if q.fingerprint not in logged]
+
+
+def _logged_note(logged: dict[str, ExplainedQuery]) -> tuple[str, ...]:
+    if not logged:
+        return ()
+    n = len(logged)
+    return (f"{n} {'query' if n == 1 else 'queries'} checked on the plan auto_explain logged for "
+            f"{'its' if n == 1 else 'their'} slowest execution, not explained again",)
+
+
+def _with_log_evidence(findings: tuple[Finding, ...], logged: dict[str, ExplainedQuery]) -> tuple[Finding, ...]:
+    """Findings read from a logged plan say so, and when that execution was logged."""
+    return tuple(replace(f, evidence={**f.evidence, "plan_source": "log (auto_explain)",
+                                      "plan_logged_at": logged[f.fingerprint].logged_at})
+                 if f.fingerprint in logged and f.code.startswith("ADV0") else f for f in findings)
 
 
 def explain_request(q: Query) -> ExplainRequest:
@@ -187,4 +253,5 @@ def _pair(chosen: list[Query], report) -> tuple[list[ExplainedQuery], list[NotEx
     return explained, missing
 
 
-__all__ = ["Check", "NotExplained", "ScanResult", "choose_queries", "explain_request", "run_checks", "scan"]
+__all__ = ["Check", "Explain", "NotExplained", "ScanResult", "choose_queries", "explain_request", "logged_plans",
+           "run_checks", "scan"]
