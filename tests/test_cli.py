@@ -31,7 +31,7 @@ def test_json_document_has_the_documented_fields(log):
     run = advisor("parse", log, "--format", "json")
     assert run.returncode == 0, run.stderr
     doc = json.loads(run.stdout)
-    assert doc["schema_version"] == 1
+    assert doc["schema_version"] == 2
     assert (doc["lines"], doc["statements"], doc["skipped_count"]) == (5, 3, 1)
     assert doc["skipped"] == [{"file": log, "line": 5, "reason": "does not match the log_line_prefix", "text": "not a log line"}]
     first = doc["queries"][0]

@@ -5,10 +5,11 @@ from __future__ import annotations
 from advisor import __version__
 from advisor.findings import ScanResult
 from advisor.report.words import round_floats, workload_notes
+from advisor.workload.events import LogEvents, Statement
 from advisor.workload.fingerprint import mask_conditions, mask_literals
 from advisor.workload.model import Query, Workload
 
-WORKLOAD_SCHEMA_VERSION = 1
+WORKLOAD_SCHEMA_VERSION = 2  # 2: the logs' server events (`events`)
 
 
 def workload_document(workload: Workload, *, top: int | None = None, show_values: bool = False) -> dict:
@@ -29,7 +30,50 @@ def workload_document(workload: Workload, *, top: int | None = None, show_values
         ],
         "notes": workload_notes(workload),
         "queries": [query_document(q, show_values=show_values) for q in queries],
+        "events": events_document(workload.events or LogEvents()),
     }
+
+
+def events_document(e: LogEvents) -> dict:
+    """The logs' server events (README: "advisor parse", JSON): per query, most events first."""
+    def ranked(by_query: dict, key) -> list:
+        return sorted(by_query.items(), key=lambda item: (*key(item[1]), item[0].fingerprint))
+
+    span = e.span_seconds()
+    return {
+        "temp_files": {"count": e.temp_files.count, "bytes": e.temp_files.bytes, "by_query": [
+            {**_statement(q), "count": t.count, "bytes": t.bytes}
+            for q, t in ranked(e.temp_by_query, lambda t: (-t.bytes, -t.count))]},
+        "lock_waits": {"count": e.lock_waits, "by_query": [
+            {**_statement(q), "count": w.count, "max_wait_ms": round(w.max_wait_ms, 3),
+             "blocking": [{"normalized": sql, "application": app} for sql, app in w.blocking]}
+            for q, w in ranked(e.waits_by_query, lambda w: (-w.count, -w.max_wait_ms))]},
+        "deadlocks": {"count": e.deadlocks, "by_query": [
+            {**_statement(q), "count": d.count, "cycle": list(d.cycle)}
+            for q, d in ranked(e.deadlocks_by_query, lambda d: (-d.count,))]},
+        "errors": {
+            "count": e.errors,
+            "by_sqlstate": dict(sorted(e.errors_by_sqlstate.items(), key=lambda kv: (-kv[1], kv[0]))),
+            "by_query": [
+                {**_statement(q), "sqlstate": state, "message": err.message, "count": err.count}
+                for (q, state), err in sorted(e.errors_by_query.items(),
+                                              key=lambda kv: (-kv[1].count, kv[0][0].fingerprint, kv[0][1]))]},
+        "sessions": {"count": sum(s.count for s in e.sessions.values()), "by_application": {
+            app: {"sessions": s.count,
+                  "per_second": round(s.count / span, 3) if span else None,
+                  "median_ms": _ms(s.times.quantile(0.5)), "p95_ms": _ms(s.times.quantile(0.95))}
+            for app, s in sorted(e.sessions.items(), key=lambda kv: (-kv[1].count, kv[0]))}},
+        "checkpoints": {"count": e.checkpoints.count, "timed": e.checkpoints.timed,
+                        "requested": e.checkpoints.requested, "write_ms": round(e.checkpoints.write_ms, 3),
+                        "sync_ms": round(e.checkpoints.sync_ms, 3)},
+        "autovacuum": {"by_table": {
+            table: {"vacuums": v.vacuums, "analyzes": v.analyzes, "removed_tuples": v.removed_tuples}
+            for table, v in sorted(e.autovacuum.items())}},
+    }
+
+
+def _statement(q: Statement) -> dict:
+    return {"fingerprint": q.fingerprint, "normalized": q.normalized}
 
 
 def query_document(q: Query, *, show_values: bool = False) -> dict:

@@ -10,6 +10,7 @@ from advisor.findings import ScanResult
 from advisor.report.jsondoc import scan_notes
 from advisor.report.words import round_floats, workload_notes
 from advisor.words import plural
+from advisor.workload.events import LogEvents
 from advisor.workload.fingerprint import mask_conditions
 from advisor.workload.model import Workload
 
@@ -37,9 +38,48 @@ def workload_summary(workload: Workload, *, top: int = 20) -> Group:
         (f"{plural(workload.skipped_count, 'line')} skipped", "yellow" if workload.skipped_count else ""),
     )
     notes = [Text(f"note: {n}", "yellow") for n in workload_notes(workload)]
+    events = events_summary(workload.events) if workload.events else []
     if not workload.queries:
-        return Group(head, *notes, *_skipped(workload))
-    return Group(head, *notes, queries_table(workload, top=top), *_skipped(workload))
+        return Group(head, *notes, *events, *_skipped(workload))
+    return Group(head, *notes, queries_table(workload, top=top), *events, *_skipped(workload))
+
+
+def events_summary(e: LogEvents) -> list[Text]:
+    """The logs' server events in a few lines, each kind with the query that had the most (details: the JSON)."""
+    lines = [Text("Server events:", "bold")]
+
+    def line(kind: str, numbers: str, top: dict | None = None, rank=None) -> None:
+        text = Text.assemble(f"  {kind}: ", numbers)
+        if top:
+            q = min(top, key=lambda k: (rank(top[k]), k.fingerprint) if rank else k.fingerprint)
+            text.append(f"; most: {_shorten(q.normalized, 70)}", "dim")
+        lines.append(text)
+
+    if e.temp_files.count:
+        line("temp files", f"{e.temp_files.count:,} ({_bytes(e.temp_files.bytes)})", e.temp_by_query, lambda t: -t.bytes)
+    if e.lock_waits:
+        longest = max((w.max_wait_ms for w in e.waits_by_query.values()), default=0.0)
+        line("lock waits", f"{e.lock_waits:,} (longest {longest:,.1f} ms)", e.waits_by_query, lambda w: -w.count)
+    if e.deadlocks:
+        line("deadlocks", f"{e.deadlocks:,}", e.deadlocks_by_query, lambda d: -d.count)
+    if e.errors:
+        states = sorted(e.errors_by_sqlstate.items(), key=lambda kv: (-kv[1], kv[0]))
+        line("errors", f"{e.errors:,} (" + ", ".join(f"{state} × {n:,}" for state, n in states[:5]) + ")")
+    if e.sessions:
+        span = e.span_seconds()
+        apps = sorted(e.sessions.items(), key=lambda kv: (-kv[1].count, kv[0]))
+        line("sessions", f"{sum(s.count for s in e.sessions.values()):,} (" + "; ".join(
+            f"{app} {s.count:,}" + (f" at {s.count / span:,.2f}/s" if span else "")
+            + f", median {_ms(s.times.quantile(0.5))} ms" for app, s in apps[:3]) + ")")
+    c = e.checkpoints
+    if c.count or c.write_ms:
+        line("checkpoints", f"{c.count:,} ({c.timed:,} timed, {c.requested:,} requested; "
+                            f"write {c.write_ms / 1000:,.1f} s, sync {c.sync_ms / 1000:,.1f} s)")
+    if e.autovacuum:
+        v = e.autovacuum.values()
+        line("autovacuum", f"{sum(t.vacuums for t in v):,} vacuums, {sum(t.analyzes for t in v):,} analyzes "
+                           f"on {plural(len(e.autovacuum), 'table')}, {sum(t.removed_tuples for t in v):,} tuples removed")
+    return lines
 
 
 def queries_table(workload: Workload, *, top: int) -> ByWidth:

@@ -2,10 +2,298 @@
 checkpoints and autovacuum, tied to the statement and application they belong to (issue #13).
 
 ``LogEvents`` is a mergeable aggregate like ``WorkloadStats``: each log part fills its own and
-partials merge in input order."""
+partials merge in input order, so parts parsed apart add up to the single pass. Memory is
+bounded as the rest of the workload's: at most ``QUERIES_KEPT`` queries per kind of event (the
+events of the others still count in the totals), ``NAMES_KEPT`` blocking statements or cycle
+statements per query, and session times as exact values then a sketch (``stats.Quantiles``).
+Reading the events out of log records is ``workload/logs/server_events.py``'s work.
+"""
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
 
+from advisor.workload.stats import NAMES_KEPT, Quantiles
+
+QUERIES_KEPT = 500  # queries kept per kind of event; events past them count in the totals only
+TABLES_KEPT = 2000  # tables kept in the autovacuum counts
+APPLICATIONS_KEPT = 200  # applications kept in the session counts; past them, sessions count under "other"
+OTHER_APPLICATION = "(other)"
+NO_APPLICATION = "(none)"  # the log names none (no %a in the prefix, a process that is not a session)
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """The statement an event belongs to, by fingerprint."""
+
+    fingerprint: str
+    normalized: str
+
+
+@dataclass(slots=True)
+class TempFiles:
+    count: int = 0
+    bytes: int = 0
+
+
+@dataclass(slots=True)
+class LockWaits:
+    count: int = 0  # `still waiting` lines; an `acquired` line completes its wait
+    max_wait_ms: float = 0.0
+    blocking: dict[tuple[str | None, str | None], None] = field(default_factory=dict)  # (normalized, application)
+
+
+@dataclass(slots=True)
+class Deadlocks:
+    count: int = 0
+    cycle: tuple[str, ...] = ()  # the normalized statements of the first cycle seen
+
+
+@dataclass(slots=True)
+class Errors:
+    sqlstate: str
+    message: str  # the first message seen, literals masked
+    count: int = 0
+
+
+@dataclass(slots=True)
+class Sessions:
+    """One application's sessions: either line of a session counts it (see ``count``)."""
+
+    connections: int = 0
+    disconnections: int = 0
+    times: Quantiles = field(default_factory=Quantiles)  # session times, ms, from disconnection lines
+
+    @property
+    def count(self) -> int:
+        # A log may hold either line or both; a window of it may cut a session's pair.
+        return max(self.connections, self.disconnections)
+
+    def merge(self, other: Sessions) -> None:
+        self.connections += other.connections
+        self.disconnections += other.disconnections
+        self.times.merge(other.times)
+
+
+@dataclass(slots=True)
+class Checkpoints:
+    count: int = 0  # `checkpoint starting` lines
+    timed: int = 0
+    write_ms: float = 0.0  # from `checkpoint complete` lines
+    sync_ms: float = 0.0
+
+    @property
+    def requested(self) -> int:
+        return self.count - self.timed
+
+
+@dataclass(slots=True)
+class Vacuums:
+    vacuums: int = 0
+    analyzes: int = 0
+    removed_tuples: int = 0
+
+
+@dataclass(slots=True)
 class LogEvents:
-    """Being built (issue #13): the aggregate every log part fills."""
+    """Every kind of event the logs held, with totals and per-query (or per-table, per-application) counts."""
+
+    temp_files: TempFiles = field(default_factory=TempFiles)
+    temp_by_query: dict[Statement, TempFiles] = field(default_factory=dict)
+    lock_waits: int = 0
+    waits_by_query: dict[Statement, LockWaits] = field(default_factory=dict)
+    deadlocks: int = 0
+    deadlocks_by_query: dict[Statement, Deadlocks] = field(default_factory=dict)
+    errors: int = 0
+    errors_by_sqlstate: dict[str, int] = field(default_factory=dict)
+    errors_by_query: dict[tuple[Statement, str], Errors] = field(default_factory=dict)
+    sessions: dict[str, Sessions] = field(default_factory=dict)  # by application
+    checkpoints: Checkpoints = field(default_factory=Checkpoints)
+    autovacuum: dict[str, Vacuums] = field(default_factory=dict)  # by "db.schema.table"
+    first_seen: str | None = None  # the log's first and last timestamps, as logged: its span
+    last_seen: str | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.temp_files.count or self.lock_waits or self.waits_by_query or self.deadlocks
+                    or self.errors or self.sessions or self.checkpoints.count or self.checkpoints.write_ms
+                    or self.autovacuum)
+
+    # --- what a log part adds --------------------------------------------------------------
+
+    def temp_file(self, q: Statement | None, size: int) -> None:
+        self.temp_files.count += 1
+        self.temp_files.bytes += size
+        entry = _entry(self.temp_by_query, q, TempFiles)
+        if entry is not None:
+            entry.count += 1
+            entry.bytes += size
+
+    def lock_wait(self, q: Statement | None, wait_ms: float, blocking: list[tuple[str | None, str | None]],
+                  *, acquired: bool = False) -> None:
+        """A `still waiting` line (counted), or an `acquired` one (only the wait it completes)."""
+        self.lock_waits += not acquired
+        entry = _entry(self.waits_by_query, q, LockWaits)
+        if entry is not None:
+            entry.count += not acquired
+            entry.max_wait_ms = max(entry.max_wait_ms, wait_ms)
+            for holder in blocking:
+                _keep(entry.blocking, holder)
+
+    def deadlock(self, q: Statement | None, cycle: tuple[str, ...]) -> None:
+        self.deadlocks += 1
+        entry = _entry(self.deadlocks_by_query, q, Deadlocks)
+        if entry is not None:
+            entry.count += 1
+            entry.cycle = entry.cycle or cycle[:NAMES_KEPT]
+
+    def error(self, q: Statement | None, sqlstate: str, message: str) -> None:
+        self.errors += 1
+        self.errors_by_sqlstate[sqlstate] = self.errors_by_sqlstate.get(sqlstate, 0) + 1
+        if q is None:
+            return
+        key = (q, sqlstate)
+        entry = self.errors_by_query.get(key)
+        if entry is None:
+            if len(self.errors_by_query) >= QUERIES_KEPT:
+                return
+            entry = self.errors_by_query[key] = Errors(sqlstate, message)
+        entry.count += 1
+
+    def session(self, application: str | None, *, ended_ms: float | None = None) -> None:
+        """A `connection authorized` line (``ended_ms`` None) or a `disconnection` line with its session time."""
+        name = application or NO_APPLICATION
+        entry = self.sessions.get(name)
+        if entry is None:
+            if len(self.sessions) >= APPLICATIONS_KEPT:
+                name = OTHER_APPLICATION
+            entry = self.sessions.setdefault(name, Sessions())
+        if ended_ms is None:
+            entry.connections += 1
+        else:
+            entry.disconnections += 1
+            entry.times.add(ended_ms)
+
+    def checkpoint_started(self, timed: bool) -> None:
+        self.checkpoints.count += 1
+        self.checkpoints.timed += timed
+
+    def checkpoint_done(self, write_ms: float, sync_ms: float) -> None:
+        self.checkpoints.write_ms += write_ms
+        self.checkpoints.sync_ms += sync_ms
+
+    def vacuumed(self, table: str, *, analyze: bool, removed: int = 0) -> None:
+        entry = self.autovacuum.get(table)
+        if entry is None:
+            if len(self.autovacuum) >= TABLES_KEPT:
+                return
+            entry = self.autovacuum[table] = Vacuums()
+        if analyze:
+            entry.analyzes += 1
+        else:
+            entry.vacuums += 1
+            entry.removed_tuples += removed
+
+    def seen(self, first: str | None, last: str | None) -> None:
+        """The span of a part: its first and last timestamps (parts come in input order)."""
+        self.first_seen = self.first_seen or first
+        self.last_seen = last or self.last_seen
+
+    def span_seconds(self) -> float | None:
+        """Seconds between the log's first and last timestamps; None when they cannot be read."""
+        first, last = _seconds(self.first_seen), _seconds(self.last_seen)
+        return None if first is None or last is None else abs(last - first)
+
+    # --- merging ---------------------------------------------------------------------------
+
+    def merge(self, later: LogEvents) -> LogEvents:
+        """Add what ``later`` (a later part of the input) read; returns self."""
+        self.temp_files.count += later.temp_files.count
+        self.temp_files.bytes += later.temp_files.bytes
+        for q, t in later.temp_by_query.items():
+            if (mine := _entry(self.temp_by_query, q, TempFiles)) is not None:
+                mine.count += t.count
+                mine.bytes += t.bytes
+        self.lock_waits += later.lock_waits
+        for q, w in later.waits_by_query.items():
+            if (wait := _entry(self.waits_by_query, q, LockWaits)) is not None:
+                wait.count += w.count
+                wait.max_wait_ms = max(wait.max_wait_ms, w.max_wait_ms)
+                for holder in w.blocking:
+                    _keep(wait.blocking, holder)
+        self.deadlocks += later.deadlocks
+        for q, d in later.deadlocks_by_query.items():
+            if (dead := _entry(self.deadlocks_by_query, q, Deadlocks)) is not None:
+                dead.count += d.count
+                dead.cycle = dead.cycle or d.cycle
+        self._merge_errors(later)
+        for name, s in later.sessions.items():
+            if name not in self.sessions and len(self.sessions) >= APPLICATIONS_KEPT:
+                name = OTHER_APPLICATION
+            self.sessions.setdefault(name, Sessions()).merge(s)
+        c, other = self.checkpoints, later.checkpoints
+        c.count, c.timed = c.count + other.count, c.timed + other.timed
+        c.write_ms, c.sync_ms = c.write_ms + other.write_ms, c.sync_ms + other.sync_ms
+        for table, v in later.autovacuum.items():
+            mine_v = self.autovacuum.get(table)
+            if mine_v is None:
+                if len(self.autovacuum) < TABLES_KEPT:
+                    self.autovacuum[table] = v
+                continue
+            mine_v.vacuums += v.vacuums
+            mine_v.analyzes += v.analyzes
+            mine_v.removed_tuples += v.removed_tuples
+        self.seen(later.first_seen, later.last_seen)
+        return self
+
+    def _merge_errors(self, later: LogEvents) -> None:
+        self.errors += later.errors
+        for state, n in later.errors_by_sqlstate.items():
+            self.errors_by_sqlstate[state] = self.errors_by_sqlstate.get(state, 0) + n
+        for key, e in later.errors_by_query.items():
+            mine = self.errors_by_query.get(key)
+            if mine is not None:
+                mine.count += e.count
+            elif len(self.errors_by_query) < QUERIES_KEPT:
+                self.errors_by_query[key] = e
+
+
+def _entry(by_query: dict, q: Statement | None, make):
+    """The query's entry, made if there is room; None for an event tied to no statement, or past the cap."""
+    if q is None:
+        return None
+    entry = by_query.get(q)
+    if entry is None and len(by_query) < QUERIES_KEPT:
+        entry = by_query[q] = make()
+    return entry
+
+
+def _keep(names: dict, name) -> None:
+    if name not in names and len(names) < NAMES_KEPT:
+        names[name] = None
+
+
+_DATE = re.compile(r"(\d{4})-(\d\d)-(\d\d)[ T](\d\d):(\d\d):(\d\d(?:\.\d+)?)")
+_SYSLOG_DATE = re.compile(r"([A-Z][a-z]{2}) +(\d+) (\d\d):(\d\d):(\d\d)")
+_MONTHS = {m: i for i, m in enumerate("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(), 1)}
+
+
+def _seconds(timestamp: str | None) -> float | None:
+    """A logged timestamp as seconds, for differences only: one log has one time zone (%m, %t, ISO,
+    epoch %n, syslog's yearless date)."""
+    if not timestamp:
+        return None
+    if m := _DATE.match(timestamp):
+        year, month, day, hour, minute = (int(g) for g in m.groups()[:5])
+        return datetime(year, month, day, hour, minute).timestamp() + float(m.group(6))
+    if m := _SYSLOG_DATE.match(timestamp):
+        named = _MONTHS.get(m.group(1))
+        if named is None:
+            return None
+        day, hour, minute, second = (int(g) for g in m.groups()[1:])
+        return datetime(2000, named, day, hour, minute, second).timestamp()
+    try:
+        return float(timestamp)
+    except ValueError:
+        return None

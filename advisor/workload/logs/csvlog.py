@@ -10,7 +10,8 @@ from advisor.workload.logs.records import LogRecord, Tally
 
 # Column positions, stable since PostgreSQL 9.0; application_name from 9.0,
 # backend_type from 13, query_id from 14.
-TIME, USER, DB, PID, SESSION, VXID, SEVERITY, MESSAGE, DETAIL, QUERY, APP, QUERY_ID = 0, 1, 2, 3, 5, 9, 11, 13, 14, 19, 22, 25
+TIME, USER, DB, PID, SESSION, VXID, SEVERITY, SQLSTATE, MESSAGE, DETAIL, QUERY, APP, QUERY_ID = (
+    0, 1, 2, 3, 5, 9, 11, 12, 13, 14, 19, 22, 25)
 MIN_COLUMNS = 14
 
 _HEAD = re.compile(r'"?\d{4}-\d\d-\d\d \d\d:\d\d:\d\d')
@@ -55,6 +56,7 @@ def _record(row: list[str], line: int) -> LogRecord:
         query_id=col(QUERY_ID),
         detail=col(DETAIL),
         statement=col(QUERY),
+        sqlstate=col(SQLSTATE),
     )
 
 

@@ -8,6 +8,7 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from advisor.workload.events import LogEvents
 from advisor.workload.logs import csvlog, jsonlog, messages, stderr, syslog
 from advisor.workload.logs.prefix import detect_prefix, prefix_regex
 from advisor.workload.logs.reader import iter_lines, open_log
@@ -91,8 +92,9 @@ def _detect(path: str) -> str | None:
         return detect_prefix(list(itertools.islice(iter_lines(stream), SNIFF_LINES)))
 
 
-def read_executions(path: str, fmt: LogFormat, tally: Tally, start: int = 0, end: int | None = None) -> Iterator[Execution]:
-    """Every execution logged in ``path`` (between byte offsets ``start`` and ``end``)."""
+def read_executions(path: str, fmt: LogFormat, tally: Tally, start: int = 0, end: int | None = None,
+                    events: LogEvents | None = None) -> Iterator[Execution]:
+    """Every execution logged in ``path`` (between byte offsets ``start`` and ``end``); its server events to ``events``."""
     with open_log(path) as stream:
         lines = iter_lines(stream, start, end)
         if fmt.name == "stderr" and fmt.prefix is not None:
@@ -109,7 +111,7 @@ def read_executions(path: str, fmt: LogFormat, tally: Tally, start: int = 0, end
         else:
             _skip_all(lines, tally)
             return
-        yield from messages.executions(records, path, tally)
+        yield from messages.executions(records, path, tally, events)
 
 
 def _count_all(lines, tally: Tally) -> None:

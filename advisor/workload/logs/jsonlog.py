@@ -24,6 +24,7 @@ FIELDS = {
     "application": ("application_name",),
     "query_id": ("query_id",),
     "statement": ("statement", "query"),
+    "sqlstate": ("state_code", "sql_state_code"),
 }
 
 

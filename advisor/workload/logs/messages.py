@@ -30,11 +30,14 @@ The rules, from what PostgreSQL writes:
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections.abc import Iterable, Iterator
 
+from advisor.workload.events import LogEvents
 from advisor.workload.logs.records import LogRecord, Tally
+from advisor.workload.logs.server_events import EventReader, Holder, Running
 from advisor.workload.model import Execution
 from advisor.workload.own_traffic import sent_by_advisor
 
@@ -154,11 +157,18 @@ class _Session:
         self.plan = None
 
 
-def executions(records: Iterable[LogRecord], file: str, tally: Tally) -> Iterator[Execution]:
-    """The executions in ``records``, in order within each session."""
+def executions(records: Iterable[LogRecord], file: str, tally: Tally, events: LogEvents | None = None) -> Iterator[Execution]:
+    """The executions in ``records``, in order within each session; the other records' server
+    events go to ``events`` (see server_events.py: only records that are not executions cost it)."""
     sessions: dict[str, _Session] = {}  # least recently started execution first
+    reader = EventReader(events if events is not None else LogEvents(), _holder(sessions))
+    waiting = reader.open  # backends with an event waiting for a DETAIL, a STATEMENT or their statement
     message_match = _MESSAGE.match
     plans_seen = False
+    records = iter(records)
+    r = first = next(records, None)  # the part's first and last records give its span
+    if first is not None:
+        records = itertools.chain((first,), records)
     for r in records:
         key = r.session or r.pid or ""
         s = sessions.get(key)
@@ -166,10 +176,13 @@ def executions(records: Iterable[LogRecord], file: str, tally: Tally) -> Iterato
             # details: no other line since the open execution's; it may be gone (_forget_failed)
             if s is not None and s.details and s.open is not None and r.message.startswith("parameters: "):
                 s.open.parameters = r.message[12:]
+            if waiting and key in waiting:
+                reader.detail(key, r.message)
             continue
         m = message_match(r.message) if r.severity == "LOG" else None
         if m is None:
             tally.other_events += 1
+            reader.take(r, key, _running(s))
             if s is not None and s.open is not None and r.severity in _FAILED:
                 _forget_failed(s, r)
             continue
@@ -198,6 +211,8 @@ def executions(records: Iterable[LogRecord], file: str, tally: Tally) -> Iterato
                 p.duration = (p.duration or 0.0) + duration
         elif verb[0] == "s" or verb[0] == "e":  # statement, execute
             p = _Pending(r, r.message[m.end() :], duration, _parameters(r.detail))
+            if waiting and key in waiting:
+                reader.ran(key, p.sql)
             if s.plan is not None:
                 yield from s.resolve(p, verb[0] == "e", file)
             if s.open is not None:
@@ -211,6 +226,34 @@ def executions(records: Iterable[LogRecord], file: str, tally: Tally) -> Iterato
         # bind: counted by its execute.
     for s in sessions.values():
         yield from s.finish(file)
+    reader.finish()
+    if first is not None and r is not None:
+        reader.events.seen(first.timestamp, r.timestamp)
+
+
+def _running(s: _Session | None) -> Running | None:
+    """What the backend's last logged execution tells an event (see server_events.py)."""
+    p = s.open if s is not None else None
+    if p is None:
+        return None
+    message = p.record.message
+    return Running(p.sql, p.duration is not None, message.startswith("execute ") or "  execute " in message)
+
+
+def _holder(sessions: dict[str, _Session]) -> Holder:
+    """Look a blocking process up by pid: its last logged statement and application."""
+
+    def holder(pid: str) -> tuple[str | None, str | None]:
+        s = sessions.get(pid)
+        if s is None and pid.isdigit():  # sessions are keyed by %c, "start.pid" in hex
+            suffix = f".{int(pid):x}"
+            s = next((v for k, v in reversed(sessions.items()) if k.endswith(suffix)), None)
+        p = s.open if s is not None else None
+        if p is None and s is not None and s.recent:
+            p = s.recent[-1]
+        return (p.sql, p.record.application) if p is not None else (None, None)
+
+    return holder
 
 
 _FAILED = frozenset({"ERROR", "FATAL", "STATEMENT"})

@@ -1,7 +1,7 @@
 """Turn a ``log_line_prefix`` into a regular expression that reads it back.
 
 Every escape PostgreSQL documents becomes a group; the groups we use later
-(time, pid, session, user, database, application, vxid, query id) are named.
+(time, pid, session, user, database, application, vxid, query id, SQLSTATE) are named.
 After the prefix comes ``SEVERITY:  message``.
 """
 
@@ -29,7 +29,7 @@ ESCAPES: dict[str, tuple[str | None, str]] = {
     "m": ("timestamp", _TS + r"\.\d+" + _TZ),
     "n": ("timestamp", r"\d+\.\d+"),
     "i": (None, r".*?"),
-    "e": (None, r"[0-9A-Z]{5}"),
+    "e": ("sqlstate", r"[0-9A-Z]{5}"),
     "c": ("session", r"[0-9a-f]+\.[0-9a-f]+"),
     "l": (None, r"\d+"),
     "s": (None, _TS + _TZ),

@@ -26,6 +26,7 @@ class LogRecord:
     query_id: str | None = None
     detail: str | None = None  # csvlog and jsonlog carry DETAIL in the same record
     statement: str | None = None  # ... and an error's STATEMENT too
+    sqlstate: str | None = None  # csvlog, jsonlog, and stderr with %e in its prefix
 
 
 @dataclass(slots=True)

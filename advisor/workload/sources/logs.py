@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from advisor.errors import AdvisorError
 from advisor.progress import Progress
 from advisor.thresholds import DEFAULT, Thresholds
+from advisor.workload.events import LogEvents
 from advisor.workload.logs.formats import LogFormat, read_executions, sniff
 from advisor.workload.logs.prefix import PrefixError
 from advisor.workload.logs.reader import LogInputError, expand, is_compressed, split_points
@@ -123,7 +124,8 @@ def parse_part(part: Part) -> Partial:
     stats = WorkloadStats()
     patterns = SessionPatterns(part.config)
     add, observe = stats.add, patterns.add
-    executions = _theirs(read_executions(part.path, part.fmt, tally, part.start, part.end), tally)
+    events = LogEvents()
+    executions = _theirs(read_executions(part.path, part.fmt, tally, part.start, part.end, events), tally)
     if part.sessions:
         for execution in executions:
             observe(execution, add(execution))
@@ -134,7 +136,7 @@ def parse_part(part: Part) -> Partial:
     if part.start and not part.continues and tally.skipped:  # a range: number its lines in the file
         offset = _lines_before(part.path, part.start)
         tally.skipped = [replace(s, line=s.line + offset) for s in tally.skipped]
-    return Partial(stats, patterns, [tally])
+    return Partial(stats, patterns, [tally], events=events)
 
 
 def _theirs(executions: Iterator[Execution], tally: Tally) -> Iterator[Execution]:

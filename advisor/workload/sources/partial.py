@@ -1,7 +1,8 @@
 """The contract every workload source keeps: it reads into a ``Partial``, and partials merge.
 
 A partial is what one source, or one part of one source, read: per-fingerprint statistics,
-session patterns, and a tally per log file of what was read and skipped. Merging two
+session patterns, a tally per log file of what was read and skipped, and the logs' server
+events (``workload/events.py``). Merging two
 partials in the order their inputs came gives what one pass over both would have given
 (sums, merged sketches, ordered sets, skipped lines numbered in the whole file), so log
 parts parsed in parallel, on other processes or other machines, combine to the single-pass
@@ -22,6 +23,7 @@ from typing import Protocol
 from advisor.errors import AdvisorError
 from advisor.progress import Progress, Step
 from advisor.thresholds import DEFAULT, Thresholds
+from advisor.workload.events import LogEvents
 from advisor.workload.logs.formats import LogFormat
 from advisor.workload.logs.records import SKIPPED_KEPT, Tally
 from advisor.workload.model import Workload
@@ -52,6 +54,7 @@ class Partial:
     formats: dict[str, LogFormat] = field(default_factory=dict)  # log file → its format
     other_sources: list[str] = field(default_factory=list)  # sources that are not log files (a database, a SQL file), named
     notes: list[str] = field(default_factory=list)
+    events: LogEvents = field(default_factory=LogEvents)  # the logs' server events (temp files, lock waits, …)
 
     @classmethod
     def empty(cls, reading: Reading = Reading()) -> Partial:
@@ -69,6 +72,7 @@ class Partial:
         self.formats.update(later.formats)
         self.other_sources.extend(later.other_sources)
         self.notes.extend(later.notes)
+        self.events.merge(later.events)
         return self
 
 
@@ -130,4 +134,5 @@ def collect(partial: Partial) -> Workload:
         notes=(*notes, *partial.notes),
         repeats=partial.patterns.repeat_patterns(),
         cache=partial.patterns.cache_simulations(),
+        events=partial.events if tallies else None,  # only logs have server events
     )
