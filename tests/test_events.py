@@ -4,8 +4,10 @@ errors, sessions, checkpoints and autovacuum, in stderr, csvlog and jsonlog at o
 A driver on a cluster of its own, with every event's logging on, does known things; each count is
 asserted against what the driver did and, where the server keeps one, against its own counter
 (pg_stat_database, pg_stat_user_tables, pg_stat_bgwriter). Statements are logged when they end
-(log_min_duration_statement = 0) and no STATEMENT follows LOG lines (log_min_error_statement is
-ERROR): a temp file or lock wait finds its statement by its backend, as in most production logs.
+(log_min_duration_statement = 0); the spills and the lock wait run with log_min_error_statement =
+panic, so no STATEMENT line follows their LOG lines and each finds its statement by its backend
+(the simple protocol's temp file before its statement line, the extended protocol's after its
+execute line, a lock wait before), while the deadlock and the errors keep their STATEMENT.
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ SETTINGS = {
     "autovacuum_naptime": "1s",
 }
 SORT = "SELECT g FROM generate_series(1, 200000) g ORDER BY g DESC"  # spills under 64kB of work_mem
-HASH = "SELECT count(*) FROM big a JOIN big b USING (id)"  # a hash join in batches
+HASH = "SELECT count(*) FROM big a JOIN big b USING (id) WHERE a.id > %s"  # a hash join in batches
+SORTED = "SELECT g FROM generate_series(1, %s) g ORDER BY g"  # the same, extended protocol: its files go at portal drop
+QUIET = "SET log_min_error_statement = panic"  # no STATEMENT after its LOG lines: the backend tells the statement
 HOLD = "UPDATE t SET v = v + 1 WHERE id = 1"
 WAIT = "UPDATE t SET v = 2 WHERE id = 1"
 FIRST, SECOND = "UPDATE t SET v = v + 10 WHERE id = 11", "UPDATE t SET v = v + 20 WHERE id = 10"
@@ -106,19 +110,23 @@ def _spill(dsn: str) -> None:
     """A sort over the simple protocol (its temp file is logged before its statement) and a hash
     join over the extended one (logged after its execute, when the portal is dropped)."""
     with psycopg.connect(dsn, autocommit=True, application_name="reports", cursor_factory=psycopg.ClientCursor) as conn:
+        conn.execute(QUIET)
         conn.execute("SET work_mem = '64kB'")
         conn.execute(SORT).fetchall()
     with psycopg.connect(dsn, autocommit=True, application_name="reports") as conn:
+        conn.execute(QUIET)
         conn.execute("SET work_mem = '64kB'")
         conn.execute("SET max_parallel_workers_per_gather = 0")
         conn.execute("SET enable_mergejoin = off")
-        conn.execute(HASH).fetchall()
+        conn.execute(HASH, (0,)).fetchall()
+        conn.execute(SORTED, (200000,)).fetchall()
 
 
 def _lock_wait(dsn: str) -> None:
     """HOLD keeps row 1 locked while WAIT waits on it, longer than deadlock_timeout."""
     with psycopg.connect(dsn, application_name="holder") as holder, \
             psycopg.connect(dsn, autocommit=True, application_name="waiter") as waiter:
+        waiter.execute(QUIET)
         holder.execute(HOLD)  # psycopg opens the transaction: the row stays locked
         thread = threading.Thread(target=waiter.execute, args=(WAIT,))
         thread.start()
@@ -195,7 +203,7 @@ def _read(cluster, which: str, timeout: float = 15.0) -> LogEvents:
     deadline = time.monotonic() + timeout
     while True:
         events = _events(path)
-        sessions = events.sessions
+        sessions = events.applications()
         if ("pooled" in sessions and sessions["pooled"].disconnections and events.autovacuum.get("shop.public.vac")) \
                 or time.monotonic() > deadline:
             return events
@@ -212,8 +220,9 @@ def test_temp_files_match_the_server_and_their_queries(driven, which):
     assert counters["temp_files"] >= 2
     assert (e.temp_files.count, e.temp_files.bytes) == (counters["temp_files"], counters["temp_bytes"])
     by_query = {q.normalized: t for q, t in e.temp_by_query.items()}
-    assert set(by_query) == {_norm(SORT), _norm(HASH)}
+    assert set(by_query) == {_norm(SORT), _norm(HASH.replace("%s", "$1")), _norm(SORTED.replace("%s", "$1"))}
     assert by_query[_norm(SORT)].count == 2  # the function scan's tuplestore and the sort
+    assert by_query[_norm(SORTED.replace("%s", "$1"))].count == 2
     assert sum(t.count for t in by_query.values()) == counters["temp_files"]
 
 
@@ -255,7 +264,7 @@ def test_errors_by_sqlstate_and_query(driven, which):
 def test_sessions_per_application(driven, which):
     cluster, _ = driven
     e = _read(cluster, which)
-    short, long = e.sessions["per-request"], e.sessions["pooled"]
+    short, long = e.applications()["per-request"], e.applications()["pooled"]
     assert (short.count, short.connections, short.disconnections) == (SHORT_SESSIONS,) * 3
     assert long.count == 1
     assert long.times.quantile(0.5) > short.times.quantile(0.95)  # held across the whole run
@@ -288,14 +297,21 @@ def test_the_three_formats_give_the_same_events(driven):
 
 
 def test_parts_parsed_apart_give_the_single_pass_events(driven):
+    """Parts merged in order (sessions cut by a boundary stitched) give what one pass gives. The one
+    exception, as for units of work: a temp file or lock wait whose statement is logged after it, in
+    the next part (parts begin at statements), is counted but tied to no statement."""
     cluster, _ = driven
-    whole = events_document(_events(cluster.csv_log))
-    parted = collect(read_logs([str(cluster.csv_log)], jobs=4, min_part_bytes=4096, sessions=False))
-    assert parted.events is not None
-    assert events_document(parted.events)["temp_files"] == whole["temp_files"]
-    assert events_document(parted.events)["checkpoints"] == whole["checkpoints"]
-    assert events_document(parted.events)["autovacuum"] == whole["autovacuum"]
-    assert events_document(parted.events)["errors"]["by_sqlstate"] == whole["errors"]["by_sqlstate"]
+    for which in FORMATS:
+        path = getattr(cluster, which)
+        whole = events_document(_events(path))
+        parted = collect(read_logs([str(path)], jobs=3, min_part_bytes=2048, sessions=False))
+        assert parted.events is not None
+        cut = events_document(parted.events)
+        for kind in ("temp_files", "lock_waits"):
+            tied = {q["fingerprint"]: q["count"] for q in whole[kind].pop("by_query")}
+            for q in cut[kind].pop("by_query"):
+                assert q["count"] <= tied[q["fingerprint"]], which
+        assert cut == whole, which
 
 
 def test_parse_json_carries_the_events(driven, tmp_path):
@@ -338,3 +354,29 @@ def test_corpus_temp_files_tied_to_their_statements():
     e = _events(corpus_path("tempfile_only.log.gz"))
     assert e.temp_files.count == 5 == sum(t.count for t in e.temp_by_query.values())
     assert e.checkpoints.count == e.checkpoints.timed == 39
+
+
+def _stderr_events(tmp_path, prefix_fmt: str, lines: list[str]) -> LogEvents:
+    path = tmp_path / "postgresql.log"
+    path.write_text("\n".join(lines) + "\n")
+    events = collect(read_logs([str(path)], prefix=prefix_fmt, jobs=1, sessions=False)).events
+    assert events is not None
+    return events
+
+
+def test_sqlstate_from_the_prefix_and_a_statement_logged_when_it_started(tmp_path):
+    """%e gives the SQLSTATE of any message; with log_statement, a temp file without STATEMENT
+    belongs to the statement that has no duration yet, not to the next one."""
+    e = _stderr_events(tmp_path, "%m [%p] %e ", [
+        "2026-01-01 00:00:00.000 UTC [7] 00000 LOG:  statement: SELECT * FROM t ORDER BY a",
+        "2026-01-01 00:00:00.100 UTC [7] 00000 LOG:  temporary file: path \"base/pgsql_tmp/pgsql_tmp7.0\", size 1024",
+        "2026-01-01 00:00:00.200 UTC [7] 00000 LOG:  duration: 200.000 ms",
+        "2026-01-01 00:00:00.300 UTC [7] 00000 LOG:  statement: SELECT 1",
+        "2026-01-01 00:00:00.400 UTC [7] P0001 ERROR:  custom failure 42",
+        "2026-01-01 00:00:00.400 UTC [7] P0001 STATEMENT:  SELECT raise_it(42)",
+    ])
+    [(q, t)] = e.temp_by_query.items()
+    assert (q.normalized, t.count, t.bytes) == (_norm("SELECT * FROM t ORDER BY a"), 1, 1024)
+    assert e.errors_by_sqlstate == {"P0001": 1}
+    [((q, state), err)] = e.errors_by_query.items()
+    assert (q.normalized, state, err.message) == (_norm("SELECT raise_it(42)"), "P0001", "custom failure ?")

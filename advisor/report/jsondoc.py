@@ -39,7 +39,7 @@ def events_document(e: LogEvents) -> dict:
     def ranked(by_query: dict, key) -> list:
         return sorted(by_query.items(), key=lambda item: (*key(item[1]), item[0].fingerprint))
 
-    span = e.span_seconds()
+    span, applications = e.span_seconds(), e.applications()
     return {
         "temp_files": {"count": e.temp_files.count, "bytes": e.temp_files.bytes, "by_query": [
             {**_statement(q), "count": t.count, "bytes": t.bytes}
@@ -58,11 +58,11 @@ def events_document(e: LogEvents) -> dict:
                 {**_statement(q), "sqlstate": state, "message": err.message, "count": err.count}
                 for (q, state), err in sorted(e.errors_by_query.items(),
                                               key=lambda kv: (-kv[1].count, kv[0][0].fingerprint, kv[0][1]))]},
-        "sessions": {"count": sum(s.count for s in e.sessions.values()), "by_application": {
+        "sessions": {"count": sum(s.count for s in applications.values()), "by_application": {
             app: {"sessions": s.count,
                   "per_second": round(s.count / span, 3) if span else None,
                   "median_ms": _ms(s.times.quantile(0.5)), "p95_ms": _ms(s.times.quantile(0.95))}
-            for app, s in sorted(e.sessions.items(), key=lambda kv: (-kv[1].count, kv[0]))}},
+            for app, s in sorted(applications.items(), key=lambda kv: (-kv[1].count, kv[0]))}},
         "checkpoints": {"count": e.checkpoints.count, "timed": e.checkpoints.timed,
                         "requested": e.checkpoints.requested, "write_ms": round(e.checkpoints.write_ms, 3),
                         "sync_ms": round(e.checkpoints.sync_ms, 3)},

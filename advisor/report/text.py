@@ -65,10 +65,10 @@ def events_summary(e: LogEvents) -> list[Text]:
     if e.errors:
         states = sorted(e.errors_by_sqlstate.items(), key=lambda kv: (-kv[1], kv[0]))
         line("errors", f"{e.errors:,} (" + ", ".join(f"{state} × {n:,}" for state, n in states[:5]) + ")")
-    if e.sessions:
+    if applications := e.applications():
         span = e.span_seconds()
-        apps = sorted(e.sessions.items(), key=lambda kv: (-kv[1].count, kv[0]))
-        line("sessions", f"{sum(s.count for s in e.sessions.values()):,} (" + "; ".join(
+        apps = sorted(applications.items(), key=lambda kv: (-kv[1].count, kv[0]))
+        line("sessions", f"{sum(s.count for s in applications.values()):,} (" + "; ".join(
             f"{app} {s.count:,}" + (f" at {s.count / span:,.2f}/s" if span else "")
             + f", median {_ms(s.times.quantile(0.5))} ms" for app, s in apps[:3]) + ")")
     c = e.checkpoints

@@ -21,6 +21,7 @@ QUERIES_KEPT = 500  # queries kept per kind of event; events past them count in 
 TABLES_KEPT = 2000  # tables kept in the autovacuum counts
 APPLICATIONS_KEPT = 200  # applications kept in the session counts; past them, sessions count under "other"
 OTHER_APPLICATION = "(other)"
+SESSIONS_OPEN_KEPT = 10_000  # sessions followed from their start to their end; the oldest is counted as it is beyond
 NO_APPLICATION = "(none)"  # the log names none (no %a in the prefix, a process that is not a session)
 
 
@@ -109,7 +110,9 @@ class LogEvents:
     errors: int = 0
     errors_by_sqlstate: dict[str, int] = field(default_factory=dict)
     errors_by_query: dict[tuple[Statement, str], Errors] = field(default_factory=dict)
-    sessions: dict[str, Sessions] = field(default_factory=dict)  # by application
+    sessions: dict[str, Sessions] = field(default_factory=dict)  # by application; read ``applications()``
+    open_sessions: dict[str, str] = field(default_factory=dict)  # backend → application ("": not named yet)
+    ends_unmatched: dict[str, tuple[str, float]] = field(default_factory=dict)  # backend → (application, ms)
     checkpoints: Checkpoints = field(default_factory=Checkpoints)
     autovacuum: dict[str, Vacuums] = field(default_factory=dict)  # by "db.schema.table"
     first_seen: str | None = None  # the log's first and last timestamps, as logged: its span
@@ -117,17 +120,18 @@ class LogEvents:
 
     def __bool__(self) -> bool:
         return bool(self.temp_files.count or self.lock_waits or self.waits_by_query or self.deadlocks
-                    or self.errors or self.sessions or self.checkpoints.count or self.checkpoints.write_ms
+                    or self.errors or self.sessions or self.open_sessions or self.ends_unmatched or self.checkpoints.count or self.checkpoints.write_ms
                     or self.autovacuum)
 
     # --- what a log part adds --------------------------------------------------------------
 
-    def temp_file(self, q: Statement | None, size: int) -> None:
-        self.temp_files.count += 1
+    def temp_file(self, q: Statement | None, size: int, count: int = 1) -> None:
+        """``count`` temp files of ``size`` bytes in all."""
+        self.temp_files.count += count
         self.temp_files.bytes += size
         entry = _entry(self.temp_by_query, q, TempFiles)
         if entry is not None:
-            entry.count += 1
+            entry.count += count
             entry.bytes += size
 
     def lock_wait(self, q: Statement | None, wait_ms: float, blocking: list[tuple[str | None, str | None]],
@@ -161,19 +165,52 @@ class LogEvents:
             entry = self.errors_by_query[key] = Errors(sqlstate, message)
         entry.count += 1
 
-    def session(self, application: str | None, *, ended_ms: float | None = None) -> None:
-        """A `connection authorized` line (``ended_ms`` None) or a `disconnection` line with its session time."""
+    def connected(self, backend: str, application: str | None) -> None:
+        """A `connection authorized` line. A session whose application the log names only at its end
+        (a backend logs "[unknown]" before it knows it) is counted there."""
+        if application:
+            self._application(application).connections += 1
+        self._left_open(backend, application or "")
+
+    def disconnected(self, backend: str, application: str | None, ms: float) -> None:
+        """A `disconnection` line with its session time."""
+        known = self.open_sessions.pop(backend, None)
+        if known is None and backend not in self.ends_unmatched and len(self.ends_unmatched) < SESSIONS_OPEN_KEPT:
+            self.ends_unmatched[backend] = (application or "", ms)  # a part before may hold its start
+            return
+        name = application or known or None
+        entry = self._application(name)
+        entry.connections += known == ""  # counted now that its application is known
+        entry.disconnections += 1
+        entry.times.add(ms)
+
+    def applications(self) -> dict[str, Sessions]:
+        """Sessions per application, those whose start or end the log does not show included."""
+        result = {}
+        for name, s in self.sessions.items():
+            result[name] = Sessions(s.connections, s.disconnections)
+            result[name].times.merge(s.times)
+        for application, ms in self.ends_unmatched.values():  # began before the log
+            entry = result.setdefault(application or NO_APPLICATION, Sessions())
+            entry.disconnections += 1
+            entry.times.add(ms)
+        for application in self.open_sessions.values():  # still open, its application never named
+            if not application:
+                result.setdefault(NO_APPLICATION, Sessions()).connections += 1
+        return result
+
+    def _unended(self, application: str) -> None:
+        if not application:  # not counted yet
+            self._application(None).connections += 1
+
+    def _application(self, application: str | None) -> Sessions:
         name = application or NO_APPLICATION
         entry = self.sessions.get(name)
         if entry is None:
             if len(self.sessions) >= APPLICATIONS_KEPT:
                 name = OTHER_APPLICATION
             entry = self.sessions.setdefault(name, Sessions())
-        if ended_ms is None:
-            entry.connections += 1
-        else:
-            entry.disconnections += 1
-            entry.times.add(ended_ms)
+        return entry
 
     def checkpoint_started(self, timed: bool) -> None:
         self.checkpoints.count += 1
@@ -228,10 +265,7 @@ class LogEvents:
                 dead.count += d.count
                 dead.cycle = dead.cycle or d.cycle
         self._merge_errors(later)
-        for name, s in later.sessions.items():
-            if name not in self.sessions and len(self.sessions) >= APPLICATIONS_KEPT:
-                name = OTHER_APPLICATION
-            self.sessions.setdefault(name, Sessions()).merge(s)
+        self._merge_sessions(later)
         c, other = self.checkpoints, later.checkpoints
         c.count, c.timed = c.count + other.count, c.timed + other.timed
         c.write_ms, c.sync_ms = c.write_ms + other.write_ms, c.sync_ms + other.sync_ms
@@ -246,6 +280,31 @@ class LogEvents:
             mine_v.removed_tuples += v.removed_tuples
         self.seen(later.first_seen, later.last_seen)
         return self
+
+    def _merge_sessions(self, later: LogEvents) -> None:
+        """Sessions cut by a part boundary are stitched: a later part's first end of a backend meets
+        the start an earlier part left open, as one pass would have seen them."""
+        for name, s in later.sessions.items():
+            if name not in self.sessions and len(self.sessions) >= APPLICATIONS_KEPT:
+                name = OTHER_APPLICATION
+            self.sessions.setdefault(name, Sessions()).merge(s)
+        for backend, (application, ms) in later.ends_unmatched.items():
+            if backend in self.open_sessions or backend not in self.ends_unmatched:
+                self.disconnected(backend, application or None, ms)
+            else:  # two ends without a start between: the later one began before it, unseen
+                entry = self._application(application or None)
+                entry.disconnections += 1
+                entry.times.add(ms)
+        for backend, application in later.open_sessions.items():
+            self._left_open(backend, application)
+
+    def _left_open(self, backend: str, application: str) -> None:
+        """A session whose end is not seen yet (its connection already counted if it named its application)."""
+        if backend in self.open_sessions:  # the pid came back without a disconnection line
+            self._unended(self.open_sessions.pop(backend))
+        elif len(self.open_sessions) >= SESSIONS_OPEN_KEPT:
+            self._unended(self.open_sessions.pop(next(iter(self.open_sessions))))
+        self.open_sessions[backend] = application
 
     def _merge_errors(self, later: LogEvents) -> None:
         self.errors += later.errors

@@ -7,13 +7,17 @@ writes, and how each event finds its statement:
 - csvlog and jsonlog carry DETAIL and STATEMENT in the event's own record; stderr and syslog write
   them as the next records of the same backend, so an event collects them until that backend
   logs anything else.
-- Without a STATEMENT (``log_min_error_statement`` is above LOG by default, so temp files and lock
-  waits seldom have one), the event belongs to the statement its backend was running: the one
-  ``log_statement`` logged when it started and that has no duration yet; else, for a temp file
-  after an extended-protocol ``execute`` (the portal is dropped after its duration was logged),
-  that execute; else the statement the backend logs next, the one ``log_min_duration_statement``
-  logs when it ends (a lock wait, and a simple-protocol statement's temp file, come before it).
-  An error without a STATEMENT that no running statement explains belongs to no statement.
+- A STATEMENT follows LOG lines too by default (``log_min_error_statement`` ranks LOG above
+  ERROR). Without one (a higher setting, a shipper that drops it), the event belongs to the
+  statement its backend was running: the one ``log_statement`` logged when it started and that
+  has no duration yet; else, for a temp file after an extended-protocol ``execute``, that
+  execute (a sort's files go when the portal is dropped, after its duration was logged); else
+  the statement its backend logs next, which ``log_min_duration_statement`` logs when it ends
+  (a lock wait, a simple-protocol statement's temp files and a hash join's batches come before
+  it). What the log cannot tell: a hash join's batches after another extended-protocol execute
+  are tied to that execute. An error without a STATEMENT that no running statement explains, and
+  an event whose statement is logged in the next part of a log parsed in parts (parts begin at
+  statements), belong to no statement; they still count in the totals.
 - The SQLSTATE comes from the record (csvlog, jsonlog, ``%e``), else from the message for the
   common ones (PostgreSQL's errcodes), else ``unknown``.
 """
@@ -107,10 +111,11 @@ class Running:
 class _Event:
     """One event being read: its record, then its DETAIL and STATEMENT as they come."""
 
-    __slots__ = ("kind", "record", "detail", "statement", "fallback", "after", "collecting", "number", "blocking")
+    __slots__ = ("kind", "record", "detail", "statement", "fallback", "after", "collecting", "number", "count", "blocking")
 
     def __init__(self, kind: str, record: LogRecord, number: float, running: Running | None) -> None:
         self.kind, self.record, self.number = kind, record, number
+        self.count = 1  # temp files waiting for the same statement are kept as one (a hash join writes hundreds)
         self.detail, self.statement = record.detail, record.statement
         self.collecting = True  # DETAIL and STATEMENT records of its backend may follow (stderr)
         self.blocking: list[tuple[str | None, str | None]] = []
@@ -134,7 +139,6 @@ class EventReader:
     def __init__(self, events: LogEvents, holder: Holder) -> None:
         self.events, self.holder = events, holder
         self.open: dict[str, list[_Event]] = {}  # backend → its events still waiting, oldest first
-        self.apps: dict[str, str] = {}  # backend → the application its `connection authorized` line named, or ""
 
     def detail(self, key: str, text: str) -> None:
         """A DETAIL record of a backend that has an event open (stderr, syslog)."""
@@ -192,19 +196,18 @@ class EventReader:
             for event in waiting:
                 self._add(event, event.statement or event.fallback)
         self.open.clear()
-        for app in self.apps.values():
-            if not app:  # a session that named no application and did not end here
-                self.events.session(None)
-        self.apps.clear()
 
     def _settle(self, key: str, waiting: list[_Event]) -> None:
         """Add the events that wait no more (all but those waiting for the next statement)."""
-        keep = []
+        keep: list[_Event] = []
         for event in waiting:
             if event.collecting:
                 keep.append(event)
             elif event.statement is not None or not event.after:
                 self._add(event, event.statement or event.fallback)
+            elif event.kind == "temp" and keep and keep[-1].kind == "temp" and not keep[-1].collecting:
+                keep[-1].number += event.number  # both wait for the statement their backend logs next
+                keep[-1].count += event.count
             else:
                 keep.append(event)
         if keep:
@@ -236,20 +239,12 @@ class EventReader:
         events, key = self.events, r.session or r.pid or ""
         if message.startswith("connection authorized: "):
             m = _APPLICATION.search(message)
-            app = (m.group(1) if m else None) or _named(r.application)
-            if len(self.apps) >= MAX_OPEN and not self.apps.pop(next(iter(self.apps))):
-                events.session(None)  # the oldest session still open, unnamed, is counted as it is
-            if app:
-                events.session(app)
-            self.apps[key] = app or ""  # "": counted at its disconnection, under the application named there
+            events.connected(key, (m.group(1) if m else None) or _named(r.application))
         elif message.startswith("disconnection: "):
-            known = self.apps.pop(key, None)
-            app = _named(r.application) or known
-            if known == "":
-                events.session(app)
             if (t := _SESSION_TIME.match(message)) is not None:
                 hours, minutes, seconds = t.groups()
-                events.session(app, ended_ms=((int(hours) * 60 + int(minutes)) * 60 + float(seconds)) * 1000)
+                ms = ((int(hours) * 60 + int(minutes)) * 60 + float(seconds)) * 1000
+                events.disconnected(key, _named(r.application), ms)
         elif message.startswith("checkpoint starting: "):
             events.checkpoint_started("time" in message[21:].split())
         elif message.startswith("checkpoint complete: "):
@@ -275,7 +270,7 @@ class EventReader:
         events, r = self.events, event.record
         q = _statement(sql) if sql else None
         if event.kind == "temp":
-            events.temp_file(q, int(event.number))
+            events.temp_file(q, int(event.number), event.count)
         elif event.kind in ("wait", "acquired"):
             events.lock_wait(q, event.number, event.blocking, acquired=event.kind == "acquired")
         else:
