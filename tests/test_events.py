@@ -20,7 +20,9 @@ from pathlib import Path
 import psycopg
 import pytest
 from conftest import corpus_path
+from typer.testing import CliRunner
 
+from advisor.cli import app
 from advisor.db.embedded import EmbeddedCluster, EmbeddedError
 from advisor.report.jsondoc import events_document
 from advisor.workload.events import LogEvents
@@ -315,10 +317,6 @@ def test_parts_parsed_apart_give_the_single_pass_events(driven):
 
 
 def test_parse_json_carries_the_events(driven, tmp_path):
-    from typer.testing import CliRunner
-
-    from advisor.cli import app
-
     cluster, counters = driven
     _read(cluster, "csv_log")
     run = CliRunner().invoke(app, ["parse", str(cluster.csv_log), "--format", "json"])
@@ -380,3 +378,22 @@ def test_sqlstate_from_the_prefix_and_a_statement_logged_when_it_started(tmp_pat
     assert e.errors_by_sqlstate == {"P0001": 1}
     [((q, state), err)] = e.errors_by_query.items()
     assert (q.normalized, state, err.message) == (_norm("SELECT raise_it(42)"), "P0001", "custom failure ?")
+
+
+def test_the_advisors_own_sessions_are_left_out(tmp_path):
+    e = _stderr_events(tmp_path, "%m [%p] ", [
+        "2026-01-01 00:00:00.000 UTC [7] LOG:  connection authorized: user=u database=d application_name=advisor",
+        "2026-01-01 00:00:00.000 UTC [8] LOG:  connection authorized: user=u database=d application_name=web",
+        "2026-01-01 00:00:01.000 UTC [7] LOG:  disconnection: session time: 0:00:01.000 user=u database=d host=h port=1",
+        "2026-01-01 00:00:02.000 UTC [8] LOG:  disconnection: session time: 0:00:02.000 user=u database=d host=h port=2",
+    ])
+    apps = e.applications()
+    assert list(apps) == ["web"] and apps["web"].count == 1 and apps["web"].times.quantile(0.5) == 2000.0
+
+
+def test_parse_text_shows_events_after_the_queries(driven):
+    cluster, _ = driven
+    _read(cluster, "stderr_log")
+    out = CliRunner().invoke(app, ["parse", str(cluster.stderr_log)], env={"COLUMNS": "200"}).output
+    assert "Server events:" in out and out.index("Server events:") > out.index("queries")
+    assert "deadlocks: 1;" in out and "errors: 5 (23505 × 3, 40P01 × 1, 57014 × 1)" in out

@@ -139,6 +139,7 @@ class EventReader:
     def __init__(self, events: LogEvents, holder: Holder) -> None:
         self.events, self.holder = events, holder
         self.open: dict[str, list[_Event]] = {}  # backend → its events still waiting, oldest first
+        self.own: set[str] = set()  # backends of the advisor's own sessions, whose end is left out too
 
     def detail(self, key: str, text: str) -> None:
         """A DETAIL record of a backend that has an event open (stderr, syslog)."""
@@ -239,9 +240,16 @@ class EventReader:
         events, key = self.events, r.session or r.pid or ""
         if message.startswith("connection authorized: "):
             m = _APPLICATION.search(message)
-            events.connected(key, (m.group(1) if m else None) or _named(r.application))
+            app = (m.group(1) if m else None) or _named(r.application)
+            if app and sent_by_advisor("", app):  # the advisor's own sessions are left out, as its statements
+                if len(self.own) < MAX_OPEN:
+                    self.own.add(key)
+            else:
+                events.connected(key, app)
         elif message.startswith("disconnection: "):
-            if (t := _SESSION_TIME.match(message)) is not None:
+            if key in self.own:
+                self.own.discard(key)
+            elif (t := _SESSION_TIME.match(message)) is not None:
                 hours, minutes, seconds = t.groups()
                 ms = ((int(hours) * 60 + int(minutes)) * 60 + float(seconds)) * 1000
                 events.disconnected(key, _named(r.application), ms)
