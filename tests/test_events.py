@@ -293,8 +293,8 @@ def test_the_three_formats_give_the_same_events(driven):
     for doc in docs:  # the check connection's own session may or may not have ended yet
         doc["sessions"]["by_application"].pop("check", None)
         doc["sessions"].pop("count")
-        for app in doc["sessions"]["by_application"].values():
-            app.pop("per_second")  # spans differ by the lines each format was at when read
+        for application in doc["sessions"]["by_application"].values():
+            application.pop("per_second")  # spans differ by the lines each format was at when read
     assert docs[0] == docs[1] == docs[2]
 
 
