@@ -43,6 +43,9 @@ class Thresholds:
     paging_min_pages: int = 3  # the same read with a growing OFFSET this often in one unit is a paging loop
     cache_min_repeats: int = 5  # cache hits the replay must show before a cache is worth its invalidation
     cache_max_writes_per_s: float = 1.0  # a table changed more often (its counters) gets no cache advice
+    # --- server event checks (the log's temp files, errors, sessions, lock waits) -------------
+    temp_spill_min_bytes: int = 1_048_576  # a query's temp files in all; less is a blip the page cache absorbs
+    temp_spill_memory_factor: float = 3.0  # a sort's tuples take about 3x their on-disk size in memory (ADV004's)
 
     def severity(self, impact_ms: float | None, workload_ms: float | None) -> Severity:
         """The one severity rule: high from ``high_share`` of the workload's time and ``high_ms``,

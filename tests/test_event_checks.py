@@ -1,0 +1,169 @@
+"""Findings from the server's events (issue #13): ADV104 temp-file spills, ADV107 failing
+statements, ADV108 connection churn (then ADV105 lock waits, ADV106 deadlocks).
+
+A driver on a cluster of its own, with the events' logging on, does each check's bad case and its
+good case (the fix the finding prints, applied); the log it wrote is read as `scan --log` reads
+it, without a database. Each finding's numbers are asserted against what the driver did and, where
+the server keeps a counter, against it (pg_stat_database).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from advisor.checks import CHECKS
+from advisor.checks.context import Context
+from advisor.db.embedded import EmbeddedCluster, EmbeddedError
+from advisor.findings import Finding
+from advisor.workload.fingerprint import fingerprint
+from advisor.workload.model import Workload
+from advisor.workload.sources import collect, read_logs
+
+SETTINGS = {
+    "log_min_duration_statement": "0",
+    "log_temp_files": "0",
+    "log_lock_waits": "on",
+    "deadlock_timeout": "100ms",
+    "log_connections": "on",
+    "log_disconnections": "on",
+}
+SORT = "SELECT id, pad FROM big ORDER BY pad"  # one sort, one temp file a run under 64kB of work_mem
+SORT_RUNS = 3
+DONE = "SELECT 'driver done'"  # the last statement: once it is in the log, so is everything before
+
+
+def _norm(sql: str) -> str:
+    return fingerprint(sql).normalized
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    try:
+        c = EmbeddedCluster(settings=SETTINGS).start()
+    except EmbeddedError as err:
+        pytest.skip(f"no local PostgreSQL: {err}")
+    try:
+        with psycopg.connect(c.dsn(), autocommit=True) as admin:
+            admin.execute("CREATE DATABASE shop")
+        with psycopg.connect(c.dsn("shop"), autocommit=True, application_name="setup") as setup:
+            setup.execute("CREATE TABLE big AS SELECT g AS id, md5(g::text) AS pad FROM generate_series(1, 50000) g")
+            setup.execute("ANALYZE big")
+        yield c
+    finally:
+        c.stop()
+
+
+def _temp_counters(dsn: str) -> tuple[int, int]:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SELECT pg_stat_clear_snapshot()")
+        row = conn.execute("SELECT temp_files, temp_bytes FROM pg_stat_database WHERE datname = 'shop'").fetchone()
+    return int(row[0]), int(row[1])
+
+
+def _settled(dsn: str, before: tuple[int, int], timeout: float = 10.0) -> tuple[int, int]:
+    """Backends report their counters a little after their statements: wait for them to move."""
+    deadline = time.monotonic() + timeout
+    while _temp_counters(dsn) == before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.3)
+    return _temp_counters(dsn)
+
+
+def _segment(cluster, run, dest: Path) -> Path:
+    """What the server logged (jsonlog: one record a line) while ``run`` drove it, as a log of its own."""
+    log = cluster.json_log
+    start = log.stat().st_size
+    run()
+    with psycopg.connect(cluster.dsn("shop"), autocommit=True, application_name="driver") as conn:
+        conn.execute(DONE)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # the logging collector writes asynchronously
+        with log.open("rb") as f:
+            f.seek(start)
+            text = f.read()
+        if b"driver done" in text and text.endswith(b"\n"):
+            break
+        time.sleep(0.1)
+    dest.write_bytes(text)
+    return dest
+
+
+def _workload(path: Path) -> Workload:
+    return collect(read_logs([str(path)], jobs=1))
+
+
+def _findings(path: Path, code: str) -> list[Finding]:
+    """What scan without a database reports for ``code`` from this log."""
+    [check] = [c for c in CHECKS if c.code == code]
+    return list(check.run(Context(_workload(path))))
+
+
+# --- ADV104 temp-file spills ----------------------------------------------------------------------
+
+
+def _sorts(dsn: str, *settings: str) -> None:
+    with psycopg.connect(dsn, application_name="reports") as conn:
+        for _ in range(SORT_RUNS):
+            with conn.transaction():
+                for s in settings:
+                    conn.execute(s)
+                conn.execute(SORT).fetchall()
+
+
+def test_temp_spill_fires_and_its_work_mem_quiets_it(cluster, tmp_path):
+    dsn = cluster.dsn("shop")
+    before = _temp_counters(dsn)
+    bad = _segment(cluster, lambda: _sorts(dsn, "SET LOCAL work_mem = '64kB'"), tmp_path / "bad.json")
+    files, size = (a - b for a, b in zip(_settled(dsn, before), before, strict=True))
+    assert files == SORT_RUNS  # the server's own count: one sort, one file a run
+    [finding] = _findings(bad, "ADV104")
+    e = finding.evidence
+    assert finding.normalized == _norm(SORT) and finding.application == "reports"
+    assert (e["temp_files"], e["temp_bytes"], e["calls"]) == (SORT_RUNS, size, SORT_RUNS)
+    assert e["share_of_runs_at_most"] == 1.0 and e["bytes_per_spilling_run"] == -(-size // SORT_RUNS)
+    work_mem = e["suggested_work_mem"]
+    assert re.fullmatch(r"\d+MB", work_mem) and f"SET LOCAL work_mem = '{work_mem}';" in finding.suggestion
+    assert "ALTER ROLE" in finding.suggestion and "CREATE INDEX CONCURRENTLY ON big (pad);" in finding.suggestion
+    assert finding.impact_ms is not None and finding.impact_ms > 0
+
+    before = _temp_counters(dsn)
+    good = _segment(cluster, lambda: _sorts(dsn, f"SET LOCAL work_mem = '{work_mem}'"), tmp_path / "good.json")
+    assert _temp_counters(dsn) == before  # the printed work_mem keeps the sort in memory …
+    assert any(q.normalized == _norm(SORT) and q.calls == SORT_RUNS for q in _workload(good).queries)
+    assert _findings(good, "ADV104") == []  # … and the check goes quiet
+
+
+def test_temp_spill_stays_quiet_where_the_plan_speaks(cluster, tmp_path):
+    """ADV004 (the plan) and ADV104 (the log) on one query: one finding, the plan's."""
+    from advisor.checks.context import ExplainedQuery
+    from advisor.plans import parse_plan
+
+    dsn = cluster.dsn("shop")
+    log = _segment(cluster, lambda: _sorts(dsn, "SET LOCAL work_mem = '64kB'"), tmp_path / "spill.json")
+    workload = _workload(log)
+    [query] = [q for q in workload.queries if q.normalized == _norm(SORT)]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SET work_mem = '64kB'")
+        [[doc]] = conn.execute(f"EXPLAIN (ANALYZE, BUFFERS, SETTINGS, FORMAT JSON) {SORT}").fetchall()
+    ctx = Context(workload, explained=(ExplainedQuery(query, parse_plan(doc), analyzed=True),))
+    codes = [f.code for c in CHECKS if c.code in ("ADV004", "ADV104") for f in c.run(ctx)]
+    assert codes == ["ADV004"]
+
+
+def test_scan_without_a_database_reports_the_event_findings(cluster, tmp_path):
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+
+    dsn = cluster.dsn("shop")
+    log = _segment(cluster, lambda: _sorts(dsn, "SET LOCAL work_mem = '64kB'"), tmp_path / "scan.json")
+    run = CliRunner().invoke(app, ["scan", "--log", str(log), "--format", "json"])
+    assert run.exit_code == 0, run.output
+    found = {f["code"]: f for f in json.loads(run.output)["findings"]}
+    assert found["ADV104"]["evidence"]["temp_files"] == SORT_RUNS
