@@ -46,6 +46,7 @@ class Thresholds:
     # --- server event checks (the log's temp files, errors, sessions, lock waits) -------------
     temp_spill_min_bytes: int = 1_048_576  # a query's temp files in all; less is a blip the page cache absorbs
     temp_spill_memory_factor: float = 3.0  # a sort's tuples take about 3x their on-disk size in memory (ADV004's)
+    failing_min_count: int = 3  # one query failing with one SQLSTATE: once or twice is a typo in psql, three is a pattern
 
     def severity(self, impact_ms: float | None, workload_ms: float | None) -> Severity:
         """The one severity rule: high from ``high_share`` of the workload's time and ``high_ms``,

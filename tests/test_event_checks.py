@@ -167,3 +167,67 @@ def test_scan_without_a_database_reports_the_event_findings(cluster, tmp_path):
     assert run.exit_code == 0, run.output
     found = {f["code"]: f for f in json.loads(run.output)["findings"]}
     assert found["ADV104"]["evidence"]["temp_files"] == SORT_RUNS
+
+
+# --- ADV107 failing statements --------------------------------------------------------------------
+
+DUPLICATE = "INSERT INTO u VALUES (1)"
+UPSERT = "INSERT INTO u VALUES (1) ON CONFLICT DO NOTHING"
+TIMEOUT = "SELECT pg_sleep(1)"
+MISSING = "SELECT id FROM no_such_table"
+FAILS = 3  # each failure, as often as failing_min_count asks
+
+
+def _failures(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True, application_name="web") as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS u (id int PRIMARY KEY)")
+        conn.execute(DUPLICATE)  # succeeds once: the application is known from its logged run
+        for _ in range(FAILS):
+            with pytest.raises(psycopg.errors.UniqueViolation):
+                conn.execute(DUPLICATE)
+        for _ in range(FAILS):
+            conn.execute(UPSERT)  # the printed fix: the same work, no failure
+        conn.execute("SET statement_timeout = '50ms'")
+        for _ in range(FAILS):
+            with pytest.raises(psycopg.errors.QueryCanceled):
+                conn.execute(TIMEOUT)
+        conn.execute("RESET statement_timeout")
+        for _ in range(FAILS - 1):  # under the threshold
+            with pytest.raises(psycopg.errors.UndefinedTable):
+                conn.execute(MISSING)
+
+
+def test_failing_statements_by_sqlstate_with_a_fix_by_class(cluster, tmp_path):
+    dsn = cluster.dsn("shop")
+    log = _segment(cluster, lambda: _failures(dsn), tmp_path / "errors.json")
+    found = {(f.normalized, f.evidence["sqlstate"]): f for f in _findings(log, "ADV107")}
+    assert set(found) == {(_norm(DUPLICATE), "23505"), (_norm(TIMEOUT), "57014")}  # MISSING failed too few times
+    dup = found[(_norm(DUPLICATE), "23505")]
+    assert (dup.evidence["failed"], dup.evidence["succeeded"], dup.application) == (FAILS, 1, "web")
+    assert "ON CONFLICT DO NOTHING" in dup.suggestion and dup.impact_ms is None
+    assert 'unique constraint "u_pkey"' in dup.title
+    timeout = found[(_norm(TIMEOUT), "57014")]
+    assert timeout.evidence["failed"] == FAILS and "plan" in timeout.suggestion
+    assert timeout.evidence["message"] == "canceling statement due to statement timeout"
+    assert not any(f.normalized == _norm(UPSERT) for f in found.values())  # the fix, run as often: quiet
+
+
+def test_application_bugs_are_named_with_their_application(cluster, tmp_path):
+    from dataclasses import replace
+
+    from advisor.thresholds import DEFAULT
+
+    def run() -> None:
+        with psycopg.connect(dsn, autocommit=True, application_name="billing") as conn:
+            conn.execute("SELECT 1 FROM big LIMIT 1")
+            for sql in ("SELECT nope FROM big", "SELEC 1"):
+                with pytest.raises(psycopg.ProgrammingError):
+                    conn.execute(sql)
+
+    dsn = cluster.dsn("shop")
+    log = _segment(cluster, run, tmp_path / "bugs.json")
+    [check] = [c for c in CHECKS if c.code == "ADV107"]
+    found = {f.evidence["sqlstate"]: f for f in check.run(Context(_workload(log), config=replace(DEFAULT, failing_min_count=1)))}
+    assert set(found) == {"42703", "42601"}
+    assert all("A bug in the application billing:" in f.suggestion and f.application == "billing" for f in found.values())
+    assert found["42703"].evidence["kind"] == "undefined column"

@@ -57,6 +57,7 @@ class Errors:
     sqlstate: str
     message: str  # the first message seen, literals masked
     count: int = 0
+    applications: dict[str, None] = field(default_factory=dict)  # who sent it, a few (a failing query may have no logged run)
 
 
 @dataclass(slots=True)
@@ -152,7 +153,7 @@ class LogEvents:
             entry.count += 1
             entry.cycle = entry.cycle or cycle[:NAMES_KEPT]
 
-    def error(self, q: Statement | None, sqlstate: str, message: str) -> None:
+    def error(self, q: Statement | None, sqlstate: str, message: str, application: str | None = None) -> None:
         self.errors += 1
         self.errors_by_sqlstate[sqlstate] = self.errors_by_sqlstate.get(sqlstate, 0) + 1
         if q is None:
@@ -164,6 +165,8 @@ class LogEvents:
                 return
             entry = self.errors_by_query[key] = Errors(sqlstate, message)
         entry.count += 1
+        if application:
+            _keep(entry.applications, application)
 
     def connected(self, backend: str, application: str | None) -> None:
         """A `connection authorized` line. A session whose application the log names only at its end
@@ -314,6 +317,8 @@ class LogEvents:
             mine = self.errors_by_query.get(key)
             if mine is not None:
                 mine.count += e.count
+                for application in e.applications:
+                    _keep(mine.applications, application)
             elif len(self.errors_by_query) < QUERIES_KEPT:
                 self.errors_by_query[key] = e
 

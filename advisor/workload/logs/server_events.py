@@ -285,7 +285,7 @@ class EventReader:
             if event.kind == "deadlock":
                 cycle = tuple(_statement(s).normalized for s in _CYCLE.findall(event.detail or ""))
                 events.deadlock(q, cycle)
-            events.error(q, r.sqlstate or sqlstate_of(r.message), mask_literals(r.message))
+            events.error(q, r.sqlstate or sqlstate_of(r.message), mask_literals(r.message), _named(r.application))
 
 
 def _named(application: str | None) -> str | None:
