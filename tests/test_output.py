@@ -11,6 +11,7 @@ import os
 import pty
 import re
 import subprocess
+from dataclasses import replace
 from io import StringIO
 
 import psycopg
@@ -141,6 +142,16 @@ def test_tables_keep_the_query_and_the_numbers_at_any_width(width):
                       title="Full scan of orders (1,000,000 rows) for WHERE status = $1 in 80 % of the time")
     text = render(findings_table([finding]), width)
     assert "Full scan of orders" in re.sub(r"\s+", " ", text) and "12,345.7" in text
+
+
+def test_names_and_sql_with_brackets_are_printed_not_read_as_markup(literal_finding):
+    finding, _ = literal_finding
+    finding = replace(finding, application="[unknown]", normalized="SELECT tags[1] FROM items WHERE id = $1",
+                      title="Full scan of items [bold]")
+    workload = Workload(queries=(), sources=("test",), lines=1, statements=1, other_events=0, skipped_count=0)
+    text = render(scan_summary(ScanResult(workload, (finding,), explained=1), top=5), 200)
+    assert "from: [unknown]" in re.sub(r"\s+", " ", text)
+    assert "tags[1]" in text and "Full scan of items [bold]" in text
 
 
 @pytest.mark.parametrize("columns", ["60", "80"])

@@ -169,7 +169,7 @@ def findings_table(findings) -> ByWidth:
     stacked.add_column(ratio=1)
     for rank, f in enumerate(findings, 1):
         severity, impact = Text(str(f.severity), SEVERITY_STYLE[str(f.severity)]), _impact(f.impact_ms)
-        table.add_row(str(rank), severity, f.code, impact, f.title)
+        table.add_row(str(rank), severity, f.code, impact, Text(f.title))
         stacked.add_row(Text(f"{rank}.", "bold"), Text.assemble(severity, f" {f.code}, {impact} ms: {f.title}"))
     return ByWidth(table, stacked, min_width=80)
 
@@ -187,9 +187,9 @@ def _finding_detail(rank: int, f, show_values: bool = False) -> Group:
     rows.add_column(justify="right", no_wrap=True, min_width=12)  # 3 of indent + the longest label, "evidence:"
     rows.add_column(ratio=1, overflow="fold")
     if f.normalized:
-        rows.add_row("query:", _shorten(f.normalized, 300))
+        rows.add_row("query:", Text(_shorten(f.normalized, 300)))
     if f.application:
-        rows.add_row("from:", f.application)
+        rows.add_row("from:", Text(f.application))  # Text: an application named [unknown] is not markup
     numbers = {k: round_floats(v) for k, v in f.evidence.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     if numbers:
         rows.add_row("evidence:", Text(", ".join(f"{k} {v:,}" for k, v in numbers.items()), "dim"))
@@ -221,7 +221,7 @@ def advice_summary(advice) -> Group:
         c = r.candidate
         index = f"{c.table} ({', '.join(c.columns)})" + (f" INCLUDE ({', '.join(c.include)})" if c.include else "") + (f" WHERE {c.where}" if c.where else "")
         writes = f" (+{r.write_cost:,.0f} writes)" if r.write_cost else ""
-        table.add_row(str(rank), index, _bytes(r.estimated_size_bytes), str(len(r.queries)), f"{b:,.0f} → {a:,.0f}{writes}")
+        table.add_row(str(rank), Text(index), _bytes(r.estimated_size_bytes), str(len(r.queries)), f"{b:,.0f} → {a:,.0f}{writes}")
     parts: list = [head, table]
     parts += [Text(r.candidate.ddl(), "green") for r in advice.recommendations]
     parts += [Text(f"note: {n}", "yellow") for n in advice.notes]
