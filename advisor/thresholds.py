@@ -47,6 +47,11 @@ class Thresholds:
     temp_spill_min_bytes: int = 1_048_576  # a query's temp files in all; less is a blip the page cache absorbs
     temp_spill_memory_factor: float = 3.0  # a sort's tuples take about 3x their on-disk size in memory (ADV004's)
     failing_min_count: int = 3  # one query failing with one SQLSTATE: once or twice is a typo in psql, three is a pattern
+    churn_min_sessions: int = 20  # an application's sessions in the log; fewer are a few scripts or workers starting
+    churn_min_per_s: float = 1.0  # a new session a second or more: connecting is paid at a request rate, not at start-up
+    churn_max_median_ms: float = 1_000.0  # a median session under a second is a request or two; a pool's last for hours
+    connect_ms: float = 5.0  # assumed cost of opening a session (fork, authentication) on loopback: the log does not time it
+    pool_headroom: float = 2.0  # arrivals come in bursts: a pool's max is twice the sessions in flight at the p95 time
 
     def severity(self, impact_ms: float | None, workload_ms: float | None) -> Severity:
         """The one severity rule: high from ``high_share`` of the workload's time and ``high_ms``,

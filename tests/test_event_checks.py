@@ -156,19 +156,6 @@ def test_temp_spill_stays_quiet_where_the_plan_speaks(cluster, tmp_path):
     assert codes == ["ADV004"]
 
 
-def test_scan_without_a_database_reports_the_event_findings(cluster, tmp_path):
-    from typer.testing import CliRunner
-
-    from advisor.cli import app
-
-    dsn = cluster.dsn("shop")
-    log = _segment(cluster, lambda: _sorts(dsn, "SET LOCAL work_mem = '64kB'"), tmp_path / "scan.json")
-    run = CliRunner().invoke(app, ["scan", "--log", str(log), "--format", "json"])
-    assert run.exit_code == 0, run.output
-    found = {f["code"]: f for f in json.loads(run.output)["findings"]}
-    assert found["ADV104"]["evidence"]["temp_files"] == SORT_RUNS
-
-
 # --- ADV107 failing statements --------------------------------------------------------------------
 
 DUPLICATE = "INSERT INTO u VALUES (1)"
@@ -181,6 +168,7 @@ FAILS = 3  # each failure, as often as failing_min_count asks
 def _failures(dsn: str) -> None:
     with psycopg.connect(dsn, autocommit=True, application_name="web") as conn:
         conn.execute("CREATE TABLE IF NOT EXISTS u (id int PRIMARY KEY)")
+        conn.execute("DELETE FROM u")
         conn.execute(DUPLICATE)  # succeeds once: the application is known from its logged run
         for _ in range(FAILS):
             with pytest.raises(psycopg.errors.UniqueViolation):
@@ -231,3 +219,74 @@ def test_application_bugs_are_named_with_their_application(cluster, tmp_path):
     assert set(found) == {"42703", "42601"}
     assert all("A bug in the application billing:" in f.suggestion and f.application == "billing" for f in found.values())
     assert found["42703"].evidence["kind"] == "undefined column"
+
+
+# --- ADV108 connection churn ----------------------------------------------------------------------
+
+REQUESTS = 30
+REQUEST = "SELECT id FROM big WHERE id = %s"
+
+
+def _per_request(dsn: str, wall_ms: list[float]) -> None:
+    """A connection per request, as a web handler without a pool does."""
+    for i in range(REQUESTS):
+        started = time.perf_counter()
+        with psycopg.connect(dsn, autocommit=True, application_name="web") as conn:
+            conn.execute(REQUEST, (i,)).fetchall()
+        wall_ms.append((time.perf_counter() - started) * 1000)
+
+
+def _pooled(dsn: str, min_size: int, max_size: int) -> None:
+    from psycopg_pool import ConnectionPool
+
+    with ConnectionPool(dsn, min_size=min_size, max_size=max_size, open=True,
+                        kwargs={"autocommit": True, "application_name": "web"}) as pool:
+        for i in range(REQUESTS):
+            with pool.connection() as conn:
+                conn.execute(REQUEST, (i,)).fetchall()
+
+
+def test_connection_churn_fires_and_the_printed_pool_quiets_it(cluster, tmp_path):
+    from advisor.thresholds import DEFAULT
+
+    dsn, wall_ms = cluster.dsn("shop"), []
+    bad = _segment(cluster, lambda: _per_request(dsn, wall_ms), tmp_path / "churn.json")
+    [finding] = _findings(bad, "ADV108")
+    e = finding.evidence
+    assert finding.application == "web" and e["sessions"] == REQUESTS
+    assert e["per_second"] >= DEFAULT.churn_min_per_s
+    assert 0 < e["median_session_ms"] <= max(wall_ms)  # the server's session is inside the client's wall time
+    assert e["time_lost_to_connecting_ms"] == REQUESTS * DEFAULT.connect_ms == finding.impact_ms
+    assert "assumed" in e["connect_ms_is"] and "--local-pgbouncer" in finding.suggestion
+    low, high = e["pool_min_size"], e["pool_max_size"]
+    assert f"ConnectionPool(conninfo, min_size={low}, max_size={high})" in finding.suggestion
+    assert f"pool_size={low}, max_overflow={high - low}" in finding.suggestion and 1 <= low < high
+
+    good = _segment(cluster, lambda: _pooled(dsn, low, high), tmp_path / "pooled.json")
+    sessions = _workload(good).events.applications()["web"]
+    assert sessions.count <= high  # the same requests over the pool's few long sessions …
+    assert _findings(good, "ADV108") == []  # … are not flagged
+
+
+# --- all of them through the CLI -------------------------------------------------------------------
+
+
+def test_scan_without_a_database_reports_the_event_findings(cluster, tmp_path):
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+
+    def everything() -> None:
+        _sorts(dsn, "SET LOCAL work_mem = '64kB'")
+        _failures(dsn)
+        _per_request(dsn, [])
+
+    dsn = cluster.dsn("shop")
+    log = _segment(cluster, everything, tmp_path / "scan.json")
+    run = CliRunner().invoke(app, ["scan", "--log", str(log), "--format", "json"])
+    assert run.exit_code == 0, run.output
+    found = {(f["code"], f["normalized"]): f for f in json.loads(run.output)["findings"]}
+    assert found[("ADV104", _norm(SORT))]["evidence"]["temp_files"] == SORT_RUNS
+    assert found[("ADV107", _norm(DUPLICATE))]["evidence"]["failed"] == FAILS
+    assert found[("ADV107", _norm(TIMEOUT))]["evidence"]["failed"] == FAILS
+    assert found[("ADV108", None)]["evidence"]["sessions"] == REQUESTS + 1  # the failures' session is web's too

@@ -28,6 +28,7 @@ from advisor.checks import (
     adv103_cache_candidate,
     adv104_temp_spill,
     adv107_failing_statements,
+    adv108_connection_churn,
     adv201_index_hygiene,
 )
 from advisor.checks.context import Context
@@ -53,6 +54,7 @@ CHECKS: tuple[Check, ...] = (
     Check.of(adv103_cache_candidate),
     Check.of(adv104_temp_spill),  # reads ADV004's plans where there are some, to stay quiet where it speaks
     Check.of(adv107_failing_statements),
+    Check.of(adv108_connection_churn),
     Check.of(adv001_full_scan, "plans"),
     Check.of(adv002_index_filter, "plans"),
     Check.of(adv003_row_misestimate, "plans"),

@@ -68,10 +68,10 @@ def _finding(ctx: Context, statement: Statement, err: Errors, query: Query | Non
 def _fix(statement: Statement, state: str, applications: str | None, explained: bool) -> str:
     sql = statement.normalized.strip().rstrip(";")
     if state == "57014":
-        where = ("its plan findings in this scan" if explained
-                 else "its plan: scan with --dsn, or log it with auto_explain (log_min_duration below the timeout)")
-        return (f"It ran into statement_timeout (or was cancelled): find why it is slow in {where} "
-                "(ADV0NN findings for this query); raising the timeout only hides it.")
+        where = ("in the plan findings (ADV0NN) this scan gives for it" if explained
+                 else "in its plan: scan --dsn explains it (a cancelled statement leaves no auto_explain plan)")
+        return (f"It ran into statement_timeout (or was cancelled): find why it is slow {where}; "
+                "raising the timeout only hides it.")
     if state == "23505":
         return ("Let the server decide instead of failing on the duplicate:\n"
                 f"{sql} ON CONFLICT DO NOTHING;\n"

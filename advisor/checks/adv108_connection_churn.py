@@ -1,0 +1,86 @@
+"""ADV108 connection_churn: an application opens a connection per request.
+
+Problem: every new session forks a backend, authenticates and warms its
+caches before it runs a statement; an application that connects per request
+pays that on every request, and under load the server spends its time
+starting processes instead of answering.
+Signal: an application's sessions in the log (``log_connections``,
+``log_disconnections``; ``Workload.events``): at least ``churn_min_sessions``
+of them, at least ``churn_min_per_s`` a second over the log's span, with a
+median session time of at most ``churn_max_median_ms``. An application holding
+a few long sessions (a pool) fails the last two and is not flagged.
+Impact: the time lost to connecting, sessions × ``connect_ms``: an assumed
+cost (a few ms on loopback; more across a network or with TLS), said as such in
+the evidence: the log does not time the connect; ``advisor bench pool``
+measures it. Severity: from that impact (``Thresholds.severity``).
+Fix: a pool sized from the concurrency the log shows (Little's law: sessions a
+second × session time; the median for ``min_size``, the p95 ×
+``pool_headroom`` for ``max_size``): psycopg_pool ``ConnectionPool``,
+SQLAlchemy ``QueuePool``, or PgBouncer in front of the server; and ``advisor
+bench pool --local-pgbouncer`` to measure what it buys on this server.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+from advisor.checks.context import Context
+from advisor.findings import Finding
+from advisor.workload.events import Sessions
+
+CODE = "ADV108"
+NAME = "connection_churn"
+
+
+def run(ctx: Context) -> Iterable[Finding]:
+    events = ctx.workload.events
+    if events is None or not events.sessions:
+        return
+    span = events.span_seconds()
+    config = ctx.config
+    for application, s in events.applications().items():
+        median = s.times.quantile(0.5)
+        per_s = s.count / span if span else None
+        if (s.count >= config.churn_min_sessions and median is not None and median <= config.churn_max_median_ms
+                and (per_s is None or per_s >= config.churn_min_per_s)):
+            yield _finding(ctx, application, s, per_s, median)
+
+
+def _finding(ctx: Context, application: str, s: Sessions, per_s: float | None, median_ms: float) -> Finding:
+    config = ctx.config
+    p95_ms = s.times.quantile(0.95) or median_ms
+    lost = round(s.count * config.connect_ms, 3)
+    low, high = _pool_sizes(per_s, median_ms, p95_ms, config.pool_headroom)
+    evidence = {
+        "sessions": s.count, "per_second": round(per_s, 3) if per_s is not None else None,
+        "median_session_ms": round(median_ms, 3), "p95_session_ms": round(p95_ms, 3),
+        "concurrency_median": round(per_s * median_ms / 1000, 3) if per_s is not None else None,
+        "connect_ms": config.connect_ms, "connect_ms_is": "assumed (the log does not time it; bench pool measures it)",
+        "time_lost_to_connecting_ms": lost, "pool_min_size": low, "pool_max_size": high,
+    }
+    rate = f", {per_s:,.1f} a second" if per_s is not None else ""
+    return Finding(
+        code=CODE, check=NAME, severity=ctx.severity(lost),
+        title=(f"{application} opened {s.count:,} sessions{rate}, a median {median_ms:,.1f} ms each: "
+               "a connection per request"),
+        suggestion=_suggestion(low, high), evidence=evidence, impact_ms=lost, application=application)
+
+
+def _pool_sizes(per_s: float | None, median_ms: float, p95_ms: float, headroom: float) -> tuple[int, int]:
+    """min_size and max_size from the sessions in flight (Little's law); without a rate, a small pool."""
+    if per_s is None:
+        return 1, 4
+    low = max(1, math.ceil(per_s * median_ms / 1000))
+    return low, max(low + 1, math.ceil(per_s * p95_ms / 1000 * headroom))
+
+
+def _suggestion(low: int, high: int) -> str:
+    return (
+        "Open connections once and reuse them, with a pool sized from the concurrency the log shows:\n"
+        f"  psycopg_pool: ConnectionPool(conninfo, min_size={low}, max_size={high})\n"
+        f"  SQLAlchemy:   create_engine(url, poolclass=QueuePool, pool_size={low}, max_overflow={high - low}, "
+        "pool_pre_ping=True)\n"
+        f"  PgBouncer:    pool_mode = transaction, default_pool_size = {high} (for clients that cannot keep a pool)\n"
+        "Measure what it buys on this server: advisor bench pool --dsn … --local-pgbouncer"
+    )
