@@ -52,6 +52,8 @@ class Thresholds:
     churn_max_median_ms: float = 1_000.0  # a median session under a second is a request or two; a pool's last for hours
     connect_ms: float = 5.0  # assumed cost of opening a session (fork, authentication) on loopback: the log does not time it
     pool_headroom: float = 2.0  # arrivals come in bursts: a pool's max is twice the sessions in flight at the p95 time
+    lock_wait_min_count: int = 1  # every logged lock wait already lasted deadlock_timeout (1 s by default)
+    deadlock_min_count: int = 1  # a deadlock loses a transaction's work: one is worth its fix
 
     def severity(self, impact_ms: float | None, workload_ms: float | None) -> Severity:
         """The one severity rule: high from ``high_share`` of the workload's time and ``high_ms``,

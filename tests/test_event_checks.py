@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from pathlib import Path
 
@@ -266,6 +267,119 @@ def test_connection_churn_fires_and_the_printed_pool_quiets_it(cluster, tmp_path
     sessions = _workload(good).events.applications()["web"]
     assert sessions.count <= high  # the same requests over the pool's few long sessions …
     assert _findings(good, "ADV108") == []  # … are not flagged
+
+
+# --- ADV105 lock waits ----------------------------------------------------------------------------
+
+QUEUE = "SELECT id FROM jobs WHERE NOT done ORDER BY id LIMIT 1 FOR UPDATE"
+HOLD_S = 0.4
+
+
+def _workers(dsn: str, take: str) -> float:
+    """Two workers take a job each; the first holds its row HOLD_S. Returns the second's wait, ms."""
+    with psycopg.connect(dsn, autocommit=True, application_name="setup") as setup:
+        setup.execute("CREATE TABLE IF NOT EXISTS jobs (id int PRIMARY KEY, done bool NOT NULL DEFAULT false)")
+        setup.execute("TRUNCATE jobs")
+        setup.execute("INSERT INTO jobs SELECT g FROM generate_series(1, 5) g")
+    waited: list[float] = []
+
+    def second() -> None:
+        with psycopg.connect(dsn, application_name="worker-b") as b:
+            started = time.perf_counter()
+            b.execute(take).fetchall()
+            waited.append((time.perf_counter() - started) * 1000)
+            b.commit()
+
+    with psycopg.connect(dsn, application_name="worker-a") as a:
+        [(job,)] = a.execute(take).fetchall()
+        thread = threading.Thread(target=second)
+        thread.start()
+        time.sleep(HOLD_S)
+        a.execute("UPDATE jobs SET done = true WHERE id = %s", (job,))
+        a.commit()
+        thread.join()
+    return waited[0]
+
+
+def test_lock_waits_name_the_blocker_and_skip_locked_quiets_a_queue(cluster, tmp_path):
+    dsn, wall = cluster.dsn("shop"), []
+    bad = _segment(cluster, lambda: wall.append(_workers(dsn, QUEUE)), tmp_path / "queue.json")
+    [finding] = _findings(bad, "ADV105")
+    e = finding.evidence
+    assert finding.normalized == _norm(QUEUE) and finding.application == "worker-a, worker-b"
+    assert (e["waits"], e["ended_otherwise"], e["pattern"]) == (1, 0, "queue")
+    assert HOLD_S * 1000 * 0.5 <= e["max_wait_ms"] <= wall[0] and e["total_wait_ms_at_least"] == e["max_wait_ms"]
+    assert e["blocking"] == [{"normalized": _norm(QUEUE), "application": "worker-a"}]
+    assert finding.impact_ms == e["max_wait_ms"] and "lock_timeout" in finding.suggestion
+    fixed = QUEUE + " SKIP LOCKED"
+    assert f"{_norm(fixed)};" in finding.suggestion.splitlines()
+
+    good = _segment(cluster, lambda: wall.append(_workers(dsn, fixed)), tmp_path / "skip.json")
+    assert wall[1] < HOLD_S * 1000 / 2  # the second worker took the next job at once
+    assert _findings(good, "ADV105") == []
+
+
+# --- ADV106 deadlocks -----------------------------------------------------------------------------
+
+FIRST, SECOND = "UPDATE t SET v = v + 10 WHERE id = 11", "UPDATE t SET v = v + 20 WHERE id = 10"
+
+
+def _deadlock_counter(dsn: str) -> int:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SELECT pg_stat_clear_snapshot()")
+        return int(conn.execute("SELECT deadlocks FROM pg_stat_database WHERE datname = 'shop'").fetchone()[0])
+
+
+def _opposite_orders(dsn: str, lock_first: str | None = None) -> int:
+    """Two transactions update rows 10 and 11 in opposite orders; with ``lock_first`` each locks both
+    first (the printed fix). Returns the deadlocks psycopg saw."""
+    with psycopg.connect(dsn, autocommit=True, application_name="setup") as setup:
+        setup.execute("CREATE TABLE IF NOT EXISTS t (id int PRIMARY KEY, v int)")
+        setup.execute("INSERT INTO t SELECT g, 0 FROM generate_series(1, 20) g ON CONFLICT DO NOTHING")
+    seen = []
+
+    def transaction(name: str, first: int, then: str, pause: float) -> None:
+        with psycopg.connect(dsn, application_name=name) as conn:
+            try:
+                if lock_first:
+                    conn.execute(lock_first, ([10, 11],)).fetchall()
+                conn.execute("UPDATE t SET v = 0 WHERE id = %s", (first,))
+                time.sleep(pause)
+                conn.execute(then)
+                conn.commit()
+            except psycopg.errors.DeadlockDetected:
+                seen.append(name)
+                conn.rollback()
+
+    one = threading.Thread(target=transaction, args=("first", 10, FIRST, 0.3))
+    one.start()
+    time.sleep(0.1)
+    transaction("second", 11, SECOND, 0.5)
+    one.join()
+    return len(seen)
+
+
+def test_deadlocks_give_the_cycle_and_the_order_that_avoids_it(cluster, tmp_path):
+    dsn = cluster.dsn("shop")
+    before, victims = _deadlock_counter(dsn), []
+    bad = _segment(cluster, lambda: victims.append(_opposite_orders(dsn)), tmp_path / "deadlock.json")
+    deadline = time.monotonic() + 5
+    while _deadlock_counter(dsn) == before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert victims == [1] and _deadlock_counter(dsn) - before == 1  # psycopg's and the server's count
+    [finding] = _findings(bad, "ADV106")
+    e = finding.evidence
+    assert e["deadlocks"] == 1 and sorted(e["cycle"]) == sorted([_norm(FIRST), _norm(SECOND)])
+    assert finding.normalized in (_norm(FIRST), _norm(SECOND)) and e["tables"] == ["t"]
+    lock = "SELECT id FROM t WHERE id = ANY($1) ORDER BY id FOR UPDATE;"
+    assert lock in finding.suggestion.splitlines() and "40P01" in finding.suggestion
+
+    before = _deadlock_counter(dsn)
+    good = _segment(cluster, lambda: victims.append(_opposite_orders(dsn, lock.replace("$1", "%s").rstrip(";"))),
+                    tmp_path / "ordered.json")
+    time.sleep(0.5)
+    assert victims[1] == 0 and _deadlock_counter(dsn) == before
+    assert _findings(good, "ADV106") == []
 
 
 # --- all of them through the CLI -------------------------------------------------------------------

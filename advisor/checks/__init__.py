@@ -27,6 +27,8 @@ from advisor.checks import (
     adv102_n_plus_one_writes,
     adv103_cache_candidate,
     adv104_temp_spill,
+    adv105_lock_waits,
+    adv106_deadlocks,
     adv107_failing_statements,
     adv108_connection_churn,
     adv201_index_hygiene,
@@ -53,6 +55,8 @@ CHECKS: tuple[Check, ...] = (
     Check.of(adv102_n_plus_one_writes),
     Check.of(adv103_cache_candidate),
     Check.of(adv104_temp_spill),  # reads ADV004's plans where there are some, to stay quiet where it speaks
+    Check.of(adv105_lock_waits),
+    Check.of(adv106_deadlocks),
     Check.of(adv107_failing_statements),
     Check.of(adv108_connection_churn),
     Check.of(adv001_full_scan, "plans"),

@@ -40,6 +40,7 @@ from sqlglot import exp
 from advisor.checks import _plan, adv004_disk_spill
 from advisor.checks.context import Context
 from advisor.findings import Finding
+from advisor.words import plural
 from advisor.workload.events import Statement, TempFiles
 from advisor.workload.model import Query
 from advisor.workload.tables import tables_of
@@ -75,10 +76,10 @@ def _finding(ctx: Context, statement: Statement, temp: TempFiles, query: Query |
         "bytes_per_spilling_run": math.ceil(per_run), "suggested_work_mem": work_mem,
         "current_work_mem_kb": current, "source": "log (log_temp_files)",
     }
-    share = f", up to {runs / calls:.0%} of its {calls:,} runs" if calls else ""
+    share = f", up to {runs / calls:.0%} of its {plural(calls, 'run')}" if calls else ""
     return Finding(
         code=CODE, check=NAME, severity=ctx.severity(impact),
-        title=(f"Wrote {temp.count:,} temporary files ({_size(temp.bytes)}){share}; "
+        title=(f"Wrote {plural(temp.count, 'temporary file')} ({_size(temp.bytes)}){share}; "
                f"work_mem = '{work_mem}' would keep it in memory"),
         suggestion=_suggestion(statement, query, work_mem),
         fingerprint=statement.fingerprint, normalized=statement.normalized,

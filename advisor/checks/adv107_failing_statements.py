@@ -23,6 +23,7 @@ from collections.abc import Iterable
 
 from advisor.checks.context import Context
 from advisor.findings import Finding
+from advisor.words import plural
 from advisor.workload.events import Errors, Statement
 from advisor.workload.model import Query
 from advisor.workload.tables import tables_of
@@ -59,7 +60,7 @@ def _finding(ctx: Context, statement: Statement, err: Errors, query: Query | Non
                 "succeeded": query.calls if query is not None else 0, "source": "log (ERROR records)"}
     return Finding(
         code=CODE, check=NAME, severity=ctx.severity(None),
-        title=f"Failed {err.count:,} times with {err.sqlstate} ({kind}): {err.message}",
+        title=f"Failed {plural(err.count, 'time')} with {err.sqlstate} ({kind}): {err.message}",
         suggestion=_fix(statement, err.sqlstate, applications, explained),
         fingerprint=statement.fingerprint, normalized=statement.normalized,
         tables=tables_of(statement.normalized), evidence=evidence, application=applications)

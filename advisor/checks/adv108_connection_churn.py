@@ -27,6 +27,7 @@ from collections.abc import Iterable
 
 from advisor.checks.context import Context
 from advisor.findings import Finding
+from advisor.words import plural
 from advisor.workload.events import Sessions
 
 CODE = "ADV108"
@@ -62,7 +63,7 @@ def _finding(ctx: Context, application: str, s: Sessions, per_s: float | None, m
     rate = f", {per_s:,.1f} a second" if per_s is not None else ""
     return Finding(
         code=CODE, check=NAME, severity=ctx.severity(lost),
-        title=(f"{application} opened {s.count:,} sessions{rate}, a median {median_ms:,.1f} ms each: "
+        title=(f"{application} opened {plural(s.count, 'session')}{rate}, a median {median_ms:,.1f} ms each: "
                "a connection per request"),
         suggestion=_suggestion(low, high), evidence=evidence, impact_ms=lost, application=application)
 

@@ -43,6 +43,8 @@ class TempFiles:
 class LockWaits:
     count: int = 0  # `still waiting` lines; an `acquired` line completes its wait
     max_wait_ms: float = 0.0
+    acquired: int = 0  # waits an `acquired` line ended; the others ended otherwise (deadlock, timeout, cancel)
+    acquired_ms: float = 0.0  # their waits, summed
     blocking: dict[tuple[str | None, str | None], None] = field(default_factory=dict)  # (normalized, application)
 
 
@@ -143,6 +145,8 @@ class LogEvents:
         if entry is not None:
             entry.count += not acquired
             entry.max_wait_ms = max(entry.max_wait_ms, wait_ms)
+            entry.acquired += acquired
+            entry.acquired_ms += wait_ms if acquired else 0.0
             for holder in blocking:
                 _keep(entry.blocking, holder)
 
@@ -260,6 +264,7 @@ class LogEvents:
             if (wait := _entry(self.waits_by_query, q, LockWaits)) is not None:
                 wait.count += w.count
                 wait.max_wait_ms = max(wait.max_wait_ms, w.max_wait_ms)
+                wait.acquired, wait.acquired_ms = wait.acquired + w.acquired, wait.acquired_ms + w.acquired_ms
                 for holder in w.blocking:
                     _keep(wait.blocking, holder)
         self.deadlocks += later.deadlocks
