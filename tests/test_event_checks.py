@@ -318,7 +318,7 @@ def test_lock_waits_name_the_blocker_and_skip_locked_quiets_a_queue(cluster, tmp
     [finding] = _findings(bad, "ADV105")
     e = finding.evidence
     assert finding.normalized == _norm(QUEUE) and finding.application == "worker-a, worker-b"
-    assert (e["waits"], e["ended_otherwise"], e["pattern"]) == (1, 0, "queue")
+    assert (e["waits"], e["acquired"], e["pattern"]) == (1, 1, "queue")
     assert HOLD_S * 1000 * 0.5 <= e["max_wait_ms"] <= wall[0] and e["total_wait_ms_at_least"] == e["max_wait_ms"]
     assert e["blocking"] == [{"normalized": _norm(QUEUE), "application": "worker-a"}]
     assert finding.impact_ms == e["max_wait_ms"] and "lock_timeout" in finding.suggestion

@@ -26,11 +26,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from advisor.checks._events import tables_named
 from advisor.checks.context import Context
 from advisor.findings import Finding
 from advisor.words import plural
 from advisor.workload.events import LockWaits, Statement
-from advisor.workload.tables import tables_of, written_tables
+from advisor.workload.tables import written_tables
 
 CODE = "ADV105"
 NAME = "lock_waits"
@@ -60,19 +61,26 @@ def _finding(ctx: Context, statement: Statement, waits: LockWaits, applications:
     pattern, fix = _pattern(statement.normalized, [sql for sql, _ in waits.blocking if sql])
     impact = round(waits.acquired_ms, 3) or None
     evidence = {
-        "waits": waits.count, "max_wait_ms": round(waits.max_wait_ms, 3),
-        "total_wait_ms_at_least": round(waits.acquired_ms, 3), "ended_otherwise": max(0, waits.count - waits.acquired),
+        "waits": waits.count, "acquired": waits.acquired, "max_wait_ms": round(waits.max_wait_ms, 3),
+        "total_wait_ms_at_least": round(waits.acquired_ms, 3),
         "blocking": blocking, "pattern": pattern, "source": "log (log_lock_waits)",
     }
-    by = "; ".join(f"{b['normalized'] or '?'} ({b['application'] or 'application unknown'})" for b in blocking)
+    # A log that begins mid-wait shows its `acquired` line only: each line is a wait of its own.
+    seen = max(waits.count, waits.acquired)
     return Finding(
         code=CODE, check=NAME, severity=ctx.severity(impact),
-        title=(f"Waited on locks {plural(waits.count, 'time')}, up to {waits.max_wait_ms:,.0f} ms"
-               + (f", behind {by}" if by else "")),
+        title=f"Waited on locks {plural(seen, 'time')}, up to {waits.max_wait_ms:,.0f} ms, {_blockers(blocking)}",
         suggestion=f"{fix}\n{ALWAYS}" if fix else ALWAYS,
         fingerprint=statement.fingerprint, normalized=statement.normalized,
-        tables=tables_of(statement.normalized), evidence=evidence, impact_ms=impact,
+        tables=tables_named(statement.normalized), evidence=evidence, impact_ms=impact,
         application=applications or None)
+
+
+def _blockers(blocking: list[dict]) -> str:
+    named = [f"{b['normalized']} ({b['application'] or 'application not logged'})" for b in blocking if b["normalized"]]
+    if named:
+        return "behind " + "; ".join(named)
+    return "behind sessions whose statements the log does not show" if blocking else "the blocker not logged"
 
 
 def _pattern(waiting: str, blocking: list[str]) -> tuple[str, str | None]:
