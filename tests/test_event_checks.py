@@ -151,6 +151,33 @@ def test_temp_spill_fires_and_its_work_mem_quiets_it(cluster, tmp_path, case):
     assert _findings(good, "ADV104") == []  # … and the check goes quiet
 
 
+def _index_build(dsn: str, memory: str) -> None:
+    with psycopg.connect(dsn, autocommit=True, application_name="migrations") as conn:
+        conn.execute("DROP INDEX IF EXISTS big_pad_idx")
+        conn.execute(f"SET maintenance_work_mem = '{memory}'")
+        conn.execute("SET max_parallel_maintenance_workers = 0")
+        conn.execute("CREATE INDEX big_pad_idx ON big (pad)")
+
+
+def test_an_index_build_that_spills_is_told_maintenance_work_mem(cluster, tmp_path):
+    """CREATE INDEX sorts in maintenance_work_mem: SET LOCAL work_mem would change nothing."""
+    dsn = cluster.dsn("shop")
+    before = _temp_counters(dsn)
+    bad = _segment(cluster, lambda: _index_build(dsn, "1MB"), tmp_path / "bad.json")
+    assert _settled(dsn, before)[0] > before[0]  # the server counted its temp files
+    [finding] = _findings(bad, "ADV104")
+    memory = finding.evidence["suggested_maintenance_work_mem"]
+    assert "maintenance_work_mem" in finding.title and "work_mem = " not in finding.title.replace("maintenance_work_mem", "")
+    assert f"SET maintenance_work_mem = '{memory}';" in finding.suggestion and "SET LOCAL work_mem" not in finding.suggestion
+
+    before = _temp_counters(dsn)
+    good = _segment(cluster, lambda: _index_build(dsn, memory), tmp_path / "good.json")
+    assert _settled(dsn, before, timeout=1.0) == before  # the printed setting builds it in memory
+    assert _findings(good, "ADV104") == []
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DROP INDEX big_pad_idx")  # the other tests sort big by pad
+
+
 def test_temp_spill_stays_quiet_where_the_plan_speaks(cluster, tmp_path):
     """ADV004 (the plan) and ADV104 (the log) on one query: one finding, the plan's."""
     from advisor.checks.context import ExplainedQuery

@@ -25,7 +25,10 @@ Fix: ``SET LOCAL work_mem = '…'`` in the transaction that runs the query, or
 ``ALTER ROLE … SET work_mem`` for the role that runs only such queries (not
 globally: every sort and hash of every connection may take that much); for a
 sort of one table's columns, an index in the ORDER BY's order removes the sort
-when the query reads a small part of the table.
+when the query reads a small part of the table. Maintenance commands (CREATE
+INDEX, a primary key or unique constraint added, REINDEX, CLUSTER, VACUUM) sort
+in ``maintenance_work_mem``, not ``work_mem``: for them the fix sets that, for the
+session (CREATE INDEX CONCURRENTLY cannot run inside a transaction block).
 """
 
 from __future__ import annotations
@@ -47,6 +50,10 @@ from advisor.workload.model import Query
 
 CODE = "ADV104"
 NAME = "temp_spill"
+# Commands that sort in maintenance_work_mem (the normalized text is upper- or lower-case as logged).
+_MAINTENANCE = re.compile(
+    r"\s*(?:create\s+(?:unique\s+)?index|reindex|cluster|vacuum"
+    r"|alter\s+table\s.*\badd\s+(?:constraint\s+\S+\s+)?(?:primary\s+key|unique))\b", re.I | re.S)
 
 
 def run(ctx: Context) -> Iterable[Finding]:
@@ -65,7 +72,8 @@ def _finding(ctx: Context, statement: Statement, temp: TempFiles, query: Query |
     runs = min(temp.count, calls) if calls else temp.count
     per_run = temp.bytes / max(runs, 1)
     needed_kb = per_run / 1024 * ctx.config.temp_spill_memory_factor
-    current = _setting_kb(_plan.server_settings(ctx, "work_mem").get("work_mem"))
+    setting = "maintenance_work_mem" if _MAINTENANCE.match(statement.normalized) else "work_mem"
+    current = _setting_kb(_plan.server_settings(ctx, setting).get(setting))
     if current:  # it spilled with this much: as much or less changes nothing
         needed_kb = max(needed_kb, current + 1)
     work_mem = _plan.work_mem_for_kb(needed_kb)
@@ -76,21 +84,27 @@ def _finding(ctx: Context, statement: Statement, temp: TempFiles, query: Query |
         "bytes_per_spilling_run": math.ceil(per_run), "suggested_work_mem": work_mem,
         "current_work_mem_kb": current, "source": "log (log_temp_files)",
     }
+    if setting != "work_mem":
+        evidence = {k.replace("work_mem", setting): v for k, v in evidence.items()}
     share = f", up to {runs / calls:.0%} of its {plural(calls, 'run')}" if calls else ""
     return Finding(
         code=CODE, check=NAME, severity=ctx.severity(impact),
         title=(f"Wrote {plural(temp.count, 'temporary file')} ({_size(temp.bytes)}){share}; "
-               f"work_mem = '{work_mem}' would keep it in memory"),
-        suggestion=_suggestion(statement, query, work_mem),
+               f"{setting} = '{work_mem}' would keep it in memory"),
+        suggestion=_suggestion(statement, query, work_mem, setting),
         fingerprint=statement.fingerprint, normalized=statement.normalized,
         tables=tables_named(statement.normalized), evidence=evidence, impact_ms=impact,
         application=", ".join(query.applications) or None if query is not None else None)
 
 
-def _suggestion(statement: Statement, query: Query | None, work_mem: str) -> str:
+def _suggestion(statement: Statement, query: Query | None, work_mem: str, setting: str) -> str:
     sql = (query.sample if query is not None and query.sample else statement.normalized).strip().rstrip(";")
     if len(sql) > adv004_disk_spill.MAX_SQL_IN_SUGGESTION:
         sql = "-- the query"
+    if setting != "work_mem":  # a maintenance command: for the session, then back
+        return (f"SET {setting} = '{work_mem}';\n{sql};\nRESET {setting};\n"
+                f"-- {setting} is what index builds, VACUUM and CLUSTER sort in; one such command runs at a time "
+                "per session, so it can be set higher than work_mem.")
     role = ", ".join(query.users) if query is not None and query.users else "the_role"
     text = (f"BEGIN;\nSET LOCAL work_mem = '{work_mem}';\n{sql};\nCOMMIT;\n"
             f"-- or, for a role that runs only such queries: ALTER ROLE {_plan.quote_ident(role)} "

@@ -25,7 +25,7 @@ from advisor.db.rows import one_row
 __all__ = ["Catalog", "Column", "ForeignKey", "Index", "SETTINGS", "Table", "read_catalog"]
 
 # The settings the checks and the index advisor read (cost model, memory, plan caching).
-SETTINGS = ("work_mem", "random_page_cost", "seq_page_cost", "effective_cache_size", "track_io_timing",
+SETTINGS = ("work_mem", "maintenance_work_mem", "random_page_cost", "seq_page_cost", "effective_cache_size", "track_io_timing",
             "max_connections", "shared_buffers", "default_statistics_target", "plan_cache_mode",
             "hash_mem_multiplier", "max_parallel_workers", "max_worker_processes", "cpu_operator_cost",
             "cpu_index_tuple_cost")
