@@ -41,12 +41,12 @@ import sqlglot
 from sqlglot import exp
 
 from advisor.checks import _plan, adv004_disk_spill
-from advisor.checks._events import tables_named
 from advisor.checks.context import Context
 from advisor.findings import Finding
 from advisor.words import plural
 from advisor.workload.events import Statement, TempFiles
 from advisor.workload.model import Query
+from advisor.workload.tables import tables_of
 
 CODE = "ADV104"
 NAME = "temp_spill"
@@ -93,7 +93,7 @@ def _finding(ctx: Context, statement: Statement, temp: TempFiles, query: Query |
                f"{setting} = '{work_mem}' would keep it in memory"),
         suggestion=_suggestion(statement, query, work_mem, setting),
         fingerprint=statement.fingerprint, normalized=statement.normalized,
-        tables=tables_named(statement.normalized), evidence=evidence, impact_ms=impact,
+        tables=tables_of(statement.normalized), evidence=evidence, impact_ms=impact,
         application=", ".join(query.applications) or None if query is not None else None)
 
 

@@ -26,12 +26,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from advisor.checks._events import tables_named
 from advisor.checks.context import Context
 from advisor.findings import Finding
 from advisor.words import plural
 from advisor.workload.events import LockWaits, Statement
-from advisor.workload.tables import written_tables
+from advisor.workload.tables import tables_of, written_tables
 
 CODE = "ADV105"
 NAME = "lock_waits"
@@ -72,7 +71,7 @@ def _finding(ctx: Context, statement: Statement, waits: LockWaits, applications:
         title=f"Waited on locks {plural(seen, 'time')}, up to {waits.max_wait_ms:,.0f} ms, {_blockers(blocking)}",
         suggestion=f"{fix}\n{ALWAYS}" if fix else ALWAYS,
         fingerprint=statement.fingerprint, normalized=statement.normalized,
-        tables=tables_named(statement.normalized), evidence=evidence, impact_ms=impact,
+        tables=tables_of(statement.normalized), evidence=evidence, impact_ms=impact,
         application=applications or None)
 
 

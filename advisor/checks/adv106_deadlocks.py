@@ -22,11 +22,11 @@ import sqlglot
 from sqlglot import exp
 
 from advisor.checks import _plan
-from advisor.checks._events import tables_named
 from advisor.checks.context import Context
 from advisor.findings import Finding
 from advisor.words import plural
 from advisor.workload.events import Deadlocks, Statement
+from advisor.workload.tables import tables_of
 
 CODE = "ADV106"
 NAME = "deadlocks"
@@ -45,7 +45,7 @@ def run(ctx: Context) -> Iterable[Finding]:
 
 def _finding(ctx: Context, statement: Statement, dead: Deadlocks, applications: str) -> Finding:
     cycle = list(dead.cycle or (statement.normalized,))  # as the DETAIL lists them: one statement may be twice
-    tables = tuple(dict.fromkeys(t for sql in cycle for t in tables_named(sql)))
+    tables = tuple(dict.fromkeys(t for sql in cycle for t in tables_of(sql)))
     evidence = {"deadlocks": dead.count, "cycle": cycle, "tables": list(tables), "source": "log (deadlock detected)"}
     return Finding(
         code=CODE, check=NAME, severity=ctx.severity(None),

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from advisor.checks._events import tables_named
 from advisor.checks.context import Context
 from advisor.findings import Finding
 from advisor.words import plural
 from advisor.workload.events import Errors, Statement
 from advisor.workload.model import Query
+from advisor.workload.tables import tables_of
 
 CODE = "ADV107"
 NAME = "failing_statements"
@@ -63,7 +63,7 @@ def _finding(ctx: Context, statement: Statement, err: Errors, query: Query | Non
         title=f"Failed {plural(err.count, 'time')} with {err.sqlstate} ({kind}): {err.message}",
         suggestion=_fix(statement, err.sqlstate, applications, explained),
         fingerprint=statement.fingerprint, normalized=statement.normalized,
-        tables=tables_named(statement.normalized), evidence=evidence, application=applications)
+        tables=tables_of(statement.normalized), evidence=evidence, application=applications)
 
 
 def _fix(statement: Statement, state: str, applications: str | None, explained: bool) -> str:

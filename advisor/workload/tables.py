@@ -8,13 +8,18 @@ from sqlglot import exp
 
 
 def tables_of(sql: str) -> tuple[str, ...]:
-    """The tables a statement reads or writes, in order of appearance."""
+    """The tables a statement reads or writes, in order of appearance, as a reader names them:
+    ``schema.table`` or ``table``, without aliases or the statement's own CTE names."""
     try:
         tree = sqlglot.parse_one(sql, read="postgres")
     except (sqlglot.errors.ParseError, sqlglot.errors.TokenError):
         return ()
-    names = dict.fromkeys(t.sql(dialect="postgres") for t in tree.find_all(exp.Table) if t.name)
-    return tuple(names)
+    if tree is None:
+        return ()
+    ctes = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
+    names = (f"{t.db}.{t.name}" if t.db else t.name for t in tree.find_all(exp.Table)
+             if t.name and not (t.name in ctes and not t.db))
+    return tuple(dict.fromkeys(names))
 
 
 def written_tables(sql: str) -> tuple[str, ...]:
