@@ -442,3 +442,28 @@ def test_scan_without_a_database_reports_the_event_findings(cluster, tmp_path):
     assert found[("ADV107", _norm(DUPLICATE))]["evidence"]["failed"] == FAILS
     assert found[("ADV107", _norm(TIMEOUT))]["evidence"]["failed"] == FAILS
     assert found[("ADV108", None)]["evidence"]["sessions"] == REQUESTS + 1  # the failures' session is web's too
+
+
+def test_scan_with_a_database_measures_the_connect_cost_only_when_adv108_fires(cluster, tmp_path):
+    from advisor.commands.scan import scan
+
+    dsn = cluster.dsn("shop")
+    churn = _workload(_segment(cluster, lambda: _per_request(dsn, []), tmp_path / "churn.json"))
+    pooled = _workload(_segment(cluster, lambda: _pooled(dsn, 1, 2), tmp_path / "pooled.json"))
+
+    def scanned(workload: Workload) -> tuple[list[Finding], int]:
+        """ADV108's findings, and the sessions the scan itself opened (application_name advisor)."""
+        log = _segment(cluster, lambda: found.extend(scan(workload, dsn, max_queries=1).findings), tmp_path / "own.json")
+        records = [json.loads(line) for line in log.read_text().splitlines()]
+        own = [r for r in records if r.get("application_name") == "advisor" and r["message"].startswith("disconnection")]
+        return [f for f in found if f.code == "ADV108"], len(own)
+
+    found: list[Finding] = []
+    [finding], opened = scanned(churn)
+    e = finding.evidence
+    assert e["connect_ms_is"].startswith("measured") and 0 < e["connect_ms"] < 1000
+    assert finding.impact_ms == e["time_lost_to_connecting_ms"] == pytest.approx(REQUESTS * e["connect_ms"], abs=0.01)
+    assert opened == 1 + 5  # the scan's own session, and the five it timed (each closed at once)
+
+    found.clear()
+    assert scanned(pooled) == ([], 1)  # no churn: nothing to time, no extra connection

@@ -9,10 +9,12 @@ Signal: an application's sessions in the log (``log_connections``,
 of them, at least ``churn_min_per_s`` a second over the log's span, with a
 median session time of at most ``churn_max_median_ms``. An application holding
 a few long sessions (a pool) fails the last two and is not flagged.
-Impact: the time lost to connecting, sessions × ``connect_ms``: an assumed
-cost (a few ms on loopback; more across a network or with TLS), said as such in
-the evidence: the log does not time the connect; ``advisor bench pool``
-measures it. Severity: from that impact (``Thresholds.severity``).
+Impact: the time lost to connecting, sessions × the connect cost: measured
+when scan has a database (``Context.connect_ms``: the median of a few new
+connections to it, opened only when this check would fire), else the assumed
+``Thresholds.connect_ms`` (a few ms on loopback; more across a network or with
+TLS); the evidence says which, as the log does not time the connect.
+Severity: from that impact (``Thresholds.severity``).
 Fix: a pool sized from the concurrency the log shows (Little's law: sessions a
 second × session time; the median for ``min_size``, the p95 ×
 ``pool_headroom`` for ``max_size``): psycopg_pool ``ConnectionPool``,
@@ -27,37 +29,53 @@ from collections.abc import Iterable
 
 from advisor.checks.context import Context
 from advisor.findings import Finding
+from advisor.thresholds import Thresholds
 from advisor.words import plural
 from advisor.workload.events import Sessions
+from advisor.workload.model import Workload
 
 CODE = "ADV108"
 NAME = "connection_churn"
 
 
 def run(ctx: Context) -> Iterable[Finding]:
-    events = ctx.workload.events
+    for application, s, per_s, median in churning(ctx.workload, ctx.config):
+        yield _finding(ctx, application, s, per_s, median)
+
+
+def churning(workload: Workload, config: Thresholds) -> list[tuple[str, Sessions, float | None, float]]:
+    """The applications that open a connection per request: name, sessions, sessions a second, median ms.
+
+    Public so scan measures the connect cost only when this check will fire.
+    """
+    events = workload.events
     if events is None or not events.sessions:
-        return
+        return []
     span = events.span_seconds()
-    config = ctx.config
+    found = []
     for application, s in events.applications().items():
         median = s.times.quantile(0.5)
         per_s = s.count / span if span else None
         if (s.count >= config.churn_min_sessions and median is not None and median <= config.churn_max_median_ms
                 and (per_s is None or per_s >= config.churn_min_per_s)):
-            yield _finding(ctx, application, s, per_s, median)
+            found.append((application, s, per_s, median))
+    return found
 
 
 def _finding(ctx: Context, application: str, s: Sessions, per_s: float | None, median_ms: float) -> Finding:
     config = ctx.config
     p95_ms = s.times.quantile(0.95) or median_ms
-    lost = round(s.count * config.connect_ms, 3)
+    measured = ctx.connect_ms is not None
+    connect_ms = ctx.connect_ms if ctx.connect_ms is not None else config.connect_ms
+    lost = round(s.count * connect_ms, 3)
     low, high = _pool_sizes(per_s, median_ms, p95_ms, config.pool_headroom)
     evidence = {
         "sessions": s.count, "per_second": round(per_s, 3) if per_s is not None else None,
         "median_session_ms": round(median_ms, 3), "p95_session_ms": round(p95_ms, 3),
         "concurrency_median": round(per_s * median_ms / 1000, 3) if per_s is not None else None,
-        "connect_ms": config.connect_ms, "connect_ms_is": "assumed (the log does not time it; bench pool measures it)",
+        "connect_ms": connect_ms,
+        "connect_ms_is": ("measured (the median of new connections to the database scanned)" if measured
+                          else "assumed (the log does not time it; bench pool measures it)"),
         "time_lost_to_connecting_ms": lost, "pool_min_size": low, "pool_max_size": high,
     }
     rate = f", {per_s:,.1f} a second" if per_s is not None else ""

@@ -31,6 +31,7 @@ class Context:
     catalog: Catalog | None = None  # None when no database was given
     explained: tuple[ExplainedQuery, ...] = ()
     config: Thresholds = DEFAULT
+    connect_ms: float | None = None  # median time to open a connection to the target, when scan measured it
     workload_ms: float = field(init=False)  # the workload's total time: what a finding's impact is a share of
 
     def __post_init__(self) -> None:

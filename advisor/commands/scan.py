@@ -18,6 +18,12 @@ findings say so (``plan_source``, ``plan_logged_at``). ``explain`` decides
 what is still explained against the database: ``missing`` (the default) only
 the queries the log has no analysed plan for, so a query is not run again;
 ``always`` every chosen query, as without logged plans; ``never`` nothing.
+
+When the log shows an application connecting per request (ADV108 would fire),
+the cost of a new connection to the database is measured (``Context.connect_ms``:
+the median of a few, opened and closed at once as the advisor's own), so the
+time lost to connecting is measured rather than assumed; otherwise no extra
+connection is opened.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from typing import Literal
 from urllib.parse import unquote
 
 from advisor.checks import CHECKS, Check
+from advisor.checks.adv108_connection_churn import churning
 from advisor.checks.context import Context, ExplainedQuery
 from advisor.db.catalog import Catalog, read_catalog
 from advisor.db.explain import ExplainOutcome, ExplainRequest, explain_all
@@ -85,7 +92,9 @@ def _scan_database(workload: Workload, session: Session, config: Thresholds, tim
     # A plan the advisor just took is the one checked; a logged plan stands for every other query.
     fresh = {e.query.fingerprint for e in explained}
     used = {fp: eq for fp, eq in logged.items() if fp not in fresh}
-    ctx = Context(workload=workload, catalog=catalog, explained=(*explained, *used.values()), config=config)
+    connect_ms = session.connect_ms() if churning(workload, config) else None  # no extra connection otherwise
+    ctx = Context(workload=workload, catalog=catalog, explained=(*explained, *used.values()), config=config,
+                  connect_ms=connect_ms)
     step("running the checks")
     findings, skipped = run_checks(ctx, available={"log", "catalog", "plans"})
     findings = _with_parameter_evidence(findings, report.outcomes, {q.fingerprint: q.mean_ms for q in chosen})
