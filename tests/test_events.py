@@ -323,7 +323,7 @@ def test_parse_json_carries_the_events(driven, tmp_path):
     assert run.exit_code == 0, run.output
     doc = json.loads(run.output)
     assert doc["schema_version"] == 2
-    assert list(doc["events"]) == ["temp_files", "lock_waits", "deadlocks", "errors", "sessions", "checkpoints", "autovacuum"]
+    assert list(doc["events"]) == ["temp_files", "lock_waits", "deadlocks", "errors", "sessions", "checkpoints", "autovacuum", "timeline"]
     assert doc["events"]["deadlocks"]["count"] == counters["deadlocks"]
     assert doc["events"]["temp_files"]["bytes"] == counters["temp_bytes"]
 

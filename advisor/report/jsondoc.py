@@ -8,6 +8,7 @@ from advisor.report.words import round_floats, workload_notes
 from advisor.workload.events import LogEvents, Statement
 from advisor.workload.fingerprint import mask_conditions, mask_literals
 from advisor.workload.model import Query, Workload
+from advisor.workload.timeline import Bucket, Timeline
 
 WORKLOAD_SCHEMA_VERSION = 2  # 2: the logs' server events (`events`)
 
@@ -69,7 +70,23 @@ def events_document(e: LogEvents) -> dict:
         "autovacuum": {"by_table": {
             table: {"vacuums": v.vacuums, "analyzes": v.analyzes, "removed_tuples": v.removed_tuples}
             for table, v in sorted(e.autovacuum.items())}},
+        "timeline": timeline_document(e.timeline),
     }
+
+
+def timeline_document(t: Timeline) -> dict:
+    """The events per minute (a log spanning under two hours) or per hour, oldest first; ``outside``
+    holds what no bucket does (an unreadable timestamp, hours older than a month of them), so that
+    each column adds up to its total. Sessions are counted at their start, or at their end in a
+    log that shows no connection lines."""
+    unit, series = t.series()
+    starts = t.outside.connections + sum(b.connections for _, b in series)
+
+    def counts(b: Bucket) -> dict:
+        return {"temp_files": b.temp_files, "temp_bytes": b.temp_bytes, "lock_waits": b.lock_waits, "errors": b.errors,
+                "sessions": b.connections if starts else b.disconnections}
+
+    return {"unit": unit, "buckets": [{"start": start, **counts(b)} for start, b in series], "outside": counts(t.outside)}
 
 
 def _statement(q: Statement) -> dict:

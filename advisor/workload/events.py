@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from advisor.workload.stats import NAMES_KEPT, Quantiles
+from advisor.workload.timeline import Timeline
 
 QUERIES_KEPT = 500  # queries kept per kind of event; events past them count in the totals only
 TABLES_KEPT = 2000  # tables kept in the autovacuum counts
@@ -120,6 +121,7 @@ class LogEvents:
     autovacuum: dict[str, Vacuums] = field(default_factory=dict)  # by "db.schema.table"
     first_seen: str | None = None  # the log's first and last timestamps, as logged: its span
     last_seen: str | None = None
+    timeline: Timeline = field(default_factory=Timeline)  # the same events per minute or hour (timeline.py)
 
     def __bool__(self) -> bool:
         return bool(self.temp_files.count or self.lock_waits or self.waits_by_query or self.deadlocks
@@ -287,6 +289,7 @@ class LogEvents:
             mine_v.analyzes += v.analyzes
             mine_v.removed_tuples += v.removed_tuples
         self.seen(later.first_seen, later.last_seen)
+        self.timeline.merge(later.timeline)
         return self
 
     def _merge_sessions(self, later: LogEvents) -> None:

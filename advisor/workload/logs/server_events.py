@@ -246,6 +246,7 @@ class EventReader:
                     self.own.add(key)
             else:
                 events.connected(key, app)
+                events.timeline.bucket(r.timestamp).connections += 1
         elif message.startswith("disconnection: "):
             if key in self.own:
                 self.own.discard(key)
@@ -253,6 +254,7 @@ class EventReader:
                 hours, minutes, seconds = t.groups()
                 ms = ((int(hours) * 60 + int(minutes)) * 60 + float(seconds)) * 1000
                 events.disconnected(key, _named(r.application), ms)
+                events.timeline.bucket(r.timestamp).disconnections += 1
         elif message.startswith("checkpoint starting: "):
             events.checkpoint_started("time" in message[21:].split())
         elif message.startswith("checkpoint complete: "):
@@ -277,11 +279,15 @@ class EventReader:
     def _add(self, event: _Event, sql: str | None) -> None:
         events, r = self.events, event.record
         q = _statement(sql) if sql else None
+        when = events.timeline.bucket(r.timestamp)
         if event.kind == "temp":
             events.temp_file(q, int(event.number), event.count)
+            when.temp_files, when.temp_bytes = when.temp_files + event.count, when.temp_bytes + int(event.number)
         elif event.kind in ("wait", "acquired"):
             events.lock_wait(q, event.number, event.blocking, acquired=event.kind == "acquired")
+            when.lock_waits += event.kind == "wait"
         else:
+            when.errors += 1
             if event.kind == "deadlock":
                 cycle = tuple(_statement(s).normalized for s in _CYCLE.findall(event.detail or ""))
                 events.deadlock(q, cycle)
