@@ -42,6 +42,7 @@ from sqlalchemy.engine import Engine
 
 from advisor import __version__
 from advisor.findings import Finding, Severity
+from advisor.workload.events import LogEvents
 from advisor.workload.model import Workload
 
 metadata = MetaData()
@@ -81,6 +82,26 @@ findings_table = Table(
     Column("severity", String(16), nullable=False),
     Column("title", Text, nullable=False),
     Column("impact_ms", Float, nullable=True),
+)
+
+# The error kinds of the runs that read logs (issue #13): a row in event_runs says the run's errors were
+# recorded (a run stored before these tables, or one that read no log, has none and is not compared).
+event_runs_table = Table(
+    "event_runs",
+    metadata,
+    Column("run_id", Integer, ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("errors", BigInteger, nullable=False),
+)
+
+error_kinds_table = Table(
+    "error_kinds",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", Integer, ForeignKey("runs.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("fingerprint", String(64), nullable=True),  # null: the SQLSTATE over all queries
+    Column("normalized", Text, nullable=True),
+    Column("sqlstate", String(16), nullable=False),
+    Column("count", BigInteger, nullable=False),
 )
 
 
@@ -170,6 +191,20 @@ class Regression:
 
 
 @dataclass(frozen=True, slots=True)
+class ErrorKind:
+    """A SQLSTATE a query's statements failed with (``fingerprint`` None: the SQLSTATE over all of them)."""
+
+    fingerprint: str | None
+    normalized: str | None
+    sqlstate: str
+    count: int
+
+    @property
+    def key(self) -> tuple[str | None, str]:
+        return (self.fingerprint, self.sqlstate)
+
+
+@dataclass(frozen=True, slots=True)
 class Comparison:
     """The last run against the one before it. ``before`` is None when there is only one run (or none)."""
 
@@ -179,6 +214,7 @@ class Comparison:
     resolved_findings: tuple[StoredFinding, ...] = ()
     regressions: tuple[Regression, ...] = ()
     threshold_pct: float = 20.0
+    new_error_kinds: tuple[ErrorKind, ...] = ()  # in the last run, not in the one before (both read logs)
 
 
 def _pct(before: float | None, after: float | None) -> float | None:
@@ -254,6 +290,13 @@ def _source_summary(workload: Workload) -> str:
     return "; ".join(parts)[:4000]
 
 
+def _error_kinds(events: LogEvents) -> list[dict]:
+    rows = [{"fingerprint": q.fingerprint, "normalized": q.normalized, "sqlstate": state, "count": e.count}
+            for (q, state), e in events.errors_by_query.items()]
+    return rows + [{"fingerprint": None, "normalized": None, "sqlstate": state, "count": n}
+                   for state, n in events.errors_by_sqlstate.items()]
+
+
 def _utc_iso(when: datetime | str | None) -> str:
     if when is None:
         when = datetime.now(UTC)
@@ -322,6 +365,11 @@ class History:
                 conn.execute(insert(query_stats_table), [dict(r, run_id=run_id) for r in queries.values()])
             if finding_rows:
                 conn.execute(insert(findings_table), [dict(r, run_id=run_id) for r in finding_rows])
+            if workload.events is not None:
+                conn.execute(insert(event_runs_table).values(run_id=run_id, errors=workload.events.errors))
+                kinds = _error_kinds(workload.events)
+                if kinds:
+                    conn.execute(insert(error_kinds_table), [dict(r, run_id=run_id) for r in kinds])
         return run_id
 
     def prune(self, database: str, keep: int) -> int:
@@ -336,6 +384,8 @@ class History:
             for start in range(0, len(ids), 500):
                 chunk = ids[start:start + 500]
                 conn.execute(delete(findings_table).where(findings_table.c.run_id.in_(chunk)))
+                conn.execute(delete(error_kinds_table).where(error_kinds_table.c.run_id.in_(chunk)))
+                conn.execute(delete(event_runs_table).where(event_runs_table.c.run_id.in_(chunk)))
                 conn.execute(delete(query_stats_table).where(query_stats_table.c.run_id.in_(chunk)))
                 conn.execute(delete(runs_table).where(runs_table.c.id.in_(chunk)))
         return len(ids)
@@ -368,6 +418,16 @@ class History:
         with self.engine.connect() as conn:
             rows = conn.execute(select(findings_table).where(f.run_id == run_id).order_by(f.id)).all()
         return [StoredFinding(x.code, x.fingerprint, Severity[x.severity], x.title, x.impact_ms) for x in rows]
+
+    def error_kinds(self, run_id: int) -> list[ErrorKind] | None:
+        """The run's error kinds, most errors first; None for a run whose errors were not recorded."""
+        k = error_kinds_table.c
+        with self.engine.connect() as conn:
+            if conn.execute(select(event_runs_table.c.run_id).where(event_runs_table.c.run_id == run_id)).first() is None:
+                return None
+            rows = conn.execute(select(k.fingerprint, k.normalized, k.sqlstate, k.count.label("n"))
+                                .where(k.run_id == run_id).order_by(k.count.desc(), k.id)).all()
+        return [ErrorKind(x.fingerprint, x.normalized, x.sqlstate, x.n) for x in rows]
 
     def query_stats(self, run_id: int) -> dict[str, tuple[str, int, float, float | None]]:
         """fingerprint → (normalized, calls, total_ms, p95_ms) for one run."""
@@ -414,7 +474,21 @@ class History:
                                     if k not in new and (f.fingerprint is None or f.fingerprint in stats_after)),
             regressions=tuple(regressions),
             threshold_pct=threshold_pct,
+            new_error_kinds=self._new_error_kinds(before.id, after.id),
         )
+
+    def _new_error_kinds(self, before: int, after: int) -> tuple[ErrorKind, ...]:
+        """A (query, SQLSTATE) the last run saw and the one before did not; and a SQLSTATE new to the
+        whole run that no new (query, SQLSTATE) already tells (its statements unknown, say)."""
+        old, new = self.error_kinds(before), self.error_kinds(after)
+        if old is None or new is None:
+            return ()
+        seen = {k.key for k in old}
+        states = {k.sqlstate for k in old}
+        fresh = [k for k in new if k.fingerprint is not None and k.key not in seen]
+        told = {k.sqlstate for k in fresh}
+        fresh += [k for k in new if k.fingerprint is None and k.sqlstate not in states and k.sqlstate not in told]
+        return tuple(fresh)
 
     def _spread(self, database: str, fingerprint: str, metrics: list[str], rule: RegressionRule) -> dict[str, float]:
         """metric → the largest relative move (%, up or down) between consecutive runs before the last one."""
@@ -427,5 +501,5 @@ class History:
         return spread
 
 
-__all__ = ["Comparison", "History", "Regression", "RegressionRule", "Run", "StoredFinding", "TrendPoint", "database_label",
+__all__ = ["Comparison", "ErrorKind", "History", "Regression", "RegressionRule", "Run", "StoredFinding", "TrendPoint", "database_label",
            "engine_url", "metadata"]

@@ -67,7 +67,7 @@ def history_url(request, tmp_path):
         return f"sqlite:///{tmp_path / 'history' / 'runs.db'}"
     dsn = request.getfixturevalue("pg_dsn")
     with psycopg.connect(dsn, autocommit=True) as conn:  # every test starts from empty tables
-        for table in ("findings", "query_stats", "runs"):
+        for table in ("error_kinds", "event_runs", "findings", "query_stats", "runs"):
             conn.execute(f"DROP TABLE IF EXISTS {table}")
     return dsn
 

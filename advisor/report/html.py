@@ -12,7 +12,7 @@ from typing import Any
 
 from advisor.report.words import regression_text
 
-SECTIONS = ("summary", "top-queries", "findings", "n-plus-one", "indexes", "hygiene", "bench", "history", "unanalysed")
+SECTIONS = ("summary", "top-queries", "events", "findings", "n-plus-one", "indexes", "hygiene", "bench", "history", "unanalysed")
 N_PLUS_ONE = ("ADV101", "ADV102")
 HYGIENE_PREFIX = "ADV2"
 
@@ -123,6 +123,34 @@ def sparkline(values: list[float], width: int = 120, height: int = 24) -> str:
             f'<circle cx="{last[0]}" cy="{last[1]}" r="2" fill="#a21b16"></circle></svg>')
 
 
+def column_chart(values: list[float], label: str, width: int = 260, height: int = 56) -> str:
+    """One column per time bucket, scaled to the largest; the label and the total above them."""
+    if not values:
+        return ""
+    top = max(values) or 1.0
+    plot = height - 16
+    step = (width - 4) / len(values)
+    bar = max(1.0, step - 1)
+    parts = [f'<svg class="timeline" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" aria-label="{e(label)}">',
+             f'<text x="2" y="11">{e(label)}</text>',
+             f'<line x1="2" y1="{height - 1}" x2="{width - 2}" y2="{height - 1}" stroke="#dde1e7"></line>']
+    for i, v in enumerate(values):
+        h = plot * v / top
+        if v > 0:
+            parts.append(f'<rect x="{2 + i * step:.1f}" y="{height - 1 - max(h, 1.0):.1f}" width="{bar:.1f}" '
+                         f'height="{max(h, 1.0):.1f}" fill="#4f7cc4"></rect>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return ""
+
+
 # --- sections -------------------------------------------------------------------------------------
 
 
@@ -148,18 +176,55 @@ def _summary(doc: dict) -> str:
                     f"<h3>Top findings</h3>{top}")
 
 
+def _query_events(events: dict) -> dict[str, list[str]]:
+    """fingerprint → what the server logged about the query: temp files, lock waits, errors by SQLSTATE."""
+    said: dict[str, list[str]] = {}
+    for t in events.get("temp_files", {}).get("by_query", []):
+        said.setdefault(t["fingerprint"], []).append(f"{t['count']:,} temp files, {_size(t['bytes'])}")
+    for w in events.get("lock_waits", {}).get("by_query", []):
+        if w["count"]:
+            said.setdefault(w["fingerprint"], []).append(f"{w['count']:,} lock waits (max {_ms(w['max_wait_ms'])} ms)")
+    for x in events.get("errors", {}).get("by_query", []):
+        said.setdefault(x["fingerprint"], []).append(f"{x['count']:,} errors {x['sqlstate']}")
+    return said
+
+
 def _top_queries(doc: dict) -> str:
     queries = doc["workload"]["queries"][:10]
     trends = {t["fingerprint"]: t["points"] for t in doc["history"].get("trend", [])}
+    said = _query_events(doc["workload"].get("events") or {})
     chart = bar_chart([(f"#{i}", q["total_ms"]) for i, q in enumerate(queries, 1)], "ms")
     rows = []
     for i, q in enumerate(queries, 1):
         points = trends.get(q["fingerprint"], [])
         rows.append([str(i), f"{q['calls']:,}", _ms(q["total_ms"]), _ms(q["p95_ms"]),
                      sparkline([p["total_ms"] for p in points]) + (f'<br><span class="muted">{len(points)} runs</span>' if points else ""),
+                     "<br>".join(e(x) for x in said.get(q["fingerprint"], [])) or '<span class="muted">–</span>',
                      f"<code>{e(q['normalized'][:400])}</code>"])
     return _section("top-queries", "Top queries by total time",
-                    chart + _table(["#", "calls", "total ms", "p95 ms", "trend (total ms)", "query"], rows, {0, 1, 2, 3}))
+                    chart + _table(["#", "calls", "total ms", "p95 ms", "trend (total ms)", "server events", "query"], rows, {0, 1, 2, 3}))
+
+
+_TIMELINE = (("temp_bytes", "temp bytes", _size), ("lock_waits", "lock waits", lambda n: f"{n:,}"),
+             ("errors", "errors", lambda n: f"{n:,}"), ("sessions", "sessions", lambda n: f"{n:,}"))
+
+
+def _events(doc: dict) -> str:
+    t = (doc["workload"].get("events") or {}).get("timeline") or {}
+    buckets = t.get("buckets") or []
+    if not buckets:
+        return _section("events", "Server events over time", '<p class="muted">The logs read show no server events with a time.</p>')
+    charts = []
+    for key, title, fmt in _TIMELINE:
+        values = [b[key] for b in buckets]
+        charts.append(column_chart(values, f"{title}: {fmt(sum(values))}"))
+    outside = t.get("outside") or {}
+    note = ("" if not any(outside.values()) else
+            '<p class="muted">Not charted (a timestamp without a date, or older than a month of hours): '
+            + e(", ".join(f"{title} {fmt(outside[key])}" for key, title, fmt in _TIMELINE if outside.get(key))) + ".</p>")
+    return _section("events", "Server events over time",
+                    f'<p>Per {e(t["unit"])}, {e(buckets[0]["start"])} → {e(buckets[-1]["start"])} (the log\'s clock).</p>'
+                    f'<div class="tiles">{"".join(charts)}</div>' + note)
 
 
 def _finding(f: dict) -> str:
@@ -248,7 +313,13 @@ def _history(doc: dict) -> str:
                  [[f"<code>{e(g['normalized'][:300])}</code>", e(regression_text(g)),
                    f"{_ms(g['total_ms_before'])} → {_ms(g['total_ms_after'])}", f"{_ms(g['p95_ms_before'])} → {_ms(g['p95_ms_after'])}"]
                   for g in h["regressions"]], {2, 3})
-    return _section("history", "History", intro + f"<h3>Regressions</h3>{reg}<h3>New findings</h3>{new}<h3>Resolved findings</h3>{gone}")
+    kinds = h.get("new_error_kinds") or []
+    errors = ("" if not kinds else "<h3>New error kinds</h3>" + _table(
+        ["SQLSTATE", "errors", "query"],
+        [[e(k["sqlstate"]), f"{k['count']:,}", f"<code>{e(k['normalized'][:300])}</code>" if k["fingerprint"] else "(all queries)"]
+         for k in kinds], {1}))
+    return _section("history", "History",
+                    intro + f"<h3>Regressions</h3>{reg}{errors}<h3>New findings</h3>{new}<h3>Resolved findings</h3>{gone}")
 
 
 def _unanalysed(doc: dict) -> str:
@@ -260,9 +331,9 @@ def report_html(doc: dict) -> str:
     run = doc["run"]
     meta = (f"{e(run['started_at'])} · advisor {e(run['tool']['version'])} · server {e(run['server_version_num'] or 'unknown')}"
             f" · sources: {e('; '.join(run['sources']) or 'none')}")
-    sections = [_summary(doc), _top_queries(doc), _findings(doc), _n_plus_one(doc), _indexes(doc), _hygiene(doc),
+    sections = [_summary(doc), _top_queries(doc), _events(doc), _findings(doc), _n_plus_one(doc), _indexes(doc), _hygiene(doc),
                 _bench(doc), _history(doc), _unanalysed(doc)]
     return _PAGE.substitute(database=e(run["database"]), meta=meta, sections="\n".join(sections))
 
 
-__all__ = ["SECTIONS", "bar_chart", "report_html", "sparkline"]
+__all__ = ["SECTIONS", "bar_chart", "column_chart", "report_html", "sparkline"]

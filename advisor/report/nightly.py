@@ -11,7 +11,10 @@ report.json (``schema_version`` 1, ``kind: "report"``)::
     bench        the pool benchmark document (advisor/bench/pool.py), or null
     history      new_findings, resolved_findings, regressions (each with changes {metric: {before, after,
                  change_pct, spread_pct}} for the metrics that regressed), trend (per top query, oldest
-                 first), previous_run (started_at or null), threshold_pct, rule (RegressionRule's values)
+                 first), previous_run (started_at or null), threshold_pct, rule (RegressionRule's values),
+                 new_error_kinds [{fingerprint, normalized, sqlstate, count}]: a (query, SQLSTATE), or a
+                 SQLSTATE (fingerprint null), the logs showed tonight and not in the previous run (empty
+                 when either run read no log, or the previous one was stored before error kinds were)
     summary      warnings (what hides part of the workload, e.g. pg_stat_statements rows the role may
                  not read, with the GRANT; shown first in report.html and summary.md), top findings,
                  regressions, estimated savings (also in summary.md)
@@ -76,7 +79,7 @@ def report_document(*, started: str, database: str, workload: Workload, scanned:
 def empty_history(threshold_pct: float) -> dict:
     """The history section of a night that recorded nothing (no scan, or a store that failed)."""
     return {"previous_run": None, "threshold_pct": threshold_pct, "new_findings": [], "resolved_findings": [],
-            "regressions": [], "trend": [], "recorded": False, "rule": None}
+            "regressions": [], "trend": [], "recorded": False, "rule": None, "new_error_kinds": []}
 
 
 def history_document(change: Comparison, trends: list[tuple[Query, list]], threshold_pct: float) -> dict:
@@ -93,6 +96,7 @@ def history_document(change: Comparison, trends: list[tuple[Query, list]], thres
                   for q, points in trends],
         "recorded": True,
         "rule": asdict(replace(RegressionRule(), threshold_pct=threshold_pct)),
+        "new_error_kinds": [asdict(k) for k in change.new_error_kinds],
     }
 
 
@@ -160,8 +164,15 @@ def history_line(doc: dict) -> str:
     h = doc["history"]
     if not h["previous_run"]:
         return "first run: nothing to compare with yet"
+    kinds = h.get("new_error_kinds") or []  # said only when there are some: the line is unchanged otherwise
     return (f"{plural(len(h['new_findings']), 'new finding')}, {len(h['resolved_findings'])} resolved, "
-            f"{plural(len(h['regressions']), 'regression')}")
+            f"{plural(len(h['regressions']), 'regression')}" + (f", {plural(len(kinds), 'new error kind')}" if kinds else ""))
+
+
+def error_kind_text(k: dict) -> str:
+    """A new error kind in words: its SQLSTATE, how often, and the query (masked) if known."""
+    where = f"in `{k['normalized'][:120]}`" if k["fingerprint"] else "(all queries)"
+    return f"SQLSTATE {k['sqlstate']} ×{k['count']:,} {where}"
 
 
 def report_line(doc: dict, report: Path) -> str:
@@ -194,6 +205,8 @@ def summary_markdown(doc: dict) -> str:
     lines += ["## Since the last run", "", history_line(doc).capitalize() + over + ".", ""]
     for g in h["regressions"][:10]:
         lines.append(f"- `{g['fingerprint']}` {regression_text(g)}: `{g['normalized'][:120]}`")
+    for k in (h.get("new_error_kinds") or [])[:10]:
+        lines.append(f"- new error kind: {error_kind_text(k)}")
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -206,5 +219,5 @@ def write_report(out: Path, doc: dict) -> None:
     (out / "summary.md").write_text(summary_markdown(doc))
 
 
-__all__ = ["SCHEMA_VERSION", "empty_history", "estimated_savings", "history_document", "history_line",
+__all__ = ["SCHEMA_VERSION", "empty_history", "error_kind_text", "estimated_savings", "history_document", "history_line",
            "regression_document", "report_document", "report_line", "summary_markdown", "write_report"]
