@@ -241,6 +241,8 @@ def test_the_timeline_is_per_hour_past_two_hours_and_bounded_and_merges_as_one_p
     unit, series = _timeline([0, 1, 60, 120]).series()
     assert unit == "hour" and [(k, b.errors) for k, b in series] == [
         ("2026-01-01T00:00", 2), ("2026-01-01T01:00", 1), ("2026-01-01T02:00", 1)]
+    unit, series = _timeline([0, 3]).series()  # the minutes between, empty: columns even in time
+    assert unit == "minute" and [(k[-5:], b.errors) for k, b in series] == [("00:00", 1), ("00:01", 0), ("00:02", 0), ("00:03", 1)]
     many = list(range(0, 60 * 24 * 40, 30))  # forty days, two events an hour: past a month of hours
     whole = _timeline(many)
     assert whole.hourly and len(whole.buckets) == BUCKETS_KEPT

@@ -11,6 +11,7 @@ from string import Template
 from typing import Any
 
 from advisor.report.words import regression_text
+from advisor.words import plural
 
 SECTIONS = ("summary", "top-queries", "events", "findings", "n-plus-one", "indexes", "hygiene", "bench", "history", "unanalysed")
 N_PLUS_ONE = ("ADV101", "ADV102")
@@ -123,13 +124,14 @@ def sparkline(values: list[float], width: int = 120, height: int = 24) -> str:
             f'<circle cx="{last[0]}" cy="{last[1]}" r="2" fill="#a21b16"></circle></svg>')
 
 
-def column_chart(values: list[float], label: str, width: int = 260, height: int = 56) -> str:
-    """One column per time bucket, scaled to the largest; the label and the total above them."""
+def column_chart(values: list[float], label: str, names: list[str] | None = None, width: int = 260, height: int = 56) -> str:
+    """One column per time bucket, scaled to the largest, each named in its tooltip (``names``);
+    the label above them."""
     if not values:
         return ""
     top = max(values) or 1.0
     plot = height - 16
-    step = (width - 4) / len(values)
+    step = min((width - 4) / len(values), 18.0)  # a few buckets stay columns, not slabs
     bar = max(1.0, step - 1)
     parts = [f'<svg class="timeline" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" aria-label="{e(label)}">',
              f'<text x="2" y="11">{e(label)}</text>',
@@ -137,8 +139,9 @@ def column_chart(values: list[float], label: str, width: int = 260, height: int 
     for i, v in enumerate(values):
         h = plot * v / top
         if v > 0:
+            tip = f"<title>{e(names[i])}: {v:,.0f}</title>" if names else ""
             parts.append(f'<rect x="{2 + i * step:.1f}" y="{height - 1 - max(h, 1.0):.1f}" width="{bar:.1f}" '
-                         f'height="{max(h, 1.0):.1f}" fill="#4f7cc4"></rect>')
+                         f'height="{max(h, 1.0):.1f}" fill="#4f7cc4">{tip}</rect>')
     parts.append("</svg>")
     return "".join(parts)
 
@@ -180,12 +183,12 @@ def _query_events(events: dict) -> dict[str, list[str]]:
     """fingerprint → what the server logged about the query: temp files, lock waits, errors by SQLSTATE."""
     said: dict[str, list[str]] = {}
     for t in events.get("temp_files", {}).get("by_query", []):
-        said.setdefault(t["fingerprint"], []).append(f"{t['count']:,} temp files, {_size(t['bytes'])}")
+        said.setdefault(t["fingerprint"], []).append(f"{plural(t['count'], 'temp file')}, {_size(t['bytes'])}")
     for w in events.get("lock_waits", {}).get("by_query", []):
         if w["count"]:
-            said.setdefault(w["fingerprint"], []).append(f"{w['count']:,} lock waits (max {_ms(w['max_wait_ms'])} ms)")
+            said.setdefault(w["fingerprint"], []).append(f"{plural(w['count'], 'lock wait')} (max {_ms(w['max_wait_ms'])} ms)")
     for x in events.get("errors", {}).get("by_query", []):
-        said.setdefault(x["fingerprint"], []).append(f"{x['count']:,} errors {x['sqlstate']}")
+        said.setdefault(x["fingerprint"], []).append(f"{plural(x['count'], 'error')} {x['sqlstate']}")
     return said
 
 
@@ -214,16 +217,16 @@ def _events(doc: dict) -> str:
     buckets = t.get("buckets") or []
     if not buckets:
         return _section("events", "Server events over time", '<p class="muted">The logs read show no server events with a time.</p>')
-    charts = []
+    charts, names = [], [b["start"] for b in buckets]
     for key, title, fmt in _TIMELINE:
         values = [b[key] for b in buckets]
-        charts.append(column_chart(values, f"{title}: {fmt(sum(values))}"))
+        charts.append(column_chart(values, f"{title}: {fmt(sum(values))}", names))
     outside = t.get("outside") or {}
     note = ("" if not any(outside.values()) else
             '<p class="muted">Not charted (a timestamp without a date, or older than a month of hours): '
             + e(", ".join(f"{title} {fmt(outside[key])}" for key, title, fmt in _TIMELINE if outside.get(key))) + ".</p>")
     return _section("events", "Server events over time",
-                    f'<p>Per {e(t["unit"])}, {e(buckets[0]["start"])} → {e(buckets[-1]["start"])} (the log\'s clock).</p>'
+                    f'<p>Per {e(t["unit"])}, {e(" → ".join(dict.fromkeys((names[0], names[-1]))))} (the log\'s clock).</p>'
                     f'<div class="tiles">{"".join(charts)}</div>' + note)
 
 

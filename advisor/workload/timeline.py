@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 BUCKETS_KEPT = 24 * 31  # minutes, then hours (a month of them); older hours are dropped into ``outside``
 MINUTE_SPAN = 120  # a log spanning fewer minutes than this is charted per minute, else per hour
@@ -76,7 +76,8 @@ class Timeline:
 
     def series(self) -> tuple[str, list[tuple[str, Bucket]]]:
         """("minute" or "hour", the buckets oldest first): per minute when the buckets span less
-        than ``MINUTE_SPAN`` minutes, else per hour."""
+        than ``MINUTE_SPAN`` minutes, else per hour. The minutes or hours without events between
+        are empty buckets (unless more than ``BUCKETS_KEPT`` of them), so columns are even in time."""
         keys = sorted(self.buckets)
         if not keys:
             return "minute", []
@@ -86,6 +87,12 @@ class Timeline:
         rows: dict[str, Bucket] = {}
         for key in keys:
             rows.setdefault(_hour(key) if unit == "hour" else key, Bucket()).add(self.buckets[key])
+        step = 60 if unit == "hour" else 1
+        first, last = _minutes(min(rows)), _minutes(max(rows))
+        if (last - first) / step < BUCKETS_KEPT:
+            start = datetime.strptime(min(rows), "%Y-%m-%dT%H:%M")
+            every = (start + timedelta(minutes=i * step) for i in range(round((last - first) / step) + 1))
+            rows = {k: rows.get(k) or Bucket() for k in (t.strftime("%Y-%m-%dT%H:%M") for t in every)}
         return unit, list(rows.items())
 
     def _bound(self) -> None:
@@ -118,4 +125,5 @@ def _hour(key: str) -> str:
 
 
 def _minutes(key: str) -> float:
-    return datetime.strptime(key, "%Y-%m-%dT%H:%M").timestamp() / 60
+    # naive times on a fixed clock (UTC): a DST change in the machine's zone must not shift the count
+    return datetime.strptime(key, "%Y-%m-%dT%H:%M").replace(tzinfo=UTC).timestamp() / 60
