@@ -80,8 +80,12 @@ def _night(dsn: str, admin, first_id: int, *, second: bool) -> dict:
     now = _temp(admin)
     # the last statement of a log waits for the next read: a session of another name ends the night
     with psycopg.connect(dsn, autocommit=True, application_name="marker") as conn:
-        conn.execute("SELECT 1")
+        conn.execute(_marker(first_id))
     return {"temp_files": now[0] - before[0], "temp_bytes": now[1] - before[1]}
+
+
+def _marker(night: int) -> str:
+    return f"SELECT {night} AS night"
 
 
 def _logged(cluster, text: str, timeout: float = 10.0) -> None:
@@ -110,7 +114,7 @@ def nights(tmp_path_factory):
             docs, counted = [], []
             for night in (1, 2):
                 counted.append(_night(dsn, admin, night * 100, second=night == 2))
-                _logged(cluster, "SELECT 1")
+                _logged(cluster, _marker(night * 100))
                 run = advisor("report", "--dsn", dsn, "--log", str(cluster.stderr_log), "--out", str(out),
                               "--time-budget", "20")
                 assert run.returncode in (0, 1), run.stdout + run.stderr
