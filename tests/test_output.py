@@ -11,6 +11,7 @@ import os
 import pty
 import re
 import subprocess
+import time
 from dataclasses import replace
 from io import StringIO
 
@@ -217,6 +218,27 @@ def test_an_empty_log_says_what_was_found_and_why(tmp_path):
     text = " ".join(advisor("parse", str(ours)).stdout.split())
     assert "every statement it held was the advisor's own (3, left out)" in text
     assert "log_min_duration_statement" not in text
+
+
+def test_a_window_of_failed_statements_says_they_are_errors(embedded_cluster, pg_dsn, tmp_path):
+    """A night in which the application's statements all failed: not 'it ran nothing'."""
+    log = embedded_cluster.stderr_log
+    start = log.stat().st_size
+    logged = "-c log_min_duration_statement=0"
+    with psycopg.connect(pg_dsn, autocommit=True, application_name="advisor", options=logged) as own:
+        own.execute("/* advisor */ SELECT 1")
+    with psycopg.connect(pg_dsn, autocommit=True, application_name="signup", options=logged) as app:
+        for column in ("nope", "nope", "nope_end"):
+            with pytest.raises(psycopg.errors.UndefinedColumn):
+                app.execute(f"SELECT {column} FROM pg_class")
+    deadline = time.monotonic() + 10
+    while "nope_end" not in log.read_text(errors="replace"):
+        assert time.monotonic() < deadline, "the server log never showed the run"
+        time.sleep(0.1)
+    window = tmp_path / "window.log"
+    window.write_bytes(log.read_bytes()[start:])
+    text = " ".join(advisor("parse", str(window)).stdout.split())
+    assert "(3 errors)" in text and "that did not fail (failed statements are errors, not executions)" in text
 
 
 def test_evidence_numbers_read_as_a_person_reads_them():

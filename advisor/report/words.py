@@ -25,13 +25,15 @@ def empty_log_note(workload: Workload) -> str | None:
     """Why logs gave no statement, with what they did hold; None when they gave some (or none were read)."""
     if workload.statements or not any(not s.startswith("pg_stat_statements") for s in workload.sources):
         return None
-    found = (f"{plural(workload.lines, 'log line')}, {plural(workload.other_events, 'other event')}, "
-             f"{plural(workload.skipped_count, 'line')} skipped")
+    errors = workload.events.errors if workload.events is not None else 0
+    found = (f"{plural(workload.lines, 'log line')}, {plural(workload.other_events, 'other event')}"
+             + (f" ({plural(errors, 'error')})" if errors else "") + f", {plural(workload.skipped_count, 'line')} skipped")
     if workload.lines == 0:
         cause = "the log is empty: is this the file the server writes to (SHOW log_directory; SHOW log_filename)?"
     elif workload.advisor_statements:
         cause = (f"every statement it held was the advisor's own ({workload.advisor_statements:,}, left out): "
-                 "the application ran nothing the server logged in this window")
+                 "the application ran nothing the server logged in this window"
+                 + (" that did not fail (failed statements are errors, not executions)" if errors else ""))
     elif workload.skipped_count >= workload.lines:
         cause = "no line was understood: pass --log-format, or --log-line-prefix with the server's log_line_prefix"
     else:
