@@ -14,6 +14,17 @@ import psycopg
 
 ADVISOR = (sys.executable, "-m", "advisor.cli")  # the installed entry point, in this interpreter
 
+# What a server logs for the advisor's server events: every statement, temp files, lock waits (a deadlock
+# is seen after 100 ms), sessions. Tests that start a cluster of their own add what else they need.
+EVENT_LOGGING = {
+    "log_min_duration_statement": "0",
+    "log_temp_files": "0",
+    "log_lock_waits": "on",
+    "deadlock_timeout": "100ms",
+    "log_connections": "on",
+    "log_disconnections": "on",
+}
+
 
 def advisor(*args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """`advisor ARGS` as a user runs it, in a subprocess; stdout and stderr as text, ``env`` added to ours."""

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from helpers import EVENT_LOGGING
 
 from advisor.checks import CHECKS
 from advisor.checks.context import Context
@@ -26,14 +27,7 @@ from advisor.workload.fingerprint import fingerprint
 from advisor.workload.model import Workload
 from advisor.workload.sources import collect, read_logs
 
-SETTINGS = {
-    "log_min_duration_statement": "0",
-    "log_temp_files": "0",
-    "log_lock_waits": "on",
-    "deadlock_timeout": "100ms",
-    "log_connections": "on",
-    "log_disconnections": "on",
-}
+SETTINGS = EVENT_LOGGING
 SORT = "SELECT id, pad FROM big ORDER BY pad"  # one sort, one temp file a run under 64kB of work_mem
 SORT_RUNS = 3
 DONE = "SELECT 'driver done'"  # the last statement: once it is in the log, so is everything before

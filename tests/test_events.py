@@ -20,6 +20,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from conftest import corpus_path
+from helpers import EVENT_LOGGING
 from typer.testing import CliRunner
 
 from advisor.cli import app
@@ -31,12 +32,7 @@ from advisor.workload.logs.server_events import sqlstate_of
 from advisor.workload.sources import collect, read_logs
 
 SETTINGS = {
-    "log_min_duration_statement": "0",
-    "log_temp_files": "0",
-    "log_lock_waits": "on",
-    "deadlock_timeout": "100ms",
-    "log_connections": "on",
-    "log_disconnections": "on",
+    **EVENT_LOGGING,
     "log_checkpoints": "on",
     "log_autovacuum_min_duration": "0",
     "autovacuum_naptime": "1s",

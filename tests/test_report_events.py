@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 
 import psycopg
 import pytest
-from helpers import advisor
+from helpers import EVENT_LOGGING, advisor
 from sqlalchemy import text
 
 from advisor.db.embedded import EmbeddedCluster, EmbeddedError
@@ -30,14 +30,7 @@ from advisor.workload.fingerprint import fingerprint
 from advisor.workload.model import Workload
 from advisor.workload.timeline import BUCKETS_KEPT, Timeline
 
-SETTINGS = {
-    "log_min_duration_statement": "0",
-    "log_temp_files": "0",
-    "log_lock_waits": "on",
-    "deadlock_timeout": "100ms",
-    "log_connections": "on",
-    "log_disconnections": "on",
-}
+SETTINGS = EVENT_LOGGING
 APP = "shop"
 INSERT = "INSERT INTO u VALUES (%s)"  # the same query succeeds and, on night 2, violates the key
 SORT = "SELECT g FROM generate_series(1, 100000) g ORDER BY g DESC"  # spills under 64kB of work_mem
