@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from advisor.workload.sessions import timestamp_ms
 from advisor.workload.stats import NAMES_KEPT, Quantiles
 from advisor.workload.timeline import Timeline
 
@@ -346,7 +347,6 @@ def _keep(names: dict, name) -> None:
         names[name] = None
 
 
-_DATE = re.compile(r"(\d{4})-(\d\d)-(\d\d)[ T](\d\d):(\d\d):(\d\d(?:\.\d+)?)")
 _SYSLOG_DATE = re.compile(r"([A-Z][a-z]{2}) +(\d+) (\d\d):(\d\d):(\d\d)")
 _MONTHS = {m: i for i, m in enumerate("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(), 1)}
 
@@ -356,16 +356,12 @@ def _seconds(timestamp: str | None) -> float | None:
     epoch %n, syslog's yearless date)."""
     if not timestamp:
         return None
-    if m := _DATE.match(timestamp):
-        year, month, day, hour, minute = (int(g) for g in m.groups()[:5])
-        return datetime(year, month, day, hour, minute).timestamp() + float(m.group(6))
+    if (ms := timestamp_ms(timestamp)) is not None:  # dated and epoch timestamps, as the session rules read them
+        return ms / 1000
     if m := _SYSLOG_DATE.match(timestamp):
         named = _MONTHS.get(m.group(1))
         if named is None:
             return None
         day, hour, minute, second = (int(g) for g in m.groups()[1:])
         return datetime(2000, named, day, hour, minute, second).timestamp()
-    try:
-        return float(timestamp)
-    except ValueError:
-        return None
+    return None

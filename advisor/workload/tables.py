@@ -10,10 +10,7 @@ from sqlglot import exp
 def tables_of(sql: str) -> tuple[str, ...]:
     """The tables a statement reads or writes, in order of appearance, as a reader names them:
     ``schema.table`` or ``table``, without aliases or the statement's own CTE names."""
-    try:
-        tree = sqlglot.parse_one(sql, read="postgres")
-    except (sqlglot.errors.ParseError, sqlglot.errors.TokenError):
-        return ()
+    tree = _parsed(sql)
     if tree is None:
         return ()
     ctes = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
@@ -25,10 +22,7 @@ def tables_of(sql: str) -> tuple[str, ...]:
 def written_tables(sql: str) -> tuple[str, ...]:
     """The tables a statement changes (INSERT, UPDATE, DELETE, MERGE, TRUNCATE, COPY … FROM), by bare
     lower-case name; () for reads and for what sqlglot cannot parse."""
-    try:
-        tree = sqlglot.parse_one(sql, read="postgres")
-    except (sqlglot.errors.ParseError, sqlglot.errors.TokenError):
-        return ()
+    tree = _parsed(sql)
     if tree is None:
         return ()
     targets: list[exp.Expression] = []
@@ -39,3 +33,11 @@ def written_tables(sql: str) -> tuple[str, ...]:
             targets.append(node.this)
     tables = [t if isinstance(t, exp.Table) else t.find(exp.Table) for t in targets]
     return tuple(dict.fromkeys(t.name.lower() for t in tables if t is not None and t.name))
+
+
+def _parsed(sql: str) -> exp.Expr | None:
+    """The statement's tree, None when sqlglot cannot read it."""
+    try:
+        return sqlglot.parse_one(sql, read="postgres")
+    except (sqlglot.errors.ParseError, sqlglot.errors.TokenError):
+        return None
