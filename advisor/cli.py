@@ -49,6 +49,11 @@ class LogFormatChoice(str, Enum):
     logplex = "logplex"
 
 
+class Engine(str, Enum):
+    local = "local"
+    dask = "dask"
+
+
 class SortKey(str, Enum):
     total = "total"
     mean = "mean"
@@ -65,6 +70,13 @@ class OutputFormat(str, Enum):
 LogFormatOption = Annotated[LogFormatChoice, typer.Option("--log-format", help="Log format; auto detects it per file.")]
 LogLinePrefixOption = Annotated[str | None, typer.Option(
     "--log-line-prefix", help="The server's log_line_prefix for stderr logs, e.g. '%m [%p] %q%u@%d '. Detected among common ones when omitted.")]
+EngineOption = Annotated[Engine, typer.Option(
+    "--engine", help="Where the logs are parsed: local (this machine's processes) or dask (Dask tasks, one per part of a file, "
+    "merged in order to the same result: a local cluster of --jobs worker processes, or the cluster at --dask-scheduler; "
+    "pip install 'advisor[dask]'). Logs may be s3://, gs:// or https:// URLs with 'advisor[s3]', 'advisor[gcs]' or 'advisor[remote]'.")]
+DaskSchedulerOption = Annotated[str | None, typer.Option(
+    "--dask-scheduler", envvar="ADVISOR_DASK_SCHEDULER", help="Parse on the running Dask cluster of this scheduler (tcp://host:8786; "
+    "implies --engine dask). Its workers open the logs themselves: give paths they can read, such as object storage URLs.")]
 ProgressOption = Annotated[bool | None, typer.Option(
     "--progress/--no-progress", help="Progress on stderr: the step, MB of logs read, time elapsed (default: only when stderr is a terminal).")]
 
@@ -95,11 +107,13 @@ def parse(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")] = None,
     show_values: Annotated[bool, typer.Option("--show-values", help="Show literal values in samples (masked by default).")] = False,
     progress: ProgressOption = None,
+    engine: EngineOption = Engine.local,
+    dask_scheduler: DaskSchedulerOption = None,
 ) -> None:
     """Read slow query logs (and pg_stat_statements) and print the workload: queries by fingerprint with counts, time and percentiles."""
     if not logs and not dsn:
         raise AdvisorError("nothing to read", "give log files, or --dsn to read pg_stat_statements")
-    sources = _sources(logs, dsn, log_format, log_line_prefix, jobs)
+    sources = _sources(logs, dsn, log_format, log_line_prefix, jobs, engine, dask_scheduler)
     workload = _sorted(_load(sources, Reading(sessions=False), progress), sort)
     write(render(workload, output_format.value, View(top, show_values)), output)
 
@@ -197,10 +211,16 @@ def _wait_forever() -> None:
 
 
 def _sources(logs: list[str] | None, stat_statements: str | Session | None, log_format: LogFormatChoice,
-             prefix: str | None, jobs: int | None = None) -> list[Source]:
+             prefix: str | None, jobs: int | None = None, engine: Engine = Engine.local,
+             dask_scheduler: str | None = None) -> list[Source]:
     """The logs, then pg_stat_statements when a DSN or the command's session is given."""
-    given: list[Source] = [LogFiles(tuple(logs), log_format.value, prefix, jobs)] if logs else []
+    given: list[Source] = [LogFiles(tuple(logs), log_format.value, prefix, jobs, engine=_engine(engine, dask_scheduler),
+                                    scheduler=dask_scheduler)] if logs else []
     return given + [StatStatements(stat_statements)] if stat_statements else given
+
+
+def _engine(engine: Engine, dask_scheduler: str | None) -> str:
+    return Engine.dask.value if dask_scheduler else engine.value
 
 
 def _load(sources: list[Source], reading: Reading | None = None, progress: bool | None = None) -> Workload:
@@ -247,6 +267,8 @@ def scan(
     fail_on: Annotated[FailOn, typer.Option("--fail-on", help="Exit 1 when a finding at or above this severity exists.")] = FailOn.never,
     show_values: Annotated[bool, typer.Option("--show-values", help="Show literal values (masked by default).")] = False,
     progress: ProgressOption = None,
+    engine: EngineOption = Engine.local,
+    dask_scheduler: DaskSchedulerOption = None,
 ) -> None:
     """Examine a database and its workload: plan problems, N+1 patterns, index hygiene, ranked by impact."""
     from advisor.commands.scan import scan as run_scan
@@ -255,7 +277,8 @@ def scan(
         raise AdvisorError("nothing to scan", "give --dsn (the database) and/or --log (its slow query log)")
     config = replace(DEFAULT, n1_min_repeats=n1_min_repeats, round_trip_ms=round_trip_ms or DEFAULT.round_trip_ms)
     with Session(dsn) if dsn else nullcontext() as session:  # the command's one connection, opened on first use
-        sources = _sources(log, session if (pg_stat_statements or not log) else None, log_format, log_line_prefix, jobs)
+        sources = _sources(log, session if (pg_stat_statements or not log) else None, log_format, log_line_prefix, jobs,
+                           engine, dask_scheduler)
         workload = _load(sources, Reading(config), progress)
         with _steps("scanning", progress) as step:
             result = run_scan(workload, session, config=config, time_budget_s=time_budget,
@@ -334,6 +357,8 @@ def report(
     log_line_prefix: LogLinePrefixOption = None,
     time_budget: Annotated[float, typer.Option("--time-budget", min=1.0, help="Seconds for explaining queries, in all.")] = 60.0,
     progress: ProgressOption = None,
+    engine: EngineOption = Engine.local,
+    dask_scheduler: DaskSchedulerOption = None,
 ) -> None:
     """The nightly job: ingest, scan, suggest indexes, compare with history; writes report.html, report.json, summary.md."""
     from advisor.commands.report import ReportOptions, run_report
@@ -343,7 +368,8 @@ def report(
         dsn=dsn, out=out, logs=tuple(log or ()), pg_stat_statements=pg_stat_statements, bench=bench, history=history,
         state=str(state) if state else None, fail_on=None if fail_on is FailOn.never else Severity[fail_on.value],
         fail_on_regression=fail_on_regression, keep_runs=keep_runs, log_format=log_format.value,
-        log_line_prefix=log_line_prefix, time_budget_s=time_budget,
+        log_line_prefix=log_line_prefix, time_budget_s=time_budget, engine=_engine(engine, dask_scheduler),
+        dask_scheduler=dask_scheduler,
     )  # fmt: skip
     with _steps("reporting", progress) as activity:
         doc, code = run_report(options, step=activity, progress=activity.progress)

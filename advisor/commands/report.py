@@ -55,6 +55,8 @@ class ReportOptions:
     log_line_prefix: str | None = None
     time_budget_s: float = 60.0
     max_queries: int = 20
+    engine: str = "local"  # where the logs are parsed (LogFiles.engine)
+    dask_scheduler: str | None = None
 
     @property
     def threshold_pct(self) -> float:
@@ -158,7 +160,7 @@ def _log_source(opts: ReportOptions, state_path: str, run: _Run) -> tuple[LogFil
     # formats: parse in the format the plan's unit boundaries were found with, not a second sniff.
     # jobs=1: ranges are never split, so each is parsed here, in order.
     source = LogFiles(tuple(read.path for read in plan.reads), jobs=1, ranges={r.path: (r.start, r.end) for r in plan.reads},
-                      formats=formats, notes=tuple(plan.notes),
+                      formats=formats, notes=tuple(plan.notes), engine=opts.engine, scheduler=opts.dask_scheduler,
                       label="reading the logs (only what was appended since the last run)")  # fmt: skip
     return source, state, reads
 

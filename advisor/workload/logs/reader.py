@@ -1,4 +1,9 @@
-"""Bytes to numbered text lines: files, globs, stdin, gzip/bz2/xz, lenient decoding, byte ranges."""
+"""Bytes to numbered text lines: files, globs, stdin, gzip/bz2/xz, lenient decoding, byte ranges.
+
+A path with a scheme (``s3://``, ``gs://``, ``https://``, …) is read through fsspec, imported only then,
+so local logs need nothing beyond the standard library; ``expand``, ``size_of`` and ``open_raw`` are the
+one seam, and everything above them (sniffing, splitting, parsing) reads both alike.
+"""
 
 from __future__ import annotations
 
@@ -9,20 +14,71 @@ import lzma
 import os
 import sys
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 BLOCK = 1 << 20
 _MAGIC = ((b"\x1f\x8b", gzip.open), (b"BZh", bz2.open), (b"\xfd7zXZ\x00", lzma.open))
+REMOTE_FIX = "pip install 'advisor[remote]' (http, https), 'advisor[s3]' (s3://) or 'advisor[gcs]' (gs://)"
 
 
 class LogInputError(OSError):
     """A log that cannot be opened at all (missing, unreadable)."""
 
 
+def is_remote(path: str) -> bool:
+    """A URL that fsspec reads (``s3://bucket/key``, ``https://host/x.log``), not a local path."""
+    return "://" in path
+
+
+def _filesystem(path: str) -> tuple[Any, str]:
+    """fsspec's filesystem for a URL and the path within it; a missing package is a LogInputError with the fix."""
+    try:
+        from fsspec.core import url_to_fs
+    except ImportError as e:
+        raise LogInputError(f"cannot read {path}: remote logs are read through fsspec, which is not installed; "
+                            f"{REMOTE_FIX}") from e
+    try:
+        return url_to_fs(path)
+    except (ImportError, ValueError) as e:  # the protocol's own package (s3fs, gcsfs) is missing, or unknown
+        raise LogInputError(f"cannot read {path}: {e}; {REMOTE_FIX}") from e
+
+
+def _expand_remote(path: str) -> list[str]:
+    fs, inner = _filesystem(path)
+    if fs.exists(inner):
+        return [path]
+    return sorted(fs.unstrip_protocol(match) for match in fs.glob(inner))
+
+
+def size_of(path: str) -> int:
+    """The file's size in bytes, local or remote."""
+    if is_remote(path):
+        fs, inner = _filesystem(path)
+        return fs.size(inner)
+    return os.path.getsize(path)
+
+
+def open_raw(path: str) -> BinaryIO:
+    """The file's bytes as stored (compressed or not), seekable, local or remote."""
+    try:
+        if is_remote(path):
+            fs, inner = _filesystem(path)
+            return fs.open(inner, "rb")
+        return open(path, "rb")
+    except OSError as e:
+        raise LogInputError(f"cannot read {path}: {e.strerror or e}") from e
+
+
 def expand(paths: list[str]) -> list[str]:
     """Globs expanded (in sorted order), '-' kept for stdin, missing files reported."""
     files: list[str] = []
     for path in paths:
+        if is_remote(path):
+            matches = _expand_remote(path)
+            if not matches:
+                raise LogInputError(f"no such log file: {path}")
+            files.extend(matches)
+            continue
         if path == "-" or os.path.exists(path):
             files.append(path)
             continue
@@ -39,10 +95,7 @@ def open_log(path: str) -> BinaryIO:
         raw: BinaryIO = sys.stdin.buffer
         head = raw.peek(6)[:6] if hasattr(raw, "peek") else b""
     else:
-        try:
-            raw = open(path, "rb")
-        except OSError as e:
-            raise LogInputError(f"cannot read {path}: {e.strerror}") from e
+        raw = open_raw(path)
         head = raw.read(6)
         raw.seek(0)
     for magic, opener in _MAGIC:
@@ -54,7 +107,7 @@ def open_log(path: str) -> BinaryIO:
 def is_compressed(path: str) -> bool:
     if path == "-":
         return True  # not seekable either: treat alike
-    with open(path, "rb") as f:
+    with open_raw(path) as f:
         head = f.read(6)
     return any(head.startswith(magic) for magic, _ in _MAGIC)
 
@@ -101,10 +154,10 @@ def split_points(path: str, parts: int, is_unit_start, min_chunk: int = 32 << 20
     and the lines that belong to it (continuations, DETAIL parameters) land in
     the same range.
     """
-    size = os.path.getsize(path)
+    size = size_of(path)
     parts = max(1, min(parts, size // min_chunk))
     starts = [0]
-    with open(path, "rb") as f:
+    with open_raw(path) as f:
         for k in range(1, parts):
             offset = _next_unit_start(f, size * k // parts, is_unit_start)
             if offset is not None and offset > starts[-1]:

@@ -22,7 +22,7 @@ from advisor.thresholds import DEFAULT, Thresholds
 from advisor.workload.events import LogEvents
 from advisor.workload.logs.formats import LogFormat, read_executions, sniff
 from advisor.workload.logs.prefix import PrefixError
-from advisor.workload.logs.reader import LogInputError, expand, is_compressed, split_points
+from advisor.workload.logs.reader import LogInputError, expand, is_compressed, size_of, split_points
 from advisor.workload.logs.records import Tally
 from advisor.workload.model import Execution
 from advisor.workload.own_traffic import sent_by_advisor
@@ -50,7 +50,7 @@ class Part:
     def size(self) -> int:
         if self.end is not None:
             return self.end - self.start
-        return os.path.getsize(self.path) - self.start if self.path != "-" else 0
+        return size_of(self.path) - self.start if self.path != "-" else 0
 
 
 def read_logs(
@@ -64,6 +64,8 @@ def read_logs(
     sessions: bool = True,
     ranges: Mapping[str, ByteRange] | None = None,
     formats: Mapping[str, LogFormat] | None = None,
+    engine: str = "local",
+    scheduler: str | None = None,
 ) -> Partial:
     """Parse the logs, split into parts for ``jobs`` workers, and merge what they found in file order.
 
@@ -71,15 +73,30 @@ def read_logs(
     plans them: ``start`` must begin a line. Skipped lines keep their line numbers in the whole
     file, so a report can send the reader to them. ``formats`` (path → LogFormat) are used instead of sniffing, so a range is parsed in the
     format it was planned with. Paths are matched as they come out of glob expansion.
+
+    ``engine`` "local" parses on this machine's processes; "dask" on a Dask cluster (``dask_engine``):
+    a local one of ``jobs`` workers, or the one whose ``scheduler`` address is given.
     """
     files = [_spool_stdin() if path == "-" else path for path in expand(paths)]
-    jobs = jobs or os.cpu_count() or 1
     ranges, given = ranges or {}, formats or {}
     formats = {path: given[path] if path in given else sniff(path, log_format, prefix) for path in files}
-    parts = [replace(part, config=config, sessions=sessions) for path in files
-             for part in parts_of(path, formats[path], jobs, min_part_bytes, ranges.get(path))]
-    total = sum(p.size for p in parts)
     whole = Partial(WorkloadStats(), SessionPatterns(config), formats=formats)
+
+    def split(workers: int) -> list[Part]:
+        return [replace(part, config=config, sessions=sessions) for path in files
+                for part in parts_of(path, formats[path], workers, min_part_bytes, ranges.get(path))]
+
+    if engine == "dask":
+        from advisor.workload.sources.dask_engine import DaskCluster
+
+        with DaskCluster(jobs, scheduler) as cluster:
+            parts = split(cluster.slots)
+            return whole.merge(cluster.parse(parts, progress)) if parts else whole
+    if engine != "local":
+        raise ValueError(f"unknown engine {engine!r}: local or dask")
+    jobs = jobs or os.cpu_count() or 1
+    parts = split(jobs)
+    total = sum(p.size for p in parts)
     for partial in _run(parts, jobs, progress, total):
         whole.merge(partial)
     return whole
@@ -183,12 +200,16 @@ class LogFiles:
     formats: Mapping[str, LogFormat] | None = None
     notes: tuple[str, ...] = ()  # what the caller knows about these files (an incremental plan's)
     label: str = "reading the logs"
+    engine: str = "local"  # or "dask": parts parsed as Dask tasks (read_logs)
+    scheduler: str | None = None  # with dask: an existing cluster's scheduler; None starts a local one
 
     def read(self, reading: Reading) -> Partial:
+        # A smaller part size splits a modest log into parts, so tests can run a split on a real server's log.
+        min_part_bytes = int(os.environ.get("ADVISOR_MIN_PART_BYTES", MIN_PART_BYTES))
         try:
             partial = read_logs(list(self.paths), self.log_format, self.prefix, self.jobs, reading.progress,
-                                config=reading.config, sessions=reading.sessions, ranges=self.ranges,
-                                formats=self.formats)
+                                min_part_bytes, reading.config, reading.sessions, self.ranges, self.formats,
+                                self.engine, self.scheduler)
         except (LogInputError, PrefixError) as e:
             raise AdvisorError(str(e), "check the path and the options (advisor parse --help)") from e
         partial.notes.extend(self.notes)
