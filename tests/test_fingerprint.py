@@ -401,6 +401,9 @@ def test_log_form_meets_pg_stat_statements_form(pg_dsn):
     [
         ("SELECT a FROM t ORDER BY 1", "SELECT a FROM t ORDER BY 2"),
         ("SELECT a, b FROM t GROUP BY 1, 2", "SELECT a, b FROM t GROUP BY 1, 3"),
+        ("select a from t order by b, 1", "select a from t order by b, 2"),  # a position after a column
+        ("INSERT INTO t VALUES (1, 2) RETURNING (SELECT a FROM u ORDER BY a, 1 LIMIT 1)",
+         "INSERT INTO t VALUES (1, 2) RETURNING (SELECT a FROM u ORDER BY a, 3 LIMIT 1)"),
         ("SELECT x::varchar(10) FROM t", "SELECT x::varchar(20) FROM t"),
         ("SELECT CAST(x AS numeric(10, 2)) FROM t", "SELECT CAST(x AS numeric(12, 4)) FROM t"),
         ("SELECT a FROM t WHERE b = E'it\\'s' AND c = 1", "SELECT a FROM t WHERE b = E'x\\' AND c = 1 --'"),

@@ -357,8 +357,8 @@ def _uncached(sql: str) -> Fingerprint:
 # which the pre-key masks (drops) too, so they share a fingerprint. That holds only where
 # the masking cannot misread the text, so quoted identifiers, E'' and dollar-quoted
 # strings, nested comments, comments touching an operator and type modifiers take the
-# full path; and numbers after BY or
-# a comma (ORDER BY 1, 2 are positions, not constants) stay in the key as written.
+# full path; and numbers after BY or, in a text with a BY, after a comma (ORDER BY 1, 2
+# are positions, not constants) stay in the key as written.
 _DOLLAR_QUOTE = re.compile(r"(?=\$)\$(?:[^\W\d]\w*)?\$")
 _E_STRING = re.compile(r"(?=[eE]')(?<![\w$])[eE]'")
 _TYPMOD_CALL = re.compile(r"(?i:\b(?:" + "|".join(sorted(_TYPMOD)) + r")\s*\(\s*\d)")
@@ -367,12 +367,17 @@ _ID = r"\w$\u0080-\U0010ffff"  # what may continue an identifier (PG: any non-AS
 _K_STR, _K_PARAM = r"'(?:[^']|'')*'", rf"(?<![{_ID}])\$\d+"
 _K_NUM = rf"(?<![{_ID}.])(?<![eE][-+])(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?(?![{_ID}.])"
 _K_ITEM = rf"-?(?:{_K_STR}|{_K_PARAM}|{_K_NUM})"
-_LITERAL = re.compile(rf"""(?=['$0-9.,bBiI/-])  # only where a literal can start: several times faster
+_LITERAL_PATTERN = rf"""(?=['$0-9.,bBiI/-])  # only where a literal can start: several times faster
     (?: (?P<comment>(?<![-+*/<>=~!@#%^&|`?])(?:--[^\n]*|/\*(?:[^*/]|\*(?!/)|/(?!\*))*\*/))
     | (?P<list>(?<![{_ID}])[iI][nN]\s*\(\s*{_K_ITEM}(?:\s*,\s*{_K_ITEM})*\s*\))
     | (?P<string>{_K_STR}) | (?P<param>{_K_PARAM})
     | (?P<keep>(?:\b[bB][yY]|,)\s*\d+(?![{_ID}.]))
-    | {_K_NUM} )""", re.X)
+    | {_K_NUM} )"""
+_LITERAL = re.compile(_LITERAL_PATTERN, re.X)
+# Without a BY anywhere there is no position list, so a number after a comma is a constant
+# (VALUES (14, 1, 199779)): masking it keeps such statements on the cached path.
+_LITERAL_NO_BY = re.compile(_LITERAL_PATTERN.replace(r"(?:\b[bB][yY]|,)", r"\b[bB][yY]"), re.X)
+_HAS_BY = re.compile(r"[bB][yY]")
 _LITERAL_KEYS = 20_000
 _by_literal_key: dict[str, Fingerprint] = {}
 
@@ -399,7 +404,7 @@ def _mask_for_key(m: re.Match) -> str:
 def _via_literal_key(sql: str) -> Fingerprint:
     if _unsafe_to_mask(sql):
         return _uncached(sql)
-    key = _LITERAL.sub(_mask_for_key, sql)
+    key = (_LITERAL if _HAS_BY.search(sql) else _LITERAL_NO_BY).sub(_mask_for_key, sql)
     if "'" in key or "--" in key or "/*" in key:  # unterminated strings, nested comments: the lexer's job
         return _uncached(sql)
     found = _by_literal_key.get(key)
