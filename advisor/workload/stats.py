@@ -22,17 +22,24 @@ from advisor.workload.model import Execution, Query, StatementRow
 EXACT_LIMIT = 512  # durations kept exactly per query before switching to the sketch
 RELATIVE_ACCURACY = 0.01  # of the sketch's quantiles
 SKETCH_BINS = 2048  # caps the sketch's memory; covers 1 µs to hours at 1 %
+PENDING_LIMIT = 256  # distinct durations waiting for the sketch (see Quantiles)
 NAMES_KEPT = 16  # distinct users, databases, applications, query ids kept per query
 
 
 class Quantiles:
-    """Exact quantiles for small counts, a DDSketch (1 % relative error) beyond."""
+    """Exact quantiles for small counts, a DDSketch (1 % relative error) beyond.
 
-    __slots__ = ("values", "sketch")
+    Beyond ``EXACT_LIMIT`` values, durations wait in a count per distinct value before the
+    sketch takes them: a log writes durations to the microsecond, so values repeat, and one
+    weighted add per value costs less than one add per execution. The sketch's bins are the
+    same either way."""
+
+    __slots__ = ("values", "sketch", "pending")
 
     def __init__(self) -> None:
         self.values: list[float] | None = []  # exact, up to EXACT_LIMIT; then None, and the sketch holds them
         self.sketch: LogCollapsingLowestDenseDDSketch | None = None
+        self.pending: dict[float, int] = {}  # value → executions, not yet in the sketch
 
     def add(self, value: float) -> None:
         if self.values is not None:
@@ -40,7 +47,10 @@ class Quantiles:
             if len(self.values) > EXACT_LIMIT:
                 self._sketched()
         else:
-            self._sketched().add(value)
+            pending = self.pending
+            pending[value] = pending.get(value, 0) + 1
+            if len(pending) >= PENDING_LIMIT:
+                self._sketched()
 
     def merge(self, other: Quantiles) -> None:
         if other.values is not None:
@@ -59,12 +69,18 @@ class Quantiles:
         return self._sketched().get_quantile_value(q)
 
     def _sketched(self) -> LogCollapsingLowestDenseDDSketch:
-        """The sketch; made from the exact values on first use, which it then replaces (values None)."""
+        """The sketch with every value in it; made from the exact values on first use, which it then
+        replaces (values None)."""
         if self.sketch is None:
             self.sketch = LogCollapsingLowestDenseDDSketch(RELATIVE_ACCURACY, bin_limit=SKETCH_BINS)
             for value in self.values or ():
                 self.sketch.add(value)
             self.values = None
+        if self.pending:
+            add = self.sketch.add
+            for value, count in self.pending.items():
+                add(value, count)
+            self.pending.clear()
         return self.sketch
 
 
