@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 
 from advisor.workload.model import Skipped
 
@@ -27,6 +27,10 @@ class LogRecord:
     detail: str | None = None  # csvlog and jsonlog carry DETAIL in the same record
     statement: str | None = None  # ... and an error's STATEMENT too
     sqlstate: str | None = None  # csvlog, jsonlog, and stderr with %e in its prefix
+
+
+# LogRecord's fields after ``line``, in order: a format may build records by position.
+FIELDS = tuple(f.name for f in fields(LogRecord))[1:]
 
 
 @dataclass(slots=True)

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
+from operator import itemgetter
 
-from advisor.workload.logs.records import LogRecord, Tally
+from advisor.workload.logs.records import FIELDS, LogRecord, Tally
 
 
 def frame(lines: Iterable[str], regex: re.Pattern[str], tally: Tally) -> Iterator[LogRecord]:
     """Group lines into records; a line that is neither a head nor a continuation is skipped."""
     match = regex.match
+    # A record's fields taken from the match by position (group 0 stands for a field the prefix
+    # lacks: None): keyword arguments cost as much as the match itself.
+    fields = itemgetter(*(regex.groupindex.get(name, 0) for name in FIELDS))
+    none = (None,)
     record: LogRecord | None = None
     tail: list[str] = []  # continuation lines, joined once: a huge statement stays linear
     lineno = 0
@@ -19,7 +24,7 @@ def frame(lines: Iterable[str], regex: re.Pattern[str], tally: Tally) -> Iterato
         if m is not None:
             if record is not None:
                 yield _finish(record, tail)
-            record = LogRecord(lineno, **m.groupdict())
+            record = LogRecord(lineno, *fields(none + m.groups()))
         elif text[:1] in ("\t", " ") and record is not None:
             # The server indents continuation lines with a TAB; some shippers turn it into spaces.
             tail.append(text[1:] if text[0] == "\t" else text)
