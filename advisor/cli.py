@@ -15,6 +15,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from advisor import __version__
@@ -484,9 +485,10 @@ def main() -> None:
     except AdvisorError as e:
         if debug:
             raise
-        err.print(f"[red]error:[/red] {e.cause}", highlight=False, soft_wrap=True)
+        # escaped: a cause or fix may hold brackets that are not markup (pip install 'advisor[dask]')
+        err.print(f"[red]error:[/red] {escape(e.cause)}", highlight=False, soft_wrap=True)
         if e.fix:
-            err.print(f"[bold]fix:[/bold] {e.fix}", highlight=False, soft_wrap=True)
+            err.print(f"[bold]fix:[/bold] {escape(e.fix)}", highlight=False, soft_wrap=True)
         sys.exit(2)
 
 
