@@ -1,12 +1,16 @@
-"""Log-parsing benchmark: `advisor parse` against pgBadger on one generated stderr log.
+"""Log-parsing benchmark: `advisor parse` against pgBadger, on a generated log and on logs real servers wrote.
 
-    .venv/bin/python benchmarks/parse_bench.py [--size-mb 1024] [--jobs 1,2] [--keep] [--workdir DIR]
+    .venv/bin/python benchmarks/parse_bench.py [--log all|generated|pgbench|psycopg|orm] [--size-mb N]
+        [--jobs 1,2] [--dask-jobs 2] [--repeat N] [--profile] [--keep] [--workdir DIR]
 
-Generates (or reuses from the workdir) a deterministic PostgreSQL stderr log with
-known ground truth (benchmarks/loggen.py), runs pgBadger and `advisor parse` on
-it, and reports speed (seconds, MB/s, lines/s), peak memory, and how many
-executions each tool counted, in total and per statement shape. Results go to
-stdout and to <workdir>/results.json. The exit status is non-zero only when a
+For each log, in one run: pgBadger -j 1, advisor --jobs 1 and 2 in one process, and advisor
+--engine dask --jobs 2 (a local Dask cluster of two workers; "not available" when the CLI
+rejects it). The generated log (benchmarks/loggen.py) has ground truth per statement shape;
+the real ones (benchmarks/real_logs.py: pgbench, a psycopg 3 application, a SQLAlchemy ORM
+application) have the server's own counters (pg_stat_statements calls, temp files,
+deadlocks). Reports speed (seconds, MB/s, lines/s, ratio to pgBadger -j 1), peak memory and
+the statements each tool counted; --profile adds advisor -j1's top functions under cProfile.
+Results go to stdout and to <workdir>/results.json. The exit status is non-zero only when a
 tool fails; missed targets are printed, not asserted. See benchmarks/README.md.
 """
 
@@ -16,7 +20,9 @@ import argparse
 import json
 import os
 import platform
+import pstats
 import shutil
+import statistics
 import subprocess
 import sys
 import threading
@@ -25,11 +31,12 @@ from collections import defaultdict
 from pathlib import Path
 
 import loggen
+import real_logs
 
 REPO = Path(__file__).resolve().parent.parent
 MIB = 1024 * 1024
 PREFIX = loggen.LOG_LINE_PREFIX
-TARGET_RATIO = 5.0  # advisor -j1 MB/s over pgBadger -j1 MB/s
+TARGET_RATIO = 10.0  # advisor -j1 MB/s over pgBadger -j1 MB/s (issue #14)
 TARGET_RSS_MB = 250.0
 DURATION_STATS = ("min_ms", "max_ms", "p50_ms", "p95_ms", "p99_ms")
 MIN_CALLS_FOR_QUANTILES = 100  # fewer calls: a sketch's quantile is too coarse to judge
@@ -160,9 +167,9 @@ def pgbadger_version(exe: str) -> str:
     return out.strip().replace("pgBadger version ", "")
 
 
-def pgbadger_cmd(exe: str, log: Path, out: Path, jobs: int, workdir: Path) -> list[str]:
+def pgbadger_cmd(exe: str, log: Path, out: Path, jobs: int, workdir: Path, prefix: str = PREFIX) -> list[str]:
     # Own pid and temp dirs: another pgBadger on the machine must not block or mix with ours.
-    return [exe, "-j", str(jobs), "-q", "-f", "stderr", "--prefix", PREFIX,
+    return [exe, "-j", str(jobs), "-q", "-f", "stderr", "--prefix", prefix,
             "-o", str(out), "--pid-dir", str(workdir), "--tempdir", str(workdir), str(log)]
 
 
@@ -185,7 +192,7 @@ def read_pgbadger(path: Path) -> dict:
         # pgBadger folds parse and bind into the execution they lead to: their
         # durations are summed here, and they are not counted as queries.
         "duration_by_step_ms": pg.get("queries_duration", {}),
-        **by_shape(queries),
+        "queries": queries,
     }
 
 
@@ -215,9 +222,10 @@ def advisor_revision() -> str | None:
     return head + ("-dirty" if dirty else "")
 
 
-def advisor_cmd(exe: str, log: Path, out: Path, jobs: int) -> list[str]:
-    return [exe, "parse", str(log), "--log-format", "stderr", "--log-line-prefix", PREFIX,
-            "--jobs", str(jobs), "--format", "json", "--output", str(out)]
+def advisor_cmd(exe: str, log: Path, out: Path, jobs: int, prefix: str = PREFIX, engine: str = "local") -> list[str]:
+    return [exe, "parse", str(log), "--log-format", "stderr", "--log-line-prefix", prefix,
+            "--jobs", str(jobs), "--format", "json", "--output", str(out),
+            *(["--engine", engine] if engine != "local" else [])]
 
 
 def read_advisor(path: Path) -> dict:
@@ -232,8 +240,18 @@ def read_advisor(path: Path) -> dict:
         "lines": doc.get("lines"),
         "skipped_count": doc.get("skipped_count"),
         "skipped_sample": (doc.get("skipped") or [])[:5],
-        **by_shape(queries),
+        "plans": doc.get("plans"),
+        "events": _event_counts(doc.get("events") or {}),
+        "queries": queries,
     }
+
+
+def _event_counts(events: dict) -> dict:
+    """The server events the real logs' truth has the server's own counter for, and the sessions."""
+    return {"temp_files": events.get("temp_files", {}).get("count"),
+            "deadlocks": events.get("deadlocks", {}).get("count"),
+            "lock_waits": events.get("lock_waits", {}).get("count"),
+            "sessions": events.get("sessions", {}).get("count")}
 
 
 # --- mapping tool output to generated shapes ---------------------------------------
@@ -342,6 +360,10 @@ def _likely_cause(shape: dict, diff: int) -> str:
 
 # --- the run -----------------------------------------------------------------------
 
+LOGS = ("generated", *real_logs.KINDS)
+DEFAULT_SIZE_MB = {"generated": 1024.0, **dict.fromkeys(real_logs.KINDS, 200.0)}
+
+
 def warm_cache(path: Path) -> float:
     """Read the log once so every tool starts from the page cache, not the disk."""
     start = time.perf_counter()
@@ -351,112 +373,204 @@ def warm_cache(path: Path) -> float:
     return time.perf_counter() - start
 
 
-def run_arm(tool: str, jobs: int, cmd: list[str], out: Path, reader, truth: dict, workdir: Path) -> dict:
-    print(f"running {tool} -j {jobs} ...", file=sys.stderr, flush=True)
-    out.unlink(missing_ok=True)  # a stale output must not pass for this run's
-    run = {"tool": tool, "jobs": jobs, **measure(cmd, workdir, f"{tool}-j{jobs}")}
-    size_mb = truth["bytes"] / MIB
-    run["mb_per_s"] = round(size_mb / run["seconds"], 2)
-    run["lines_per_s"] = round(truth["lines"] / run["seconds"])
-    if run["rc"] != 0 or not out.exists():
-        run["error"] = f"{tool} exited with {run['rc']}: " + run["stderr_tail"].strip()[-600:]
-        print(run["error"], file=sys.stderr)
+def prepare_log(name: str, args: argparse.Namespace, workdir: Path) -> dict:
+    """The log to measure: generated (ground truth per shape) or written by a real server (its counters)."""
+    size = args.size_mb or DEFAULT_SIZE_MB[name]
+    if name == "generated":
+        path, truth, made = loggen.cached_log(str(workdir), size, args.seed, args.shapes)
+        case = {"path": Path(path), "prefix": PREFIX, "statements": truth["statements"]}
+        how = f"generated in {truth['generation_seconds']} s" if made else "cached"
+    else:
+        real, truth, made = real_logs.cached_log(workdir / "real", name, size)
+        case = {"path": real, "prefix": truth["log_line_prefix"], "statements": truth["expected_statements"]}
+        how = f"written by a real server in {truth['seconds']} s" if made else "cached"
+    print(f"{name} log: {case['path']} ({truth['bytes'] / MIB:.1f} MiB, {truth['lines']} lines, "
+          f"{case['statements']} statements; {how})", file=sys.stderr)
+    print(f"page cache warmed in {warm_cache(case['path']):.1f} s", file=sys.stderr)
+    return {"name": name, "truth": truth, **case}
+
+
+def arms(case: dict, args: argparse.Namespace, exes: dict, workdir: Path) -> list[dict]:
+    """Every arm run on this log: pgBadger at each -j, the advisor at each --jobs, in one process and through Dask."""
+    log, prefix, found = case["path"], case["prefix"], []
+    if exes.get("pgbadger"):
+        for j in args.pgbadger_jobs:
+            out = workdir / f"pgbadger-j{j}.json"
+            found.append({"tool": "pgbadger", "jobs": j, "engine": None, "out": out, "reader": read_pgbadger,
+                          "cmd": pgbadger_cmd(exes["pgbadger"], log, out, j, workdir, prefix)})
+    if exes.get("advisor"):
+        for engine, jobs in (("local", args.jobs), ("dask", args.dask_jobs)):
+            for j in jobs:
+                out = workdir / f"advisor-{engine}-j{j}.json"
+                found.append({"tool": "advisor", "jobs": j, "engine": engine, "out": out, "reader": read_advisor,
+                              "cmd": advisor_cmd(exes["advisor"], log, out, j, prefix, engine)})
+    return found
+
+
+def run_arm(arm: dict, case: dict, workdir: Path, repeat: int) -> dict:
+    """Run one arm ``repeat`` times on the log: median seconds, the largest memory seen, the last output read."""
+    name = _run_name(arm)
+    print(f"{case['name']}: running {name} ...", file=sys.stderr, flush=True)
+    measured = []
+    for _ in range(repeat):
+        arm["out"].unlink(missing_ok=True)  # a stale output must not pass for this run's
+        measured.append(measure(arm["cmd"], workdir, f"{case['name']}-{name}"))
+        if measured[-1]["rc"] != 0:
+            break
+    last = measured[-1]
+    run = {"log": case["name"], "tool": arm["tool"], "jobs": arm["jobs"], "engine": arm["engine"], **last,
+           "seconds": round(statistics.median(m["seconds"] for m in measured), 3),
+           "seconds_each": [m["seconds"] for m in measured],
+           **{k: max(m[k] for m in measured) for k in ("peak_rss_mb", "tree_rss_mb", "tree_pss_mb", "processes")}}
+    run["mb_per_s"] = round(case["truth"]["bytes"] / MIB / run["seconds"], 2)
+    run["lines_per_s"] = round(case["truth"]["lines"] / run["seconds"])
+    if last["rc"] != 0 or not arm["out"].exists():
+        tail = last["stderr_tail"].strip()
+        if arm["engine"] == "dask" and ("No such option" in tail or "advisor[dask]" in tail):
+            run["unavailable"] = tail.splitlines()[-1] if tail else "rejected"
+        else:
+            run["error"] = f"{name} exited with {last['rc']}: " + tail[-600:]
+            print(run["error"], file=sys.stderr)
         return run
     try:
-        run["result"] = reader(out)
+        result = arm["reader"](arm["out"])
     except (ValueError, KeyError, TypeError) as e:
-        run["error"] = f"cannot read {out}: {e}"
+        run["error"] = f"cannot read {arm['out']}: {e}"
         return run
-    run["comparison"] = compare(truth, run["result"])
+    queries = result.pop("queries")
+    result["distinct_queries"] = len(queries)
+    if case["name"] == "generated":
+        result.update(by_shape(queries))
+        run["comparison"] = compare(case["truth"], result)
+    run["result"] = result
     return run
 
 
+def profile(case: dict, exe: str, workdir: Path, top: int) -> dict:
+    """advisor parse --jobs 1 once under cProfile; the .prof file stays in the workdir."""
+    prof = workdir / f"profile-{case['name']}.prof"
+    out = workdir / f"profile-{case['name']}.json"
+    python = Path(exe).parent / "python"
+    cmd = [str(python if python.exists() else sys.executable), "-m", "cProfile", "-o", str(prof), "-m", "advisor.cli",
+           *advisor_cmd(exe, case["path"], out, 1, case["prefix"])[1:]]
+    print(f"{case['name']}: profiling advisor -j1 ...", file=sys.stderr, flush=True)
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    out.unlink(missing_ok=True)
+    if done.returncode != 0:
+        return {"error": done.stderr.strip()[-600:]}
+    stats = pstats.Stats(str(prof)).stats  # type: ignore[attr-defined]
+    total = sum(tt for _, _, tt, _, _ in stats.values())
+    rows = sorted(stats.items(), key=lambda kv: -kv[1][2])[:top]
+    return {"file": str(prof), "total_tottime": round(total, 3), "top": [
+        {"function": _where(key), "ncalls": nc, "tottime": round(tt, 3), "cumtime": round(ct, 3)}
+        for key, (_, nc, tt, ct, _) in rows]}
+
+
+def _where(key: tuple[str, int, str]) -> str:
+    """file:line(function), the file relative to the repo or site-packages."""
+    path, line, func = key
+    if path == "~":
+        return func  # a built-in
+    for root in (str(REPO) + "/", "site-packages/", "/lib/python"):
+        if root in path:
+            path = path.split(root, 1)[1]
+            break
+    return f"{path}:{line}({func})"
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description="Benchmark `advisor parse` against pgBadger on a generated stderr log.")
-    ap.add_argument("--size-mb", type=float, default=1024, help="log size in MiB (default 1024)")
-    ap.add_argument("--jobs", default="1,2", help="advisor --jobs values to run, comma-separated")
+    ap = argparse.ArgumentParser(description="Benchmark `advisor parse` against pgBadger on generated and real logs.")
+    ap.add_argument("--log", default="all", help=f"which logs, comma-separated: {', '.join(LOGS)} or all (default)")
+    ap.add_argument("--size-mb", type=float, help="log size in MiB (default 1024 generated, 200 each real log)")
+    ap.add_argument("--jobs", default="1,2", help="advisor --jobs values to run in one process, comma-separated")
+    ap.add_argument("--dask-jobs", default="2", help="advisor --engine dask --jobs values ('' for none)")
     ap.add_argument("--pgbadger-jobs", default="1", help="pgBadger -j values to run (the ratio uses -j 1)")
+    ap.add_argument("--repeat", type=int, default=1, help="runs of each arm; the table shows the median seconds")
+    ap.add_argument("--profile", action="store_true", help="also run advisor -j1 once under cProfile on each log")
     ap.add_argument("--seed", type=int, default=42)
-    ap.add_argument("--shapes", type=int, default=300, help="distinct statement shapes")
+    ap.add_argument("--shapes", type=int, default=300, help="distinct statement shapes (generated log)")
     ap.add_argument("--workdir", type=Path, default=REPO / "bench-out")
-    ap.add_argument("--keep", action="store_true", help="keep the tools' output files (the log is always cached)")
+    ap.add_argument("--keep", action="store_true", help="keep the tools' output files (the logs are always cached)")
     ap.add_argument("--tools", default="pgbadger,advisor", help="which arms to run")
     ap.add_argument("--advisor", help="advisor executable (default: the repo's .venv/bin/advisor)")
-    ap.add_argument("--top", type=int, default=15, help="shapes shown in the per-query table")
+    ap.add_argument("--top", type=int, default=15, help="rows in the per-shape table and the profile")
     args = ap.parse_args(argv)
-    args.jobs = [int(j) for j in args.jobs.split(",") if j]
-    args.pgbadger_jobs = [int(j) for j in args.pgbadger_jobs.split(",") if j]
+    args.jobs, args.dask_jobs, args.pgbadger_jobs = ([int(j) for j in v.split(",") if j]
+                                                     for v in (args.jobs, args.dask_jobs, args.pgbadger_jobs))
     args.tools = {t.strip() for t in args.tools.split(",")}
+    args.logs = list(LOGS) if args.log == "all" else [n.strip() for n in args.log.split(",") if n.strip()]
+    unknown = set(args.logs) - set(LOGS)
+    if unknown:
+        ap.error(f"unknown --log {', '.join(sorted(unknown))}: choose among {', '.join(LOGS)} or all")
     return args
+
+
+def find_tools(args: argparse.Namespace) -> tuple[dict, dict, list[str]]:
+    """The executables of the arms asked for, their versions, and what is missing."""
+    exes: dict = {}
+    versions: dict = {}
+    errors: list[str] = []
+    if "pgbadger" in args.tools:
+        exes["pgbadger"] = ensure_pgbadger()
+        if exes["pgbadger"]:
+            versions["pgbadger"] = pgbadger_version(exes["pgbadger"])
+    if "advisor" in args.tools:
+        exes["advisor"] = advisor_exe(args.advisor)
+        if not exes["advisor"]:
+            errors.append("advisor executable not found: run scripts/setup.sh, or pass --advisor PATH")
+        else:
+            versions["advisor"] = advisor_version(exes["advisor"])
+            versions["advisor_revision"] = advisor_revision()
+    return exes, versions, errors
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     workdir = args.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    log_s, truth, generated = loggen.cached_log(str(workdir), args.size_mb, args.seed, args.shapes)
-    log = Path(log_s)
-    how = f"generated in {truth['generation_seconds']} s" if generated else "cached"
-    print(f"log: {log} ({truth['bytes'] / MIB:.1f} MiB, {truth['lines']} lines, "
-          f"{truth['statements']} executions; {how})", file=sys.stderr)
-    print(f"page cache warmed in {warm_cache(log):.1f} s", file=sys.stderr)
-
-    runs, errors, versions = [], [], {}
-    outputs = []
-    if "pgbadger" in args.tools:
-        exe = ensure_pgbadger()
-        if exe:
-            versions["pgbadger"] = pgbadger_version(exe)
-            for j in args.pgbadger_jobs:
-                out = workdir / f"pgbadger-j{j}.json"
-                outputs.append(out)
-                runs.append(run_arm("pgbadger", j, pgbadger_cmd(exe, log, out, j, workdir), out,
-                                    read_pgbadger, truth, workdir))
-    if "advisor" in args.tools:
-        exe = advisor_exe(args.advisor)
-        if not exe:
-            errors.append("advisor executable not found: run scripts/setup.sh, or pass --advisor PATH")
-        else:
-            versions["advisor"] = advisor_version(exe)
-            versions["advisor_revision"] = advisor_revision()
-            for j in args.jobs:
-                out = workdir / f"advisor-j{j}.json"
-                outputs.append(out)
-                runs.append(run_arm("advisor", j, advisor_cmd(exe, log, out, j), out,
-                                    read_advisor, truth, workdir))
-    errors += [r["error"] for r in runs if "error" in r]
-
-    report = build_report(args, log, truth, runs, versions, errors)
-    print_report(report, truth, args.top)
-    (workdir / "results.json").write_text(json.dumps(report, indent=1))
+    exes, versions, errors = find_tools(args)
+    machine = {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(), **versions}
+    print(f"machine: {machine['cpus']} CPUs; pgBadger {versions.get('pgbadger', '-')}, "
+          f"advisor {versions.get('advisor_revision') or versions.get('advisor', '-')}", file=sys.stderr)
+    reports = {}
+    for name in args.logs:
+        case = prepare_log(name, args, workdir)
+        runs = [run_arm(arm, case, workdir, args.repeat) for arm in arms(case, args, exes, workdir)]
+        errors += [f"{name}: {r['error']}" for r in runs if "error" in r]
+        reports[name] = build_report(case, runs)
+        if args.profile and exes.get("advisor"):
+            reports[name]["profile"] = profile(case, exes["advisor"], workdir, args.top)
+        print_report(reports[name], case["truth"], args.top)
+        if not args.keep:
+            for arm in arms(case, args, {}, workdir):
+                arm["out"].unlink(missing_ok=True)
+    doc = {"machine": machine, "repeat": args.repeat, "logs": reports, "errors": errors}
+    (workdir / "results.json").write_text(json.dumps(doc, indent=1))
     print(f"\nresults: {workdir / 'results.json'}")
-    if not args.keep:
-        for out in outputs:
-            out.unlink(missing_ok=True)
     for e in errors:
         print(f"error: {e}", file=sys.stderr)
     return 1 if errors else 0
 
 
-def build_report(args, log: Path, truth: dict, runs: list[dict], versions: dict, errors: list[str]) -> dict:
-    base = next((r for r in runs if r["tool"] == "pgbadger" and r["jobs"] == 1 and "error" not in r), None)
+def build_report(case: dict, runs: list[dict]) -> dict:
+    base = next((r for r in runs if r["tool"] == "pgbadger" and r["jobs"] == 1 and "result" in r), None)
     for r in runs:
-        r["ratio_vs_pgbadger"] = round(r["mb_per_s"] / base["mb_per_s"], 2) if base and "error" not in r else None
-    adv1 = next((r for r in runs if r["tool"] == "advisor" and r["jobs"] == 1 and "error" not in r), None)
+        r["ratio_vs_pgbadger"] = round(r["mb_per_s"] / base["mb_per_s"], 2) if base and "result" in r else None
+    adv1 = next((r for r in runs if _run_name(r) == "advisor-j1" and "result" in r), None)
     targets = {
         "ratio_target": TARGET_RATIO,
         "ratio_j1": adv1["ratio_vs_pgbadger"] if adv1 else None,
         "rss_target_mb": TARGET_RSS_MB,
-        "rss_by_run": {f"advisor-j{r['jobs']}": r["peak_rss_mb"] for r in runs if r["tool"] == "advisor"},
+        "rss_by_run": {_run_name(r): r["peak_rss_mb"] for r in runs if r["tool"] == "advisor" and "result" in r},
     }
+    truth = case["truth"]
     return {
-        "log": {k: v for k, v in truth.items() if k != "shapes"} | {"path": str(log)},
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "platform": platform.platform(), **versions},
+        "name": case["name"],
+        "log": {k: v for k, v in truth.items() if k != "shapes"} | {"path": str(case["path"]),
+                                                                    "statements": case["statements"]},
         "runs": runs,
         "targets": targets,
-        "shapes": truth["shapes"],
-        "errors": errors,
+        **({"shapes": truth["shapes"]} if "shapes" in truth else {}),
     }
 
 
@@ -471,21 +585,72 @@ def _table(headers: list[str], rows: list[list]) -> str:
 
 
 def print_report(report: dict, truth: dict, top: int) -> None:
-    runs = report["runs"]
-    log = report["log"]
-    print(f"\nlog: {log['bytes'] / MIB:.1f} MiB, {log['lines']} lines, {log['statements']} executions "
-          f"({log['counts']['simple']} simple, {log['counts']['unnamed']} unnamed extended, "
-          f"{log['counts']['named']} named extended), {len(truth['shapes'])} shapes, "
+    runs, log = report["runs"], report["log"]
+    if "shapes" in report:
+        what = (f"{log['statements']} executions ({log['counts']['simple']} simple, {log['counts']['unnamed']} unnamed "
+                f"extended, {log['counts']['named']} named extended), {len(truth['shapes'])} shapes")
+    else:
+        what = f"written by a real server for {report['name']} clients, {log['statements']} statements expected"
+    print(f"\n== {report['name']} log: {log['bytes'] / MIB:.1f} MiB, {log['lines']} lines, {what}; "
           f"{os.cpu_count()} CPUs\n")
-    print(_table(["tool", "jobs", "seconds", "MB/s", "lines/s", "vs pgBadger", "peak RSS MB", "tree PSS MB", "procs"],
-                 [[r["tool"], r["jobs"], r["seconds"], r["mb_per_s"], r["lines_per_s"],
-                   f"{r['ratio_vs_pgbadger']}x" if r.get("ratio_vs_pgbadger") else None,
-                   r["peak_rss_mb"], r["tree_pss_mb"], r["processes"]] for r in runs]))
+    print(_table(["arm", "seconds", "MB/s", "lines/s", "vs pgBadger -j1", "peak RSS MB", "tree PSS MB", "procs",
+                  "statements"], [_speed_row(r) for r in runs]))
+    if any(len(r.get("seconds_each", ())) > 1 for r in runs):
+        print("seconds: the median of " + "; ".join(f"{_run_name(r)} {r['seconds_each']}" for r in runs
+                                                   if "seconds_each" in r))
     print_targets(report["targets"])
-    print_totals(runs, log, truth)
-    print_per_shape(runs, truth, top)
-    print_mismatches(runs)
-    print_durations(runs)
+    if "shapes" in report:
+        print_totals(runs, log, truth)
+        print_per_shape(runs, truth, top)
+        print_mismatches(runs)
+        print_durations(runs)
+    else:
+        print_server_counts(runs, log)
+    if "profile" in report:
+        print_profile(report["name"], report["profile"])
+
+
+def _speed_row(r: dict) -> list:
+    if "unavailable" in r:
+        return [_run_name(r), "not available", None, None, None, None, None, None, r["unavailable"][:60]]
+    if "error" in r:
+        return [_run_name(r), "failed", None, None, None, None, None, None, None]
+    return [_run_name(r), r["seconds"], r["mb_per_s"], r["lines_per_s"],
+            f"{r['ratio_vs_pgbadger']}x" if r.get("ratio_vs_pgbadger") else None,
+            r["peak_rss_mb"], r["tree_pss_mb"], r["processes"], r["result"]["statements"]]
+
+
+def print_server_counts(runs: list[dict], log: dict) -> None:
+    """A real log's statements and events beside the server's own counters."""
+    server, client = log["server"], log["client"]
+    print(f"\nstatements expected in the log: {log['statements']} = pg_stat_statements calls "
+          f"{server['pg_stat_statements_calls']} + {client.get('uncounted_utility', 0)} prepared utility executions "
+          f"it does not count ({server['pg_stat_statements_dealloc']} entries evicted).")
+    print("  " + log["comparison"])
+    rows = []
+    for r in runs:
+        if "result" not in r:
+            continue
+        res = r["result"]
+        events = res.get("events") or {}
+        rows.append([_run_name(r), res["statements"], res["statements"] - log["statements"], res.get("plans"),
+                     events.get("temp_files"), events.get("deadlocks"), events.get("lock_waits"),
+                     events.get("sessions"), res.get("skipped_count")])
+    rows.append(["server (expected)", log["statements"], 0, None, server["temp_files"], server["deadlocks"], None, None, None])
+    print(_table(["source", "statements", "vs expected", "plans", "temp files", "deadlocks", "lock waits",
+                  "sessions", "skipped"], rows))
+    print("pgBadger counts each auto_explain plan as a query as well (its excess equals the advisor's plans); "
+          "its events are not read here (benchmarks/pgbadger_events.py compares them).")
+
+
+def print_profile(name: str, prof: dict) -> None:
+    if "error" in prof:
+        print(f"\nprofile of advisor -j1 on {name} failed: {prof['error']}")
+        return
+    print(f"\nprofile of advisor -j1 on {name}: top {len(prof['top'])} by own time of {prof['total_tottime']} s "
+          f"({prof['file']})")
+    print(_table(["tottime", "cumtime", "ncalls", "function"],
+                 [[p["tottime"], p["cumtime"], p["ncalls"], p["function"]] for p in prof["top"]]))
 
 
 def print_targets(t: dict) -> None:
@@ -499,7 +664,7 @@ def print_targets(t: dict) -> None:
 
 
 def _run_name(r: dict) -> str:
-    return f"{r['tool']}-j{r['jobs']}"
+    return f"{r['tool']}{'-dask' if r.get('engine') == 'dask' else ''}-j{r['jobs']}"
 
 
 def print_totals(runs: list[dict], log: dict, truth: dict) -> None:
