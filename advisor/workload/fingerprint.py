@@ -33,17 +33,22 @@ class Fingerprint:
 
 # --- tokenizer ------------------------------------------------------------------------------
 
-_W = "A-Za-z_\u0080-\U0010ffff"  # what may start a PG identifier
+# Identifier characters as classes of what they leave out (ASCII only): a class that spells
+# the non-ASCII range costs re.compile tens of thousands of steps, paid by every process.
+_W = r"[^\x00-\x40\x5b-\x5e\x60\x7b-\x7f]"  # what may start a PG identifier: a letter, _, any non-ASCII
+_W_DIGIT = r"[^\x00-\x2f\x3a-\x40\x5b-\x5e\x60\x7b-\x7f]"  # ... or a digit
+_IDENT = r"[^\x00-\x23\x25-\x2f\x3a-\x40\x5b-\x5e\x60\x7b-\x7f]"  # ... or $: what may continue one
+_IDENT_OR_DOT = r"[^\x00-\x23\x25-\x2d\x2f\x3a-\x40\x5b-\x5e\x60\x7b-\x7f]"
 _OPCH = r"(?:(?!--|/\*)[-+*/<>=~!@#%^&|`?])"  # an operator ends where a comment starts
 # Frequent tokens first (each alternative tried costs time). An operator without one of
 # ~!@#%^&|`? cannot end in + or - (PG's rule: `a=-5` is `a`, `=`, `-`, `5`).
-_TOKEN = rf"""(?![eEbBxXnN]'|[uU]&['"])[{_W}][{_W}0-9$]*
+_TOKEN = rf"""(?![eEbBxXnN]'|[uU]&['"]){_W}{_IDENT}*
     | (?:[uU]&)?"(?:[^"]|"")*(?:"|\Z) | :[:=]? | [(),;\[\]] | \.(?![0-9])
     | {_OPCH}*[~!@#%^&|`?]{_OPCH}* | (?:(?!--|/\*)[-+*/<>=])*[*/<>=] | [-+]
     | 0[xX](?:_?[0-9A-Fa-f])+ | 0[oO](?:_?[0-7])+ | 0[bB](?:_?[01])+
     | (?:[0-9]+(?:_[0-9]+)*(?:\.(?:[0-9]+(?:_[0-9]+)*)?)? | \.[0-9]+(?:_[0-9]+)*)(?:[eE][-+]?[0-9]+)?
     | [eE]'(?:[^'\\]|\\.|'')*(?:'|\Z) | (?:[bBxXnN]|[uU]&)?'(?:[^']|'')*(?:'|\Z) | \$[0-9]+
-    | \$(?P<tag>(?:[{_W}][{_W}0-9]*)?)\$.*?(?:\$(?P=tag)\$|\Z) | ."""
+    | \$(?P<tag>(?:{_W}{_W_DIGIT}*)?)\$.*?(?:\$(?P=tag)\$|\Z) | ."""
 # Block comments nest in PG; one level of nesting is understood, a deeper one ends early.
 _COMMENT = r"/\*(?:[^*/]|\*(?!/)|/(?!\*)|/\*(?:[^*]|\*(?!/))*(?:\*/|\Z))*(?:\*/|\Z)"
 # One C-speed pass giving (whitespace and comments before, token, dollar-quote tag).
@@ -363,15 +368,14 @@ _DOLLAR_QUOTE = re.compile(r"(?=\$)\$(?:[^\W\d]\w*)?\$")
 _E_STRING = re.compile(r"(?=[eE]')(?<![\w$])[eE]'")
 _TYPMOD_CALL = re.compile(r"(?i:\b(?:" + "|".join(sorted(_TYPMOD)) + r")\s*\(\s*\d)")
 _PAREN_DIGIT = re.compile(r"(?=\()\(\s*\d")  # cheap test that must pass before the typmod search
-_ID = r"\w$\u0080-\U0010ffff"  # what may continue an identifier (PG: any non-ASCII too)
-_K_STR, _K_PARAM = r"'(?:[^']|'')*'", rf"(?<![{_ID}])\$\d+"
-_K_NUM = rf"(?<![{_ID}.])(?<![eE][-+])(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?(?![{_ID}.])"
+_K_STR, _K_PARAM = r"'(?:[^']|'')*'", rf"(?<!{_IDENT})\$\d+"
+_K_NUM = rf"(?<!{_IDENT_OR_DOT})(?<![eE][-+])(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?(?!{_IDENT_OR_DOT})"
 _K_ITEM = rf"-?(?:{_K_STR}|{_K_PARAM}|{_K_NUM})"
 _LITERAL_PATTERN = rf"""(?=['$0-9.,bBiI/-])  # only where a literal can start: several times faster
     (?: (?P<comment>(?<![-+*/<>=~!@#%^&|`?])(?:--[^\n]*|/\*(?:[^*/]|\*(?!/)|/(?!\*))*\*/))
-    | (?P<list>(?<![{_ID}])[iI][nN]\s*\(\s*{_K_ITEM}(?:\s*,\s*{_K_ITEM})*\s*\))
+    | (?P<list>(?<!{_IDENT})[iI][nN]\s*\(\s*{_K_ITEM}(?:\s*,\s*{_K_ITEM})*\s*\))
     | (?P<string>{_K_STR}) | (?P<param>{_K_PARAM})
-    | (?P<keep>(?:\b[bB][yY]|,)\s*\d+(?![{_ID}.]))
+    | (?P<keep>(?:\b[bB][yY]|,)\s*\d+(?!{_IDENT_OR_DOT}))
     | {_K_NUM} )"""
 _LITERAL = re.compile(_LITERAL_PATTERN, re.X)
 # Without a BY anywhere there is no position list, so a number after a comma is a constant
