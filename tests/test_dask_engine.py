@@ -182,6 +182,19 @@ def test_a_worker_killed_mid_run_leaves_the_result_exact(logs, scheduler, one_pr
     assert json.loads(out) == one_process["glob"]
 
 
+def test_the_nightly_report_ingests_through_the_cluster(server_log, scheduler, tmp_path):
+    """`advisor report --dask-scheduler`: the logs read into the report's workload as the local engine reads them.
+    The database is unreachable (a closed port), which the night notes after it has read its logs."""
+    documents = []
+    for name, engine in (("local", []), ("dask", ["--dask-scheduler", scheduler])):
+        out = tmp_path / name
+        done = advisor("report", "--dsn", "postgresql://advisor@127.0.0.1:1/app", "--out", str(out),
+                       "--log", str(server_log), *engine)
+        assert done.returncode == 2 and (out / "report.json").exists(), done.stderr
+        documents.append(json.loads((out / "report.json").read_text())["workload"])
+    assert documents[0]["statements"] > 1000 and documents[1] == documents[0]
+
+
 class _RangeHandler(SimpleHTTPRequestHandler):
     """Python's file server, plus the byte ranges object stores serve (fsspec seeks with them)."""
 
