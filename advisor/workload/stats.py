@@ -117,38 +117,39 @@ class QueryStats:
         self.plan_at: str | None = None
 
     def add(self, e: Execution, source: str = "log") -> None:
+        # This runs per execution: comparisons written out, no helper calls in the common case.
         self.calls += 1
-        if e.duration_ms is not None:
-            self._add_duration(e.duration_ms)
-        if e.timestamp is not None:
-            if self.first_seen is None or e.timestamp < self.first_seen:
-                self.first_seen = e.timestamp
-            if self.last_seen is None or e.timestamp > self.last_seen:
-                self.last_seen = e.timestamp
-        # _keep inlined for the common case of a name already kept: this runs per statement.
+        ms = e.duration_ms
+        if ms is not None:
+            self.timed_calls += 1
+            self.total_us += round(ms * 1000)
+            if self.min_ms is None or ms < self.min_ms:
+                self.min_ms = ms
+            if self.max_ms is None or ms > self.max_ms:
+                self.max_ms = ms
+            self.quantiles.add(ms)
+        at = e.timestamp
+        if at is not None:
+            if self.first_seen is None or at < self.first_seen:
+                self.first_seen = at
+            if self.last_seen is None or at > self.last_seen:
+                self.last_seen = at
         if e.user not in self.users:
             _keep(self.users, e.user)
         if e.database not in self.databases:
             _keep(self.databases, e.database)
         if e.application not in self.applications:
             _keep(self.applications, e.application)
-        if e.query_id is not None:
+        if e.query_id not in self.query_ids:
             _keep(self.query_ids, e.query_id)
         if source not in self.sources:
             _keep(self.sources, source)
         # The slowest execution is the one worth explaining later.
-        duration = -1.0 if e.duration_ms is None else e.duration_ms
+        duration = -1.0 if ms is None else ms
         if duration > self.sample_ms or not self.sample:
             self.sample, self.sample_parameters, self.sample_ms = e.sql, e.parameters, duration
         if e.plan is not None and (duration > self.plan_ms or self.plan is None):
             self.plan, self.plan_ms, self.plan_at = e.plan, duration, e.timestamp
-
-    def _add_duration(self, ms: float) -> None:
-        self.timed_calls += 1
-        self.total_us += round(ms * 1000)
-        self.min_ms = ms if self.min_ms is None else min(self.min_ms, ms)
-        self.max_ms = ms if self.max_ms is None else max(self.max_ms, ms)
-        self.quantiles.add(ms)
 
     def merge(self, other: QueryStats) -> None:
         self.calls += other.calls
