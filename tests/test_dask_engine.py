@@ -255,9 +255,14 @@ def test_logs_served_over_http_read_through_fsspec(served, scheduler, one_proces
     assert through_dask == urls
 
 
-def test_without_dask_the_engine_says_what_to_install(server_log):
-    blocked = "import sys; sys.modules['distributed'] = None; from advisor.cli import main; sys.argv[0] = 'advisor'; main()"
-    done = subprocess.run([sys.executable, "-c", blocked, "parse", str(server_log), "--engine", "dask"],
+@pytest.mark.parametrize(("missing", "args", "fix"), [
+    ("distributed", ["--engine", "dask"], "pip install 'advisor[dask]'"),
+    ("fsspec", ["http://127.0.0.1:9/postgresql.log"], "pip install 'advisor[remote]'"),
+], ids=["dask", "fsspec"])
+def test_a_missing_extra_is_named_with_its_install_line(server_log, missing, args, fix):
+    """The extra's package made unimportable in the advisor's process: one line of cause, one of fix, no traceback."""
+    blocked = f"import sys; sys.modules[{missing!r}] = None; from advisor.cli import main; sys.argv[0] = 'advisor'; main()"
+    done = subprocess.run([sys.executable, "-c", blocked, "parse", str(server_log), *args],
                           capture_output=True, text=True, timeout=120)
-    assert done.returncode != 0
-    assert "pip install 'advisor[dask]'" in done.stderr and "Traceback" not in done.stderr
+    assert done.returncode == 2
+    assert fix in done.stderr and "Traceback" not in done.stderr

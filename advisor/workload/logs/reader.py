@@ -13,11 +13,12 @@ import gzip
 import lzma
 import os
 import sys
-from collections.abc import Iterator
-from typing import Any, BinaryIO
+from collections.abc import Callable, Iterator
+from typing import Any, BinaryIO, TypeVar
 
 BLOCK = 1 << 20
 _MAGIC = ((b"\x1f\x8b", gzip.open), (b"BZh", bz2.open), (b"\xfd7zXZ\x00", lzma.open))
+T = TypeVar("T")
 REMOTE_FIX = "pip install 'advisor[remote]' (http, https), 'advisor[s3]' (s3://) or 'advisor[gcs]' (gs://)"
 
 
@@ -30,40 +31,39 @@ def is_remote(path: str) -> bool:
     return "://" in path
 
 
-def _filesystem(path: str) -> tuple[Any, str]:
-    """fsspec's filesystem for a URL and the path within it; a missing package is a LogInputError with the fix."""
+def _remote(path: str, use: Callable[[Any, str], T]) -> T:
+    """``use(filesystem, path within it)`` on fsspec's filesystem for the URL. Whatever that raises (no
+    credentials, access denied, a network error: each filesystem has exceptions of its own) becomes a
+    LogInputError naming the URL, as a local file's OSError does."""
     try:
         from fsspec.core import url_to_fs
-    except ImportError as e:
-        raise LogInputError(f"cannot read {path}: remote logs are read through fsspec, which is not installed; "
-                            f"{REMOTE_FIX}") from e
-    try:
-        return url_to_fs(path)
-    except (ImportError, ValueError) as e:  # the protocol's own package (s3fs, gcsfs) is missing, or unknown
+
+        fs, inner = url_to_fs(path)
+    except (ImportError, ValueError) as e:  # fsspec, or the protocol's own package (s3fs, gcsfs), is missing
         raise LogInputError(f"cannot read {path}: {e}; {REMOTE_FIX}") from e
+    try:
+        return use(fs, inner)
+    except Exception as e:
+        raise LogInputError(f"cannot read {path}: {type(e).__name__}: {e}") from e
 
 
 def _expand_remote(path: str) -> list[str]:
-    fs, inner = _filesystem(path)
-    if fs.exists(inner):
-        return [path]
-    return sorted(fs.unstrip_protocol(match) for match in fs.glob(inner))
+    def matches(fs, inner: str) -> list[str]:
+        return [path] if fs.exists(inner) else sorted(fs.unstrip_protocol(m) for m in fs.glob(inner))
+
+    return _remote(path, matches)
 
 
 def size_of(path: str) -> int:
     """The file's size in bytes, local or remote."""
-    if is_remote(path):
-        fs, inner = _filesystem(path)
-        return fs.size(inner)
-    return os.path.getsize(path)
+    return _remote(path, lambda fs, inner: fs.size(inner)) if is_remote(path) else os.path.getsize(path)
 
 
 def open_raw(path: str) -> BinaryIO:
     """The file's bytes as stored (compressed or not), seekable, local or remote."""
+    if is_remote(path):
+        return _remote(path, lambda fs, inner: fs.open(inner, "rb"))
     try:
-        if is_remote(path):
-            fs, inner = _filesystem(path)
-            return fs.open(inner, "rb")
         return open(path, "rb")
     except OSError as e:
         raise LogInputError(f"cannot read {path}: {e.strerror or e}") from e
