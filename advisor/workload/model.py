@@ -9,9 +9,9 @@ if TYPE_CHECKING:
     from advisor.workload.events import LogEvents
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs five times more, once per logged statement
 class Execution:
-    """One execution of one statement, as a source saw it.
+    """One execution of one statement, as a source saw it (not changed once made).
 
     Sources fill what they know; everything but ``sql`` may be missing.
     ``timestamp`` is kept as the log's own text: lexical order is time order
