@@ -32,7 +32,7 @@ from advisor.thresholds import DEFAULT
 from advisor.words import plural
 from advisor.workload.logs import offsets
 from advisor.workload.logs.formats import sniff
-from advisor.workload.logs.reader import expand
+from advisor.workload.logs.reader import expand, is_remote
 from advisor.workload.model import Workload
 from advisor.workload.sources import LogFiles, Reading, Source, StatStatements, load_workload
 
@@ -151,6 +151,10 @@ def _log_source(opts: ReportOptions, state_path: str, run: _Run) -> tuple[LogFil
         files = [p for p in expand(list(opts.logs)) if p != "-"]
     except OSError as e:
         raise AdvisorError(str(e), "check the paths given to --log") from e
+    if any(is_remote(p) for p in files):  # offsets.py knows a file by its inode and reads its head
+        raise AdvisorError("the nightly report reads only what was appended to local log files since its last run, "
+                           "not URLs", "mount the logs where the report and the Dask workers read them, or read URLs "
+                           "with advisor scan --log URL (the whole file each time)")
     state = offsets.load_state(state_path)
     formats = {os.path.abspath(p): sniff(p, opts.log_format, opts.log_line_prefix) for p in files}
     plan = offsets.plan_incremental(files, state, formats)
