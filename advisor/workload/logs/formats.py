@@ -12,7 +12,7 @@ from advisor.workload.events import LogEvents
 from advisor.workload.logs import csvlog, jsonlog, messages, stderr, syslog
 from advisor.workload.logs.prefix import detect_prefix, prefix_regex
 from advisor.workload.logs.reader import iter_lines, open_log
-from advisor.workload.logs.records import Tally
+from advisor.workload.logs.records import LogRecord, Tally
 from advisor.workload.model import Execution
 
 FORMATS = ("auto", "stderr", "csvlog", "jsonlog", "syslog", "logplex")
@@ -93,25 +93,54 @@ def _detect(path: str) -> str | None:
 
 
 def read_executions(path: str, fmt: LogFormat, tally: Tally, start: int = 0, end: int | None = None,
-                    events: LogEvents | None = None) -> Iterator[Execution]:
-    """Every execution logged in ``path`` (between byte offsets ``start`` and ``end``); its server events to ``events``."""
+                    events: LogEvents | None = None, *, before: bool = False, after: bool = False) -> Iterator[Execution]:
+    """Every execution logged in ``path`` (between byte offsets ``start`` and ``end``); its server events to ``events``.
+
+    A part of a file cut by ``split_points`` also reads its neighbours' records around the cuts: with
+    ``before`` those before ``start``, with ``after`` those from ``end`` on, for what a cut separates
+    from its executions; those records are their own part's to count (see messages.py)."""
     with open_log(path) as stream:
         lines = iter_lines(stream, start, end)
-        if fmt.name == "stderr" and fmt.prefix is not None:
-            records = stderr.frame(lines, prefix_regex(fmt.prefix), tally)
-        elif fmt.name == "csvlog":
-            records = csvlog.frame(lines, tally)
-        elif fmt.name == "jsonlog":
-            records = jsonlog.frame(lines, tally)
-        elif fmt.name in syslog.CARRIERS and fmt.prefix is not None:
-            records = syslog.frame(lines, fmt.name, fmt.prefix, tally)
-        elif fmt.name == "pgbouncer":
-            _count_all(lines, tally)
+        records = _records(lines, fmt, tally)
+        if records is None:
             return
-        else:
-            _skip_all(lines, tally)
-            return
-        yield from messages.executions(records, path, tally, events)
+        earlier = _records_before(path, fmt, start) if before and start else ()
+        later = _records_after(path, fmt, end) if after and end is not None else ()
+        yield from messages.executions(records, path, tally, events, earlier, later)
+
+
+def _records(lines: Iterator[str], fmt: LogFormat, tally: Tally) -> Iterator[LogRecord] | None:
+    """The log's records, or None for a log that holds none (its lines are counted or skipped)."""
+    if fmt.name == "stderr" and fmt.prefix is not None:
+        return stderr.frame(lines, prefix_regex(fmt.prefix), tally)
+    if fmt.name == "csvlog":
+        return csvlog.frame(lines, tally)
+    if fmt.name == "jsonlog":
+        return jsonlog.frame(lines, tally)
+    if fmt.name in syslog.CARRIERS and fmt.prefix is not None:
+        return syslog.frame(lines, fmt.name, fmt.prefix, tally)
+    if fmt.name == "pgbouncer":
+        _count_all(lines, tally)
+    else:
+        _skip_all(lines, tally)
+    return None
+
+
+def _records_before(path: str, fmt: LogFormat, start: int) -> Iterator[LogRecord]:
+    """The records of the last ``CONTEXT_BYTES`` before ``start``, from the first line a part may begin at."""
+    begin = max(0, start - messages.CONTEXT_BYTES)
+    is_start = fmt.is_unit_start()
+    with open_log(path) as stream:
+        lines: Iterator[str] = iter_lines(stream, begin, start)
+        if begin:  # it may fall inside a record
+            lines = itertools.dropwhile(lambda text: not is_start(text), lines)
+        yield from _records(lines, fmt, Tally(path)) or ()
+
+
+def _records_after(path: str, fmt: LogFormat, end: int) -> Iterator[LogRecord]:
+    """The records from ``end`` on, as many as the reader takes."""
+    with open_log(path) as stream:
+        yield from _records(iter_lines(stream, end), fmt, Tally(path)) or ()
 
 
 def _count_all(lines, tally: Tally) -> None:

@@ -26,6 +26,22 @@ The rules, from what PostgreSQL writes:
   counts as one.
 - A statement ``log_statement`` wrote when it started and that then failed
   (its ERROR names it) is not an execution, as pg_stat_statements counts it.
+
+The boundary rule. A log parsed in parts is cut at lines that start an execution, but other
+sessions' lines go on across a cut: what completes an execution (its bare duration, ``execute
+fetch from``, its plan, the ERROR of a statement logged when it started) can land in the next
+part, and what a record means depends on what its session logged before it (a plan before its
+statement, a bare duration after a statement of the previous part). So a part also reads the
+records around it, through the same matching: the previous part's last ``CONTEXT_BYTES``
+(from a line a part may begin at), and the next part's records until nothing of its own still
+waits for one (at most ``CONTEXT_RECORDS``). Each part yields and counts only what its own
+records start: an execution whose statement or execute line is its own (with the time, plan and
+parameters the next part's records give it), an unmatched plan whose plan line is its own, the
+tallies and server events of its own records (``CONTEXT_LINE`` marks the others). Both sides of a
+cut see the same records in the same order, so they agree on every record's fate, and merged
+parts give the single pass exactly as long as what a cut separates lies within those bounds;
+beyond them a part decides from what it read (a statement that runs past ``CONTEXT_RECORDS``
+records of the log loses its time, as it did before the rule).
 """
 
 from __future__ import annotations
@@ -33,7 +49,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 
 from advisor.workload.events import LogEvents
 from advisor.workload.logs.records import LogRecord, Tally
@@ -46,6 +62,10 @@ RECENT_KEPT = 4  # executions per session whose plan may still come (a cursor's 
 # A plan's duration (executor run and finish) against its statement's (which also covers
 # parsing, planning and the protocol): allow the log's rounding and a little clock noise.
 PLAN_SLACK_MS, PLAN_SLACK_RATIO = 0.05, 0.1
+# How far a part reads into its neighbours for what a boundary cuts (the boundary rule, above).
+CONTEXT_BYTES = 4 << 20  # of the previous part, before the part's first byte
+CONTEXT_RECORDS = 20_000  # of the next part, at most: fewer once nothing of the part's own still waits
+CONTEXT_LINE = 0  # the line number of a neighbouring part's record: its own part numbers and counts it
 
 # An optional duration, then what the message is about; a bare duration has no verb.
 _MESSAGE = re.compile(
@@ -148,7 +168,8 @@ class _Session:
             self.recent.append(p)
             if len(self.recent) > RECENT_KEPT:
                 del self.recent[0]
-        yield _execution(p, file)
+        if p.record.line:  # not a neighbouring part's
+            yield _execution(p, file)
 
     def finish(self, file: str) -> Iterator[Execution]:
         yield from self.close(file)
@@ -157,78 +178,135 @@ class _Session:
         self.plan = None
 
 
-def executions(records: Iterable[LogRecord], file: str, tally: Tally, events: LogEvents | None = None) -> Iterator[Execution]:
-    """The executions in ``records``, in order within each session; the other records' server
-    events go to ``events`` (see server_events.py: only records that are not executions cost it)."""
-    sessions: dict[str, _Session] = {}  # least recently started execution first
-    reader = EventReader(events if events is not None else LogEvents(), _holder(sessions))
-    waiting = reader.open  # backends with an event waiting for a DETAIL, a STATEMENT or their statement
-    message_match = _MESSAGE.match
-    plans_seen = False
-    records = iter(records)
-    r = first = next(records, None)  # the part's first and last records give its span
-    if first is not None:
-        records = itertools.chain((first,), records)
-    for r in records:
-        key = r.session or r.pid or ""
-        s = sessions.get(key)
-        if r.severity == "DETAIL":
-            # details: no other line since the open execution's; it may be gone (_forget_failed)
-            if s is not None and s.details and s.open is not None and r.message.startswith("parameters: "):
-                s.open.parameters = r.message[12:]
-            if waiting and key in waiting:
-                reader.detail(key, r.message)
-            continue
-        m = message_match(r.message) if r.severity == "LOG" else None
-        if m is None:
-            tally.other_events += 1
-            reader.take(r, key, _running(s))
-            if s is not None and s.open is not None and r.severity in _FAILED:
-                _forget_failed(s, r)
-            continue
-        duration_text, verb = m.group(1, 2)
-        duration = float(duration_text) if duration_text is not None else None
-        if s is None:
-            s = sessions[key] = _Session()
-            if len(sessions) > MAX_OPEN_SESSIONS:
-                yield from sessions.pop(next(iter(sessions))).finish(file)
-        s.details = False
-        if verb is None:  # bare duration: the time of the statement logged before it
-            p = s.open
-            if duration is not None and p is not None and p.duration is None:
-                p.duration = duration
-            else:
-                tally.other_events += 1  # an empty message, or log_duration's line for something not logged
-        elif verb[0] == "p":
-            if verb == "plan":
-                plan, plans_seen = _Plan(r, r.message[m.end() :], duration), True
-                tally.plans += not sent_by_advisor(plan.query, r.application)  # as its execution is left out
-                yield from s.take_plan(plan, file)
-            # parse: counted by its execute.
-        elif verb.startswith("execute fetch from"):  # more rows from an open portal: the same execution
-            p = s.open
-            if p is not None and duration is not None:
-                p.duration = (p.duration or 0.0) + duration
-        elif verb[0] == "s" or verb[0] == "e":  # statement, execute
-            p = _Pending(r, r.message[m.end() :], duration, _parameters(r.detail))
-            if waiting and key in waiting:
-                reader.ran(key, p.sql)
-            if s.plan is not None:
-                yield from s.resolve(p, verb[0] == "e", file)
-            if s.open is not None:
-                if plans_seen:  # only logs with plans need more than the execution itself
-                    yield from s.close(file)
+class _Matcher:
+    """The sessions of one part and what they still wait for, across the records read for it: the
+    previous part's tail, its own, and the next part's head (the boundary rule, above)."""
+
+    __slots__ = ("file", "sessions", "plans_seen")
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.sessions: dict[str, _Session] = {}  # least recently started execution first
+        self.plans_seen = False  # only logs with plans need more than the execution itself
+
+    def run(self, records: Iterable[LogRecord], tally: Tally, reader: EventReader) -> Generator[Execution, None, LogRecord | None]:
+        """The executions ``records`` complete, in order within each session; returns the last record.
+        The other records' server events go to ``reader`` (only records that are not executions cost it)."""
+        file, sessions, plans_seen = self.file, self.sessions, self.plans_seen
+        waiting = reader.open  # backends with an event waiting for a DETAIL, a STATEMENT or their statement
+        message_match = _MESSAGE.match
+        r = None
+        for r in records:
+            key = r.session or r.pid or ""
+            s = sessions.get(key)
+            if r.severity == "DETAIL":
+                # details: no other line since the open execution's; it may be gone (_forget_failed)
+                if s is not None and s.details and s.open is not None and r.message.startswith("parameters: "):
+                    s.open.parameters = r.message[12:]
+                if waiting and key in waiting:
+                    reader.detail(key, r.message)
+                continue
+            m = message_match(r.message) if r.severity == "LOG" else None
+            if m is None:
+                tally.other_events += 1
+                reader.take(r, key, _running(s))
+                if s is not None and s.open is not None and r.severity in _FAILED:
+                    _forget_failed(s, r)
+                continue
+            duration_text, verb = m.group(1, 2)
+            duration = float(duration_text) if duration_text is not None else None
+            if s is None:
+                s = sessions[key] = _Session()
+                if len(sessions) > MAX_OPEN_SESSIONS:
+                    yield from sessions.pop(next(iter(sessions))).finish(file)
+            s.details = False
+            if verb is None:  # bare duration: the time of the statement logged before it
+                p = s.open
+                if duration is not None and p is not None and p.duration is None:
+                    p.duration = duration
                 else:
-                    yield _execution(s.open, file)
-            s.open, s.details = p, True
-            del sessions[key]  # kept in order of activity: the idlest session is closed first
-            sessions[key] = s
-        # bind: counted by its execute.
-    for s in sessions.values():
-        yield from s.finish(file)
+                    tally.other_events += 1  # an empty message, or log_duration's line for something not logged
+            elif verb[0] == "p":
+                if verb == "plan":
+                    plan, plans_seen = _Plan(r, r.message[m.end() :], duration), True
+                    tally.plans += not sent_by_advisor(plan.query, r.application)  # as its execution is left out
+                    yield from s.take_plan(plan, file)
+                # parse: counted by its execute.
+            elif verb.startswith("execute fetch from"):  # more rows from an open portal: the same execution
+                p = s.open
+                if p is not None and duration is not None:
+                    p.duration = (p.duration or 0.0) + duration
+            elif verb[0] == "s" or verb[0] == "e":  # statement, execute
+                p = _Pending(r, r.message[m.end() :], duration, _parameters(r.detail))
+                if waiting and key in waiting:
+                    reader.ran(key, p.sql)
+                if s.plan is not None:
+                    yield from s.resolve(p, verb[0] == "e", file)
+                if s.open is not None:
+                    if plans_seen:
+                        yield from s.close(file)
+                    elif s.open.record.line:  # not a neighbouring part's
+                        yield _execution(s.open, file)
+                s.open, s.details = p, True
+                del sessions[key]  # kept in order of activity: the idlest session is closed first
+                sessions[key] = s
+            # bind: counted by its execute.
+        self.plans_seen = plans_seen
+        return r
+
+    def waits(self) -> bool:
+        """Whether a record still to come can change what this part yields: an execution of its own
+        open to a duration, a plan or an error, or a plan of its own not yet known to be one's."""
+        return any(_owns(s.open) or _owns(s.plan) or (s.open is not None and _owns(s.open.before))
+                   for s in self.sessions.values())
+
+    def finish(self) -> Iterator[Execution]:
+        for s in self.sessions.values():
+            yield from s.finish(self.file)
+
+
+def executions(records: Iterable[LogRecord], file: str, tally: Tally, events: LogEvents | None = None,
+               before: Iterable[LogRecord] = (), after: Iterable[LogRecord] = ()) -> Iterator[Execution]:
+    """The executions in ``records``, in order within each session; the other records' server events
+    go to ``events`` (see server_events.py: only records that are not executions cost it).
+
+    ``before`` and ``after`` are the records around ``records`` when they are a part of a log parsed in
+    parts: read for what they tell about ``records``, never counted (the boundary rule, above)."""
+    matcher = _Matcher(file)
+    holder = _holder(matcher.sessions)
+    behind = EventReader(LogEvents(), holder)  # the previous part's events are its own
+    yield from matcher.run(_context(before), Tally(file), behind)
+    reader = EventReader(events if events is not None else LogEvents(), holder)
+    reader.own = behind.own  # the advisor's sessions that began before this part
+    records = iter(records)
+    first = next(records, None)  # the part's first and last records give its span
+    last = yield from matcher.run(itertools.chain((first,), records) if first is not None else (), tally, reader)
+    reader.adding = False  # the next part's events are its own too; it may only complete ours
+    yield from matcher.run(_ahead(after, matcher, reader), Tally(file), reader)
+    yield from matcher.finish()
     reader.finish()
-    if first is not None and r is not None:
-        reader.events.seen(first.timestamp, r.timestamp)
+    if first is not None and last is not None:
+        reader.events.seen(first.timestamp, last.timestamp)
+
+
+def _owns(item: _Pending | _Plan | None) -> bool:
+    """Whether the part holds the record ``item`` began with (not a neighbouring part)."""
+    return item is not None and item.record.line != CONTEXT_LINE
+
+
+def _context(records: Iterable[LogRecord]) -> Iterator[LogRecord]:
+    """Records of a neighbouring part, marked so: what they start is that part's to yield and count."""
+    for r in records:
+        r.line = CONTEXT_LINE
+        yield r
+
+
+def _ahead(records: Iterable[LogRecord], matcher: _Matcher, reader: EventReader) -> Iterator[LogRecord]:
+    """The next part's records for as long as they can complete this part's executions and events."""
+    for n, r in enumerate(_context(records)):
+        if n == CONTEXT_RECORDS or (n % 256 == 0 and not (reader.open or matcher.waits())):
+            return
+        yield r
 
 
 def _running(s: _Session | None) -> Running | None:
@@ -275,7 +353,7 @@ def _forget_failed(s: _Session, r: LogRecord) -> None:
 
 def _orphan(plan: _Plan, file: str) -> Iterator[Execution]:
     """A plan no logged execution accounts for is the only trace of its execution."""
-    if not plan.claimed and plan.query:
+    if not plan.claimed and plan.query and plan.record.line:  # a neighbouring part's plan is its own
         p = _Pending(plan.record, plan.query, plan.duration, None)
         p.plan = plan.text
         yield _execution(p, file)

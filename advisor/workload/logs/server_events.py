@@ -140,6 +140,7 @@ class EventReader:
         self.events, self.holder = events, holder
         self.open: dict[str, list[_Event]] = {}  # backend → its events still waiting, oldest first
         self.own: set[str] = set()  # backends of the advisor's own sessions, whose end is left out too
+        self.adding = True  # False: records of the next part, read only for what they complete here
 
     def detail(self, key: str, text: str) -> None:
         """A DETAIL record of a backend that has an event open (stderr, syslog)."""
@@ -160,6 +161,8 @@ class EventReader:
             return
         if key in self.open:
             self.stop_collecting(key)
+        if not self.adding:
+            return
         event = self._event(r, running)
         if event is None:
             return

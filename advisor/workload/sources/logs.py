@@ -45,6 +45,7 @@ class Part:
     config: Thresholds = DEFAULT
     sessions: bool = True  # also look for N+1 runs and cache repeats (parse shows neither)
     continues: bool = False  # follows the previous part of the same file: its lines are numbered on from there
+    followed: bool = False  # the next part of the same file follows: it reads on past ``end`` for what completes its executions
 
     @property
     def size(self) -> int:
@@ -132,7 +133,8 @@ def parts_of(path: str, fmt: LogFormat, jobs: int, min_part_bytes: int = MIN_PAR
     if jobs == 1 or not fmt.splittable or is_compressed(path):
         return [Part(path, fmt)]
     points = split_points(path, jobs, fmt.is_unit_start(), min_part_bytes)
-    return [Part(path, fmt, start, end, continues=start > 0) for start, end in points]
+    return [Part(path, fmt, start, end, continues=start > 0, followed=i + 1 < len(points))
+            for i, (start, end) in enumerate(points)]
 
 
 def parse_part(part: Part) -> Partial:
@@ -142,7 +144,9 @@ def parse_part(part: Part) -> Partial:
     patterns = SessionPatterns(part.config)
     add, observe = stats.add, patterns.add
     events = LogEvents()
-    executions = _theirs(read_executions(part.path, part.fmt, tally, part.start, part.end, events), tally)
+    records = read_executions(part.path, part.fmt, tally, part.start, part.end, events,
+                              before=part.continues, after=part.followed)
+    executions = _theirs(records, tally)
     if part.sessions:
         for execution in executions:
             observe(execution, add(execution))

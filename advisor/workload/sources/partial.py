@@ -6,11 +6,12 @@ events (``workload/events.py``). Merging two
 partials in the order their inputs came gives what one pass over both would have given
 (sums, merged sketches, ordered sets, skipped lines numbered in the whole file), so log
 parts parsed in parallel, on other processes or other machines, combine to the single-pass
-statistics: a tree reduction works as long as each merge keeps left before right. What a
-part boundary cuts is the exception, since a part does not carry what it left open to the
-next (both tested; issue #14 stitches them): a unit of work (an N+1 run, a cache replay) is
-seen as two, and a statement whose bare ``duration:`` line or auto_explain plan lands in the
-next part loses its time (the plan is then counted as an execution of its own). ``collect`` turns the merged partial into the
+statistics: a tree reduction works as long as each merge keeps left before right. A part of a
+log reads its neighbours' records around its cuts, so a statement whose bare ``duration:``
+line, ``execute fetch from``, auto_explain plan or ERROR lands in the next part keeps its time,
+plan and fate, each record counted once (messages.py's boundary rule; tests/test_part_boundaries.py
+cuts a real server's log everywhere). What a part boundary still cuts: a unit of work (an N+1
+run, a cache replay) is seen as two. ``collect`` turns the merged partial into the
 ``Workload`` every later stage reads; ``load_workload`` reads the sources and collects.
 """
 
