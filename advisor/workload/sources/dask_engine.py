@@ -16,6 +16,7 @@ the workers open the logs themselves: give paths they can read (object storage, 
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 from types import ModuleType
@@ -57,9 +58,12 @@ class DaskCluster:
                 raise AdvisorError(f"cannot reach the Dask scheduler at {scheduler}: {e}",
                                    "check --dask-scheduler (tcp://host:8786) and that its scheduler is running") from e
         else:
-            # Loopback only and no dashboard: nothing listens beyond this machine for a local run.
+            # Loopback only and no dashboard: nothing listens beyond this machine for a local run. Its logs
+            # silenced: a failed task raises here, and what else workers log (a heartbeat that races the
+            # scheduler's close at the end) would print tracebacks on the user's stderr.
             self._local = self._dask.LocalCluster(n_workers=jobs or os.cpu_count() or 1, threads_per_worker=1,
-                                                  processes=True, host="127.0.0.1", dashboard_address=None)
+                                                  processes=True, host="127.0.0.1", dashboard_address=None,
+                                                  silence_logs=logging.CRITICAL)
             self.client = self._dask.Client(self._local)
         # Parts per large file: one per worker thread unless --jobs says otherwise.
         self.slots = jobs or max(1, sum(self.client.nthreads().values()))
