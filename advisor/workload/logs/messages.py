@@ -63,9 +63,9 @@ RECENT_KEPT = 4  # executions per session whose plan may still come (a cursor's 
 # parsing, planning and the protocol): allow the log's rounding and a little clock noise.
 PLAN_SLACK_MS, PLAN_SLACK_RATIO = 0.05, 0.1
 # How far a part reads into its neighbours for what a boundary cuts (the boundary rule, above).
-CONTEXT_BYTES = 4 << 20  # of the previous part, before the part's first byte
+CONTEXT_BYTES = 2 << 20  # of the previous part, before the part's first byte
 CONTEXT_RECORDS = 20_000  # of the next part, at most: fewer once nothing of the part's own still waits
-CONTEXT_LINE = 0  # the line number of a neighbouring part's record: its own part numbers and counts it
+CONTEXT_LINE = 0  # a neighbouring part's record's line (that part numbers it); falsy, so hot paths test record.line
 
 # An optional duration, then what the message is about; a bare duration has no verb.
 _MESSAGE = re.compile(

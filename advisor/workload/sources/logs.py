@@ -125,8 +125,9 @@ def _spool_stdin() -> str:
 
 def parts_of(path: str, fmt: LogFormat, jobs: int, min_part_bytes: int = MIN_PART_BYTES,
              span: ByteRange | None = None) -> list[Part]:
-    """The parts of one file that ``jobs`` workers parse: each begins at a unit of work, so no execution
-    is cut; merging their partials in order gives the whole file's."""
+    """The parts of one file that ``jobs`` workers parse: each begins at a line that starts an execution
+    and reads its neighbours' records around its cuts (messages.py's boundary rule), so merging their
+    partials in order gives the whole file's."""
     if span is not None:  # split_points cuts whole files only
         return [Part(path, fmt, *span)]
     # Compressed streams cannot be entered in the middle: one part each.
