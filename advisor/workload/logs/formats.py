@@ -104,7 +104,7 @@ def read_executions(path: str, fmt: LogFormat, tally: Tally, start: int = 0, end
         records = _records(lines, fmt, tally)
         if records is None:
             return
-        earlier = _records_before(path, fmt, start) if before and start else ()
+        earlier = _records_before(path, fmt, start) if before and start and fmt.splittable else ()
         later = _records_after(path, fmt, end) if after and end is not None else ()
         yield from messages.executions(records, path, tally, events, earlier, later)
 
