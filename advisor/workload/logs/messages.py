@@ -390,19 +390,12 @@ def _squash(sql: str) -> str:
 
 def _execution(p: _Pending, file: str) -> Execution:
     r = p.record
+    pid, query_id = r.pid, r.query_id
+    # By position, in Execution's field order: this runs once per logged statement.
     return Execution(
-        sql=p.sql,
-        duration_ms=p.duration,
-        timestamp=r.timestamp,
-        session=r.session or r.pid,
-        pid=int(r.pid) if r.pid and r.pid.isdigit() else None,
-        user=r.user,
-        database=r.database,
-        application=r.application,
-        vxid=r.vxid,
-        query_id=int(r.query_id) if r.query_id and r.query_id.lstrip("-").isdigit() and r.query_id != "0" else None,
-        parameters=p.parameters,
-        plan=p.plan,
-        file=file,
-        line=r.line,
+        p.sql, p.duration, r.timestamp, r.session or pid,
+        int(pid) if pid and pid.isdigit() else None,
+        r.user, r.database, r.application, r.vxid,
+        int(query_id) if query_id and query_id != "0" and query_id.lstrip("-").isdigit() else None,
+        p.parameters, p.plan, file, r.line,
     )
