@@ -157,22 +157,23 @@ class _Session:
             yield from _orphan(self.plan, file)
         self.plan = plan
 
-    def close(self, file: str) -> Iterator[Execution]:
-        """The open execution is done (a plan for it may still come: a cursor's portal closes later)."""
+    def close(self, file: str) -> Execution | None:
+        """The open execution is done (a plan for it may still come: a cursor's portal closes later).
+        Returns it unless it is a neighbouring part's; a function, not a generator: it runs per statement."""
         p, self.open = self.open, None
         if p is None:
-            return
+            return None
         if p.before is not None:  # no plan followed it: the one before was its own
             p.plan, p.before = p.before.text, None
         if p.plan is None:
             self.recent.append(p)
             if len(self.recent) > RECENT_KEPT:
                 del self.recent[0]
-        if p.record.line:  # not a neighbouring part's
-            yield _execution(p, file)
+        return _execution(p, file) if p.record.line else None  # not a neighbouring part's
 
     def finish(self, file: str) -> Iterator[Execution]:
-        yield from self.close(file)
+        if (closed := self.close(file)) is not None:
+            yield closed
         if self.plan is not None:
             yield from _orphan(self.plan, file)
         self.plan = None
@@ -199,18 +200,19 @@ class _Matcher:
         for r in records:
             key = r.session or r.pid or ""
             s = sessions.get(key)
-            if r.severity == "DETAIL":
+            severity = r.severity
+            if severity == "DETAIL":
                 # details: no other line since the open execution's; it may be gone (_forget_failed)
                 if s is not None and s.details and s.open is not None and r.message.startswith("parameters: "):
                     s.open.parameters = r.message[12:]
                 if waiting and key in waiting:
                     reader.detail(key, r.message)
                 continue
-            m = message_match(r.message) if r.severity == "LOG" else None
+            m = message_match(r.message) if severity == "LOG" else None
             if m is None:
                 tally.other_events += 1
                 reader.take(r, key, _running(s))
-                if s is not None and s.open is not None and r.severity in _FAILED:
+                if s is not None and s.open is not None and severity in _FAILED:
                     _forget_failed(s, r)
                 continue
             duration_text, verb = m.group(1, 2)
@@ -232,19 +234,22 @@ class _Matcher:
                     tally.plans += not sent_by_advisor(plan.query, r.application)  # as its execution is left out
                     yield from s.take_plan(plan, file)
                 # parse: counted by its execute.
-            elif verb.startswith("execute fetch from"):  # more rows from an open portal: the same execution
+            elif verb[0] == "e" and verb.startswith("execute fetch from"):  # more rows from an open portal: the same execution
                 p = s.open
                 if p is not None and duration is not None:
                     p.duration = (p.duration or 0.0) + duration
             elif verb[0] == "s" or verb[0] == "e":  # statement, execute
-                p = _Pending(r, r.message[m.end() :], duration, _parameters(r.detail))
+                detail = r.detail  # csvlog's and jsonlog's parameters come in the record
+                p = _Pending(r, r.message[m.end() :], duration,
+                             detail[12:] if detail is not None and detail.startswith("parameters: ") else None)
                 if waiting and key in waiting:
                     reader.ran(key, p.sql)
                 if s.plan is not None:
                     yield from s.resolve(p, verb[0] == "e", file)
                 if s.open is not None:
                     if plans_seen:
-                        yield from s.close(file)
+                        if (closed := s.close(file)) is not None:
+                            yield closed
                     elif s.open.record.line:  # not a neighbouring part's
                         yield _execution(s.open, file)
                 s.open, s.details = p, True
@@ -357,12 +362,6 @@ def _orphan(plan: _Plan, file: str) -> Iterator[Execution]:
         p = _Pending(plan.record, plan.query, plan.duration, None)
         p.plan = plan.text
         yield _execution(p, file)
-
-
-def _parameters(detail: str | None) -> str | None:
-    if detail and detail.startswith("parameters: "):
-        return detail[12:]
-    return None
 
 
 def _plan_query(text: str) -> str:
