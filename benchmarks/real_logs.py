@@ -421,13 +421,13 @@ def library_request(session: Session, rng: random.Random) -> None:
         session.execute(select(Author.country, func.count(Book.id)).join(Author.books)
                         .where(Book.year.between(1950, rng.randint(1960, 2025))).group_by(Author.country)).all()
     elif pick < 0.8:
-        book = session.get(Book, rng.randint(1, BOOKS))
-        if book is not None:
-            book.reviews.append(Review(stars=rng.randint(1, 5), body="a review " * rng.randint(1, 4)))
+        reviewed = session.get(Book, rng.randint(1, BOOKS))
+        if reviewed is not None:
+            reviewed.reviews.append(Review(stars=rng.randint(1, 5), body="a review " * rng.randint(1, 4)))
     elif pick < 0.9:
-        author = session.get(Author, rng.randint(1, AUTHORS))
-        if author is not None:
-            author.name = f"author {author.id} ({rng.randint(1, 9)})"
+        renamed = session.get(Author, rng.randint(1, AUTHORS))
+        if renamed is not None:
+            renamed.name = f"author {renamed.id} ({rng.randint(1, 9)})"
     else:
         session.execute(delete(Review).where(Review.book_id == rng.randint(1, BOOKS), Review.stars == 1))
     session.commit()
