@@ -7,6 +7,7 @@ nothing else, so a new result or format is one line in ``RENDERERS``.
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from collections.abc import Callable
@@ -15,17 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console, RenderableType
-
-from advisor.bench.pool_model import PoolBenchResult
-from advisor.bench.replicas_model import ReplicaBenchResult
-from advisor.findings import ScanResult
-from advisor.indexes.selection import Advice
-from advisor.report.bench import pool_bench_document, pool_bench_text, replica_bench_document, replica_bench_text
-from advisor.report.jsondoc import advice_document, scan_document, workload_document
-from advisor.report.markdown import scan_markdown
-from advisor.report.migration import advice_migration
-from advisor.report.text import advice_summary, scan_summary, workload_summary
-from advisor.workload.model import Workload
 
 Rendered = dict | str | RenderableType
 
@@ -38,24 +28,37 @@ class View:
     show_values: bool = False
 
 
-RENDERERS: dict[tuple[type, str], Callable[[Any, View], Rendered]] = {
-    (Workload, "json"): lambda w, v: workload_document(w, top=v.top, show_values=v.show_values),
-    (Workload, "text"): lambda w, v: workload_summary(w, top=v.top or 20),
-    (ScanResult, "json"): lambda r, v: scan_document(r, show_values=v.show_values),
-    (ScanResult, "markdown"): lambda r, v: scan_markdown(r, top=v.top or 20),
-    (ScanResult, "text"): lambda r, v: scan_summary(r, top=v.top or 20, show_values=v.show_values),
-    (Advice, "json"): lambda a, _: advice_document(a),
-    (Advice, "sql"): lambda a, _: advice_migration(a),
-    (Advice, "text"): lambda a, _: advice_summary(a),
-    (PoolBenchResult, "json"): lambda r, _: pool_bench_document(r),
-    (PoolBenchResult, "text"): lambda r, _: pool_bench_text(r),
-    (ReplicaBenchResult, "json"): lambda r, _: replica_bench_document(r),
-    (ReplicaBenchResult, "text"): lambda r, _: replica_bench_text(r),
+def _lazy(module: str, name: str) -> Callable[..., Rendered]:
+    """A renderer imported when first called: a command loads only its own (``parse`` neither the
+    index advice's nor the benchmarks', which bring psycopg, sqlglot's optimizer and the bench models)."""
+
+    def call(*args: Any, **kwargs: Any) -> Rendered:
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+
+    return call
+
+
+_JSON, _TEXT, _BENCH = "advisor.report.jsondoc", "advisor.report.text", "advisor.report.bench"
+
+# Keyed by the result's type name, so that no result's module is imported before it is rendered.
+RENDERERS: dict[tuple[str, str], Callable[[Any, View], Rendered]] = {
+    ("Workload", "json"): lambda w, v: _lazy(_JSON, "workload_document")(w, top=v.top, show_values=v.show_values),
+    ("Workload", "text"): lambda w, v: _lazy(_TEXT, "workload_summary")(w, top=v.top or 20),
+    ("ScanResult", "json"): lambda r, v: _lazy(_JSON, "scan_document")(r, show_values=v.show_values),
+    ("ScanResult", "markdown"): lambda r, v: _lazy("advisor.report.markdown", "scan_markdown")(r, top=v.top or 20),
+    ("ScanResult", "text"): lambda r, v: _lazy(_TEXT, "scan_summary")(r, top=v.top or 20, show_values=v.show_values),
+    ("Advice", "json"): lambda a, _: _lazy(_JSON, "advice_document")(a),
+    ("Advice", "sql"): lambda a, _: _lazy("advisor.report.migration", "advice_migration")(a),
+    ("Advice", "text"): lambda a, _: _lazy(_TEXT, "advice_summary")(a),
+    ("PoolBenchResult", "json"): lambda r, _: _lazy(_BENCH, "pool_bench_document")(r),
+    ("PoolBenchResult", "text"): lambda r, _: _lazy(_BENCH, "pool_bench_text")(r),
+    ("ReplicaBenchResult", "json"): lambda r, _: _lazy(_BENCH, "replica_bench_document")(r),
+    ("ReplicaBenchResult", "text"): lambda r, _: _lazy(_BENCH, "replica_bench_text")(r),
 }
 
 
 def render(result: object, fmt: str, view: View = View()) -> Rendered:
-    return RENDERERS[type(result), fmt](result, view)
+    return RENDERERS[type(result).__name__, fmt](result, view)
 
 
 def write(rendered: Rendered, output: Path | None = None) -> None:
