@@ -11,7 +11,7 @@ from contextlib import nullcontext
 from dataclasses import replace
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -19,14 +19,16 @@ from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from advisor import __version__
-from advisor.db.session import Session
 from advisor.errors import AdvisorError
 from advisor.findings import Severity
 from advisor.indexes.model import MIN_IMPROVEMENT
 from advisor.report.render import View, render, write
 from advisor.thresholds import DEFAULT
 from advisor.workload.model import Workload
-from advisor.workload.sources import LogFiles, Reading, Source, SqlFile, StatStatements, load_workload
+from advisor.workload.sources import LogFiles, Reading, Source, SqlFile, load_workload
+
+if TYPE_CHECKING:  # the database's modules load with the commands that open one: parse of logs needs no driver
+    from advisor.db.session import Session
 
 app = typer.Typer(
     name="advisor",
@@ -217,7 +219,11 @@ def _sources(logs: list[str] | None, stat_statements: str | Session | None, log_
     """The logs, then pg_stat_statements when a DSN or the command's session is given."""
     given: list[Source] = [LogFiles(tuple(logs), log_format.value, prefix, jobs, engine=_engine(engine, dask_scheduler),
                                     scheduler=dask_scheduler)] if logs else []
-    return given + [StatStatements(stat_statements)] if stat_statements else given
+    if not stat_statements:
+        return given
+    from advisor.workload.sources.stat_statements import StatStatements
+
+    return [*given, StatStatements(stat_statements)]
 
 
 def _engine(engine: Engine, dask_scheduler: str | None) -> str:
@@ -273,6 +279,7 @@ def scan(
 ) -> None:
     """Examine a database and its workload: plan problems, N+1 patterns, index hygiene, ranked by impact."""
     from advisor.commands.scan import scan as run_scan
+    from advisor.db.session import Session
 
     if not log and not dsn:
         raise AdvisorError("nothing to scan", "give --dsn (the database) and/or --log (its slow query log)")
@@ -323,6 +330,7 @@ def suggest_indexes(
 ) -> None:
     """Propose the indexes that lower the whole workload's cost most, proven with the planner's own costs."""
     from advisor.commands.suggest import suggest
+    from advisor.db.session import Session
 
     if verify and not scratch:
         raise AdvisorError("--verify builds real indexes", "mark the database as a scratch copy with --scratch")

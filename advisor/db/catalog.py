@@ -15,12 +15,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-
-import psycopg
-from psycopg import pq
+from typing import TYPE_CHECKING
 
 from advisor.db.connect import TAG
 from advisor.db.rows import one_row
+
+if TYPE_CHECKING:
+    import psycopg
 
 __all__ = ["Catalog", "Column", "ForeignKey", "Index", "SETTINGS", "Table", "read_catalog"]
 
@@ -263,6 +264,8 @@ def read_catalog(conn: psycopg.Connection) -> Catalog:
 @contextmanager
 def _read_only_snapshot(conn: psycopg.Connection) -> Iterator[None]:
     """One read-only snapshot for all the queries; inside the caller's transaction if one is open."""
+    from psycopg import pq  # here: the index model imports this module, and reading logs needs no driver
+
     if conn.info.transaction_status != pq.TransactionStatus.IDLE:
         yield
         return

@@ -11,12 +11,13 @@ a password must never be printed, logged or stored in a report.
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
-import psycopg
-from psycopg import conninfo
-
 from advisor.errors import AdvisorError
+
+if TYPE_CHECKING:
+    import psycopg
 
 MASK = "***"
 # Leads every statement the advisor sends: pg_stat_statements keeps the comment,
@@ -90,6 +91,8 @@ _KINDS = (
 
 
 def _translate(err: psycopg.Error, dsn: str) -> AdvisorConnectionError:
+    import psycopg
+
     detail = scrub_secrets(str(err), dsn)
     lines = [ln.strip() for ln in detail.splitlines() if ln.strip()]
     # libpq puts "connection to server at ... failed:" first and the reason last.
@@ -105,6 +108,9 @@ def _translate(err: psycopg.Error, dsn: str) -> AdvisorConnectionError:
 
 def _options(dsn: str, settings: dict[str, int]) -> str:
     # Keep any options the user passed in the DSN; ours come last so they win.
+    import psycopg
+    from psycopg import conninfo
+
     try:
         existing = conninfo.conninfo_to_dict(dsn).get("options") or ""
     except psycopg.ProgrammingError:
@@ -128,6 +134,8 @@ def connect(
     from the first statement and survive any ROLLBACK. PgBouncer rejects
     ``options`` unless it lists it in ``ignore_startup_parameters``.
     """
+    import psycopg  # here, not at the top: reading logs needs the tag and the redaction, not a driver
+
     settings = {
         "statement_timeout": statement_timeout_ms,
         "lock_timeout": lock_timeout_ms,

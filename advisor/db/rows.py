@@ -7,9 +7,10 @@ broke the statement's promise, so it stops with the statement's status instead o
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-import psycopg
+if TYPE_CHECKING:
+    import psycopg
 
 __all__ = ["one_row"]
 
