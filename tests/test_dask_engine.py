@@ -266,3 +266,22 @@ def test_a_missing_extra_is_named_with_its_install_line(server_log, missing, arg
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert fix in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_server_that_answers_no_byte_range_is_one_line_not_a_traceback(logs, tmp_path):
+    """Python's own http.server ignores Range headers: fsspec reads such a file only as far as its first
+    block (5 MB) and then says so mid-read. That reaches the user as the cause naming the URL, exit 2, as an
+    unreadable local file does, not as a traceback."""
+    pytest.importorskip("aiohttp", reason="the remote extra is not installed")
+    text = (logs / "postgresql-1.log").read_bytes()
+    (tmp_path / "big.log").write_bytes(text * (12 * 2**20 // len(text) + 1))  # past fsspec's first block
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(SimpleHTTPRequestHandler, directory=str(tmp_path)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/big.log"
+        done = advisor("parse", url, "--jobs", "1", "--format", "json")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert done.returncode == 2, done.stderr
+    assert f"cannot read {url}" in done.stderr and "range" in done.stderr and "Traceback" not in done.stderr

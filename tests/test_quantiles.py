@@ -4,6 +4,7 @@ stated relative error and do not depend on how the values were split into merged
 from __future__ import annotations
 
 import random
+from itertools import pairwise
 
 import pytest
 from ddsketch import LogCollapsingLowestDenseDDSketch
@@ -51,7 +52,7 @@ def test_waiting_counts_give_the_sketch_one_add_per_value_would():
 def test_merged_parts_answer_as_the_single_pass(cuts):
     values = _durations(20_000, seed=3)
     bounds = [0, *cuts, len(values)]
-    parts = [_filled(values[a:b]) for a, b in zip(bounds, bounds[1:])]
+    parts = [_filled(values[a:b]) for a, b in pairwise(bounds)]
     whole = parts[0]
     for part in parts[1:]:
         whole.merge(part)

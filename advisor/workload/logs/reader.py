@@ -14,7 +14,7 @@ import lzma
 import os
 import sys
 from collections.abc import Callable, Iterator
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO, TypeVar, cast
 
 BLOCK = 1 << 20
 _MAGIC = ((b"\x1f\x8b", gzip.open), (b"BZh", bz2.open), (b"\xfd7zXZ\x00", lzma.open))
@@ -59,10 +59,33 @@ def size_of(path: str) -> int:
     return _remote(path, lambda fs, inner: fs.size(inner)) if is_remote(path) else os.path.getsize(path)
 
 
+class _RemoteFile:
+    """A remote file whose reads fail as its opening does: a LogInputError naming the URL (a network error
+    mid-file, an HTTP server that answers no byte-range request), not the filesystem's own exception."""
+
+    def __init__(self, file: Any, url: str) -> None:
+        self._file, self._url = file, url
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return self._file.read(size)
+        except Exception as e:
+            raise LogInputError(f"cannot read {self._url}: {type(e).__name__}: {e}") from e
+
+    def __getattr__(self, name: str) -> Any:  # seek, tell, close, …: the file's own
+        return getattr(self._file, name)
+
+    def __enter__(self) -> _RemoteFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._file.close()
+
+
 def open_raw(path: str) -> BinaryIO:
     """The file's bytes as stored (compressed or not), seekable, local or remote."""
     if is_remote(path):
-        return _remote(path, lambda fs, inner: fs.open(inner, "rb"))
+        return cast(BinaryIO, _RemoteFile(_remote(path, lambda fs, inner: fs.open(inner, "rb")), path))
     try:
         return open(path, "rb")
     except OSError as e:
