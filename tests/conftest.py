@@ -14,6 +14,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from helpers import no_server
 from psycopg import conninfo, sql
 
 from advisor.db.embedded import (
@@ -65,10 +66,6 @@ class ExternalServer:
         pass
 
 
-def _no_server(reason: str):
-    if os.environ.get("ADVISOR_REQUIRE_PG") == "1":
-        pytest.fail(f"no PostgreSQL server for the tests (ADVISOR_REQUIRE_PG=1): {reason}", pytrace=False)
-    pytest.skip(f"no PostgreSQL server: {reason}")
 
 
 def _start_server():
@@ -78,11 +75,11 @@ def _start_server():
         return EmbeddedCluster().start()
     except EmbeddedError as err:
         if not docker_available():
-            _no_server(f"{err.cause} — {err.fix}")
+            no_server(f"{err.cause} — {err.fix}")
         try:
             return ContainerCluster().start()
         except Exception as docker_err:  # testcontainers raises its own types (DockerException, …)
-            _no_server(f"{err.cause}; Docker: {docker_err}")
+            no_server(f"{err.cause}; Docker: {docker_err}")
 
 
 @pytest.fixture(scope="session")
@@ -140,7 +137,7 @@ def pg_binaries() -> Path:
     except PostgresNotFoundError as err:
         if os.environ.get("ADVISOR_TEST_DSN"):  # the server under test is elsewhere: nothing is missing
             pytest.skip(f"{err.cause} — {err.fix}")
-        _no_server(f"{err.cause} — {err.fix}")
+        no_server(f"{err.cause} — {err.fix}")
 
 
 # --- corpus ---------------------------------------------------------------------

@@ -9,8 +9,12 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import NoReturn
 
 import psycopg
+import pytest
+
+from advisor.db.embedded import EmbeddedCluster, EmbeddedError
 
 ADVISOR = (sys.executable, "-m", "advisor.cli")  # the installed entry point, in this interpreter
 
@@ -54,3 +58,19 @@ def session_names(admin_dsn: str, dbname: str) -> Iterator[set[str]]:
     finally:
         stop.set()
         sampler.join()
+
+
+def no_server(reason: str) -> NoReturn:
+    """Skip a test that needs PostgreSQL when none can start; with ADVISOR_REQUIRE_PG=1 (CI), fail it."""
+    if os.environ.get("ADVISOR_REQUIRE_PG") == "1":
+        pytest.fail(f"no PostgreSQL server for the tests (ADVISOR_REQUIRE_PG=1): {reason}", pytrace=False)
+    pytest.skip(f"no PostgreSQL server: {reason}")
+
+
+def started_cluster(settings: dict[str, str]) -> EmbeddedCluster:
+    """A throwaway cluster of the module's own with these settings (its logs are what the module reads)."""
+    try:
+        return EmbeddedCluster(settings=settings).start()
+    except EmbeddedError as err:
+        no_server(str(err))
+

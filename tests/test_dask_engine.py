@@ -29,9 +29,9 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from helpers import EVENT_LOGGING, advisor
+from helpers import EVENT_LOGGING, advisor, started_cluster
 
-from advisor.db.embedded import EmbeddedCluster, EmbeddedError
+from advisor.db.embedded import EmbeddedCluster
 from advisor.workload.logs.formats import sniff
 from advisor.workload.sources.logs import parts_of
 
@@ -46,10 +46,7 @@ MARKER = "SELECT 'dask engine end'"
 @pytest.fixture(scope="module")
 def server_log(tmp_path_factory) -> Path:
     """A copy of a real server's stderr log after pgbench and a psycopg application ran against it."""
-    try:
-        cluster = EmbeddedCluster(settings=EVENT_LOGGING).start()
-    except EmbeddedError as err:
-        pytest.skip(f"no local PostgreSQL: {err}")
+    cluster = started_cluster(EVENT_LOGGING)
     try:
         with psycopg.connect(cluster.dsn(), autocommit=True) as admin:
             admin.execute("CREATE DATABASE bench")

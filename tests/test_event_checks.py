@@ -17,11 +17,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from helpers import EVENT_LOGGING
+from helpers import EVENT_LOGGING, started_cluster
 
 from advisor.checks import CHECKS
 from advisor.checks.context import Context
-from advisor.db.embedded import EmbeddedCluster, EmbeddedError
 from advisor.findings import Finding
 from advisor.workload.fingerprint import fingerprint
 from advisor.workload.model import Workload
@@ -39,10 +38,7 @@ def _norm(sql: str) -> str:
 
 @pytest.fixture(scope="module")
 def cluster():
-    try:
-        c = EmbeddedCluster(settings=SETTINGS).start()
-    except EmbeddedError as err:
-        pytest.skip(f"no local PostgreSQL: {err}")
+    c = started_cluster(SETTINGS)
     try:
         with psycopg.connect(c.dsn(), autocommit=True) as admin:
             admin.execute("CREATE DATABASE shop")

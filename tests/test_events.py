@@ -20,11 +20,10 @@ from pathlib import Path
 import psycopg
 import pytest
 from conftest import corpus_path
-from helpers import EVENT_LOGGING
+from helpers import EVENT_LOGGING, started_cluster
 from typer.testing import CliRunner
 
 from advisor.cli import app
-from advisor.db.embedded import EmbeddedCluster, EmbeddedError
 from advisor.report.jsondoc import events_document
 from advisor.workload.events import LogEvents
 from advisor.workload.fingerprint import fingerprint
@@ -57,10 +56,7 @@ def _norm(sql: str) -> str:
 @pytest.fixture(scope="module")
 def driven(tmp_path_factory):
     """Drives the server once and returns (cluster, the server's counters)."""
-    try:
-        cluster = EmbeddedCluster(settings=SETTINGS).start()
-    except EmbeddedError as err:
-        pytest.skip(f"no local PostgreSQL: {err}")
+    cluster = started_cluster(SETTINGS)
     try:
         with psycopg.connect(cluster.dsn(), autocommit=True) as admin:
             admin.execute("CREATE DATABASE shop")

@@ -22,10 +22,10 @@ import threading
 
 import psycopg
 import pytest
-from helpers import advisor
+from helpers import advisor, started_cluster
 from test_logs_server import _wait_for
 
-from advisor.db.embedded import EmbeddedCluster, EmbeddedError
+from advisor.db.embedded import EmbeddedCluster
 from advisor.report.jsondoc import events_document
 from advisor.workload.logs.formats import LogFormat, sniff
 from advisor.workload.sources import Partial, collect
@@ -45,10 +45,7 @@ END = "SELECT 'boundaries end'"
 
 @pytest.fixture(scope="module")
 def cluster():
-    try:
-        server = EmbeddedCluster(settings=SETTINGS).start()
-    except EmbeddedError as err:
-        pytest.skip(f"no local PostgreSQL: {err}")
+    server = started_cluster(SETTINGS)
     try:
         with psycopg.connect(server.dsn(), autocommit=True) as setup:
             setup.execute("CREATE TABLE items (id int PRIMARY KEY, name text)")

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import advisor
+from helpers import advisor, no_server
 
 from advisor.db.embedded import EmbeddedError, find_binaries
 
@@ -38,7 +38,7 @@ def real_logs():
     try:
         find_binaries()
     except EmbeddedError as err:
-        pytest.skip(f"no local PostgreSQL: {err}")
+        no_server(str(err))
     return _driver()
 
 

@@ -20,10 +20,9 @@ from datetime import datetime, timedelta
 
 import psycopg
 import pytest
-from helpers import EVENT_LOGGING, advisor
+from helpers import EVENT_LOGGING, advisor, started_cluster
 from sqlalchemy import text
 
-from advisor.db.embedded import EmbeddedCluster, EmbeddedError
 from advisor.history import History
 from advisor.workload.events import LogEvents, Statement
 from advisor.workload.fingerprint import fingerprint
@@ -91,10 +90,7 @@ def _logged(cluster, text: str, timeout: float = 10.0) -> None:
 
 @pytest.fixture(scope="module")
 def nights(tmp_path_factory):
-    try:
-        cluster = EmbeddedCluster(settings=SETTINGS).start()
-    except EmbeddedError as err:
-        pytest.skip(f"no local PostgreSQL: {err}")
+    cluster = started_cluster(SETTINGS)
     out = tmp_path_factory.mktemp("report-events") / "out"
     try:
         with psycopg.connect(cluster.dsn(), autocommit=True) as admin:
