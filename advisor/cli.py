@@ -76,7 +76,8 @@ LogLinePrefixOption = Annotated[str | None, typer.Option(
 EngineOption = Annotated[Engine, typer.Option(
     "--engine", help="Where the logs are parsed: local (this machine's processes) or dask (Dask tasks, one per part of a file, "
     "merged in order to the same result: a local cluster of --jobs worker processes, or the cluster at --dask-scheduler; "
-    "pip install 'advisor[dask]'). Logs may be s3://, gs:// or https:// URLs with 'advisor[s3]', 'advisor[gcs]' or 'advisor[remote]'.")]
+    "pip install 'advisor\\[dask]'). Logs may be s3://, gs:// or https:// URLs with 'advisor\\[s3]', 'advisor\\[gcs]' or "
+    "'advisor\\[remote]'.")]  # \\[: typer reads help as Rich markup, where [dask] would be a style and vanish
 DaskSchedulerOption = Annotated[str | None, typer.Option(
     "--dask-scheduler", envvar="ADVISOR_DASK_SCHEDULER", help="Parse on the running Dask cluster of this scheduler (tcp://host:8786; "
     "implies --engine dask). Its workers open the logs themselves: give paths they can read, such as object storage URLs.")]

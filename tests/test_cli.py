@@ -61,6 +61,13 @@ def test_sort_and_top(log):
     assert len(doc["queries"]) == 1 and doc["queries"][0]["calls"] == 2
 
 
+@pytest.mark.parametrize("command", ["parse", "scan", "report"])
+def test_help_names_the_extras_with_their_brackets(command):
+    """typer reads help as Rich markup: an unescaped [dask] is taken for a style and vanishes."""
+    shown = advisor(command, "--help", env={"COLUMNS": "250"}).stdout
+    assert all(f"'advisor[{extra}]'" in shown for extra in ("dask", "s3", "gcs", "remote"))
+
+
 def test_missing_file_exits_2_with_cause_and_fix(tmp_path):
     run = advisor("parse", str(tmp_path / "missing.log"))
     assert run.returncode == 2
