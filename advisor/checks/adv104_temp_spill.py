@@ -60,11 +60,10 @@ def run(ctx: Context) -> Iterable[Finding]:
     events = ctx.workload.events
     if events is None or not events.temp_by_query:
         return
-    queries = {q.fingerprint: q for q in ctx.workload.queries}
     in_plans = {f.fingerprint for f in adv004_disk_spill.run(ctx)}  # the plan's finding says it better
     for statement, temp in events.temp_by_query.items():
         if temp.bytes >= ctx.config.temp_spill_min_bytes and statement.fingerprint not in in_plans:
-            yield _finding(ctx, statement, temp, queries.get(statement.fingerprint))
+            yield _finding(ctx, statement, temp, ctx.query(statement.fingerprint))
 
 
 def _finding(ctx: Context, statement: Statement, temp: TempFiles, query: Query | None) -> Finding:

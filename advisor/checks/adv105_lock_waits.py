@@ -48,10 +48,9 @@ def run(ctx: Context) -> Iterable[Finding]:
     events = ctx.workload.events
     if events is None:
         return
-    queries = {q.fingerprint: q for q in ctx.workload.queries}
     for statement, waits in events.waits_by_query.items():
         if waits.count >= ctx.config.lock_wait_min_count:
-            query = queries.get(statement.fingerprint)
+            query = ctx.query(statement.fingerprint)
             yield _finding(ctx, statement, waits, ", ".join(query.applications) if query is not None else "")
 
 

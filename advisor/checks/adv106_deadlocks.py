@@ -36,10 +36,9 @@ def run(ctx: Context) -> Iterable[Finding]:
     events = ctx.workload.events
     if events is None:
         return
-    queries = {q.fingerprint: q for q in ctx.workload.queries}
     for statement, dead in events.deadlocks_by_query.items():
         if dead.count >= ctx.config.deadlock_min_count:
-            query = queries.get(statement.fingerprint)
+            query = ctx.query(statement.fingerprint)
             yield _finding(ctx, statement, dead, ", ".join(query.applications) if query is not None else "")
 
 

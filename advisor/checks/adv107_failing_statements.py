@@ -44,12 +44,10 @@ def run(ctx: Context) -> Iterable[Finding]:
     events = ctx.workload.events
     if events is None:
         return
-    queries = {q.fingerprint: q for q in ctx.workload.queries}
     explained = {eq.query.fingerprint for eq in ctx.explained}
     for (statement, _), err in events.errors_by_query.items():
         if err.count >= ctx.config.failing_min_count:
-            query = queries.get(statement.fingerprint)
-            yield _finding(ctx, statement, err, query, statement.fingerprint in explained)
+            yield _finding(ctx, statement, err, ctx.query(statement.fingerprint), statement.fingerprint in explained)
 
 
 def _finding(ctx: Context, statement: Statement, err: Errors, query: Query | None, explained: bool) -> Finding:

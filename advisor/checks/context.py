@@ -33,9 +33,15 @@ class Context:
     config: Thresholds = DEFAULT
     connect_ms: float | None = None  # median time to open a connection to the target, when scan measured it
     workload_ms: float = field(init=False)  # the workload's total time: what a finding's impact is a share of
+    _by_fingerprint: dict[str, Query] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "workload_ms", sum(q.total_ms or 0.0 for q in self.workload.queries))
+        object.__setattr__(self, "_by_fingerprint", {q.fingerprint: q for q in self.workload.queries})
+
+    def query(self, fingerprint: str) -> Query | None:
+        """The workload's query of this fingerprint (the server events name theirs by fingerprint)."""
+        return self._by_fingerprint.get(fingerprint)
 
     def severity(self, impact_ms: float | None) -> Severity:
         """Every check's severity: the finding's impact against this workload (Thresholds.severity)."""
