@@ -95,15 +95,15 @@ def load(dsn: str, workdir: Path, scale: float = 1.0) -> dict[str, float]:
         started = time.perf_counter()
         conn.execute(f"DROP TABLE IF EXISTS {', '.join(TABLES)} CASCADE")
         for statement in SCHEMA:
-            conn.execute(statement)  # type: ignore[arg-type]
+            conn.execute(statement)
         for table in TABLES:  # an auto-ANALYZE mid-load would hold a snapshot VACUUM must wait out
-            conn.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = off)")  # type: ignore[arg-type]
+            conn.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = off)")
         timings["schema"] = time.perf_counter() - started
         started = time.perf_counter()
         conn.execute("SET maintenance_work_mem = '256MB'")
         with conn.transaction():
             for statement in DATA:
-                conn.execute(statement % sizes)  # type: ignore[arg-type]
+                conn.execute(statement % sizes)
         timings["data"] = time.perf_counter() - started
         started = time.perf_counter()
         vacuum_all_visible(conn)
@@ -115,16 +115,16 @@ def vacuum_all_visible(conn: psycopg.Connection) -> None:
     """VACUUM ANALYZE until every page is all-visible, as benchmarks/tpch.py's load does and for its reasons."""
     conn.execute("SET synchronous_commit = on")
     conn.execute("SELECT txid_current()")  # a synchronous commit flushes the WAL past the load: hint bits can be set
-    conn.execute(f"VACUUM ANALYZE {', '.join(TABLES)}")  # type: ignore[arg-type]
+    conn.execute(f"VACUUM ANALYZE {', '.join(TABLES)}")
     for _ in range(10):
         behind = [t for t in TABLES if conn.execute(
             "SELECT relallvisible < relpages FROM pg_class WHERE oid = %s::regclass", (t,)).fetchone()[0]]  # type: ignore[index]
         if not behind:
             break
         time.sleep(0.5)
-        conn.execute(f"VACUUM {', '.join(behind)}")  # type: ignore[arg-type]
+        conn.execute(f"VACUUM {', '.join(behind)}")
     for table in TABLES:
-        conn.execute(f"ALTER TABLE {table} RESET (autovacuum_enabled)")  # type: ignore[arg-type]
+        conn.execute(f"ALTER TABLE {table} RESET (autovacuum_enabled)")
 
 
 def data_size(dsn: str) -> dict[str, dict[str, int]]:
@@ -181,7 +181,7 @@ class Shop:
         self.buyers: list[int] = []  # customers whose order this client placed: some cancel it
 
     def run(self, name: str, *params) -> list[tuple]:
-        cur = self.conn.execute(SQL[name], params)  # type: ignore[arg-type]
+        cur = self.conn.execute(SQL[name], params)
         return cur.fetchall() if cur.description else []
 
     def customer(self) -> int:
@@ -238,7 +238,7 @@ class Shop:
             buyer = self.customer()
             order = self.run("order_insert", buyer, self.rng.randint(5, 900))[0][0]
             with self.conn.cursor() as cur:  # a pipeline of inserts: one logged execute per line
-                cur.executemany(SQL["item_insert"], [(order, n, p, q, self.rng.randint(1, 499))  # type: ignore[arg-type]
+                cur.executemany(SQL["item_insert"], [(order, n, p, q, self.rng.randint(1, 499))
                                                      for n, (p, q) in enumerate(lines, 1)])
             for product, qty in lines:
                 self.run("stock_take", qty, product)
@@ -320,18 +320,18 @@ def record(dsn: str, workdir: Path, seconds: float = 60.0, threads: int = 3) -> 
     log = workdir / "oltp-record.log"
     with psycopg.connect(dsn, autocommit=True, options=UNSEEN) as admin:
         admin.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-        sizes = {t: int(admin.execute(f"SELECT max(id) FROM {t}").fetchone()[0])  # type: ignore[index,arg-type]
+        sizes = {t: int(admin.execute(f"SELECT max(id) FROM {t}").fetchone()[0])  # type: ignore[index]
                  for t in ("customers", "products", "orders")}
         server_log, start, prefix = log_position(admin)
         database = admin.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
         admin.execute("SELECT pg_stat_statements_reset(0, (SELECT oid FROM pg_database WHERE datname = current_database()), 0)")
-        admin.execute(f'ALTER DATABASE "{database}" SET log_min_duration_statement = 0')  # type: ignore[arg-type]
+        admin.execute(f'ALTER DATABASE "{database}" SET log_min_duration_statement = 0')
         try:
             started = time.perf_counter()
             requests = clients(dsn, sizes, seconds, threads)
             duration = time.perf_counter() - started
         finally:
-            admin.execute(f'ALTER DATABASE "{database}" RESET log_min_duration_statement')  # type: ignore[arg-type]
+            admin.execute(f'ALTER DATABASE "{database}" RESET log_min_duration_statement')
         server = server_calls(admin)
     time.sleep(1.0)  # the logging collector writes the last lines
     copy_range(server_log, start, log)
@@ -419,8 +419,8 @@ def bind_literals(sql: str, parameters: str) -> str:
 
 def compare_calls(logged: dict[str, tuple[str, int]], server: Counter) -> dict:
     """Each entry's calls in the log beside pg_stat_statements' for the same fingerprint."""
-    rows = [{"label": label, "log": calls, "pg_stat_statements": server.get(fp, 0)} for fp, (label, calls) in logged.items()]
-    rows.sort(key=lambda r: r["label"])
+    rows = [{"label": label, "log": calls, "pg_stat_statements": server.get(fp, 0)}
+            for fp, (label, calls) in sorted(logged.items(), key=lambda item: item[1])]
     return {"entries": rows, "equal": all(r["log"] == r["pg_stat_statements"] for r in rows),
             "log_total": sum(r["log"] for r in rows), "server_total": sum(r["pg_stat_statements"] for r in rows)}
 
