@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -102,6 +103,21 @@ FOREIGN_KEYS: dict[str, tuple[tuple[str, ...], ...]] = {
 SLICED = {"lineitem": "l_orderkey", "orders": "o_orderkey", "partsupp": "ps_partkey", "customer": "c_custkey"}
 
 
+@dataclass(frozen=True)
+class Dataset:
+    """What load() needs of a DuckDB generator: TPC-H here, TPC-DS in benchmarks/tpcds.py."""
+
+    extension: str  # the DuckDB extension, shipped in the duckdb-ext-<extension> wheel
+    extension_version: str
+    generate: str  # the statement that builds the tables, with {sf}
+    tables: dict[str, str]  # table -> PostgreSQL column definitions
+    primary_keys: dict[str, tuple[str, ...]]
+    sliced: dict[str, str]  # big tables -> the key whose modulo splits them into slices
+
+
+TPCH = Dataset("tpch", TPCH_EXT_VERSION, "CALL dbgen(sf={sf})", TABLES, PRIMARY_KEYS, SLICED)
+
+
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -109,9 +125,9 @@ def log(msg: str) -> None:
 # --- DuckDB and its tpch extension ---------------------------------------------------------
 
 
-def ensure_duckdb() -> None:
-    """Install the pinned duckdb + duckdb-ext-tpch wheels into this interpreter if missing."""
-    want = {"duckdb": DUCKDB_VERSION, "duckdb_ext_tpch": TPCH_EXT_VERSION}
+def ensure_duckdb(extension: str = "tpch", extension_version: str = TPCH_EXT_VERSION) -> None:
+    """Install the pinned duckdb + duckdb-ext-<extension> wheels into this interpreter if missing."""
+    want = {"duckdb": DUCKDB_VERSION, f"duckdb_ext_{extension}": extension_version}
     from importlib import metadata
 
     missing = []
@@ -123,36 +139,40 @@ def ensure_duckdb() -> None:
             missing.append(dist)
     if not missing:
         return
-    pins = [f"duckdb=={DUCKDB_VERSION}", f"duckdb-ext-tpch=={TPCH_EXT_VERSION}"]
-    log(f"installing {' '.join(pins)} into {sys.prefix} (the TPC-H generator, from PyPI)")
+    pins = [f"duckdb=={DUCKDB_VERSION}", f"duckdb-ext-{extension}=={extension_version}"]
+    log(f"installing {' '.join(pins)} into {sys.prefix} (the {extension} generator, from PyPI)")
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", *pins], check=True)
     importlib.invalidate_caches()
 
 
-def tpch_extension_path() -> Path:
-    """The tpch.duckdb_extension file that the duckdb-ext-tpch wheel installed."""
+def extension_path(extension: str = "tpch", extension_version: str = TPCH_EXT_VERSION) -> Path:
+    """The <extension>.duckdb_extension file that the duckdb-ext-<extension> wheel installed."""
     import duckdb
 
     spec = importlib.util.find_spec("duckdb_ext")
     roots = list(spec.submodule_search_locations) if spec and spec.submodule_search_locations else []
     version = "v" + duckdb.__version__.lstrip("v")
-    found = sorted(p for r in roots for p in Path(r).glob(f"extensions/{version}/*/tpch.duckdb_extension"))
+    found = sorted(p for r in roots for p in Path(r).glob(f"extensions/{version}/*/{extension}.duckdb_extension"))
     if not found:
-        raise SystemExit(f"tpch.duckdb_extension for duckdb {version} not found under {roots}: "
-                         f"pip install duckdb=={DUCKDB_VERSION} duckdb-ext-tpch=={TPCH_EXT_VERSION}")
+        raise SystemExit(f"{extension}.duckdb_extension for duckdb {version} not found under {roots}: "
+                         f"pip install duckdb=={DUCKDB_VERSION} duckdb-ext-{extension}=={extension_version}")
     return found[0]
 
 
-def duckdb_tpch():
-    """An in-memory DuckDB connection with the tpch extension loaded from the wheel."""
-    ensure_duckdb()
+def duckdb_with(extension: str = "tpch", extension_version: str = TPCH_EXT_VERSION):
+    """An in-memory DuckDB connection with the extension loaded from its wheel."""
+    ensure_duckdb(extension, extension_version)
     import duckdb
 
     con = duckdb.connect()
     con.execute("SET autoinstall_known_extensions = false")
     con.execute("SET autoload_known_extensions = false")
-    con.execute(f"LOAD '{tpch_extension_path()}'")
+    con.execute(f"LOAD '{extension_path(extension, extension_version)}'")
     return con
+
+
+def duckdb_tpch():
+    return duckdb_with("tpch", TPCH_EXT_VERSION)
 
 
 # --- the data ------------------------------------------------------------------------------------
@@ -166,7 +186,7 @@ def _copy_file(dsn: str, table: str, path: Path) -> int:
         return cur.rowcount
 
 
-def export_csv(sf: float, workdir: Path, jobs: int) -> tuple[list[tuple[str, Path]], dict[str, float]]:
+def export_csv(sf: float, workdir: Path, jobs: int, dataset: Dataset = TPCH) -> tuple[list[tuple[str, Path]], dict[str, float]]:
     """Generate with DuckDB and write each table (big ones in slices) as CSV into ``workdir``.
 
     A ``manifest.json`` written last marks a complete set; a workdir that has one for the same
@@ -181,18 +201,18 @@ def export_csv(sf: float, workdir: Path, jobs: int) -> tuple[list[tuple[str, Pat
             return files, {}
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    con = duckdb_tpch()
-    con.execute(f"CALL dbgen(sf={float(sf)})")
+    con = duckdb_with(dataset.extension, dataset.extension_version)
+    con.execute(dataset.generate.format(sf=float(sf)))
     timings["generate"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     files: list[tuple[str, Path]] = []
-    for table in TABLES:
+    for table in dataset.tables:
         rows = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-        slices = max(1, min(jobs, rows // 200_000)) if table in SLICED else 1
+        slices = max(1, min(jobs, rows // 200_000)) if table in dataset.sliced else 1
         for i in range(slices):
             path = workdir / f"{table}.{i}.csv"
-            where = f" WHERE {SLICED[table]} % {slices} = {i}" if slices > 1 else ""
+            where = f" WHERE {dataset.sliced.get(table)} % {slices} = {i}" if slices > 1 else ""
             con.execute(f"COPY (SELECT * FROM {table}{where}) TO '{path}' (FORMAT csv, HEADER false)")
             files.append((table, path))
     con.close()
@@ -201,14 +221,16 @@ def export_csv(sf: float, workdir: Path, jobs: int) -> tuple[list[tuple[str, Pat
     return files, timings
 
 
-def load(dsn: str, sf: float, workdir: Path, jobs: int | None = None, keep_csv: bool = False) -> dict[str, float]:
-    """Generate TPC-H at scale ``sf`` and load it into the database at ``dsn``; seconds per phase."""
+def load(dsn: str, sf: float, workdir: Path, jobs: int | None = None, keep_csv: bool = False,
+         dataset: Dataset = TPCH) -> dict[str, float]:
+    """Generate TPC-H (or ``dataset``) at scale ``sf`` and load it into the database at ``dsn``; seconds per phase."""
     jobs = jobs or max(2, min(8, os.cpu_count() or 2))
-    files, timings = export_csv(sf, workdir, jobs)
+    files, timings = export_csv(sf, workdir, jobs, dataset)
+    tables = dataset.tables
 
     t0 = time.perf_counter()
     with psycopg.connect(dsn, autocommit=True) as conn:
-        for table, columns in TABLES.items():
+        for table, columns in tables.items():
             conn.execute(f"DROP TABLE IF EXISTS {table} CASCADE")
             conn.execute(f"CREATE TABLE {table} ({columns}) WITH (autovacuum_enabled = off)")
     # Largest files first so the long COPY streams start early.
@@ -226,37 +248,37 @@ def load(dsn: str, sf: float, workdir: Path, jobs: int | None = None, keep_csv: 
     def add_pk(table: str) -> None:
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute("SET maintenance_work_mem = '512MB'")
-            conn.execute(f"ALTER TABLE {table} ADD PRIMARY KEY ({', '.join(PRIMARY_KEYS[table])})")
+            conn.execute(f"ALTER TABLE {table} ADD PRIMARY KEY ({', '.join(dataset.primary_keys[table])})")
 
-    with ThreadPoolExecutor(jobs) as pool:
-        list(pool.map(add_pk, sorted(TABLES, key=lambda t: t != "lineitem")))
+    with ThreadPoolExecutor(jobs) as pool:  # the big (sliced) tables first
+        list(pool.map(add_pk, sorted(tables, key=lambda t: t not in dataset.sliced)))
     timings["primary_keys"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("SET synchronous_commit = on")  # see the module's docstring
         conn.execute("SELECT txid_current()")  # a synchronous commit: the WAL is flushed past every load
-        conn.execute(f"VACUUM ANALYZE {', '.join(TABLES)}")
+        conn.execute(f"VACUUM ANALYZE {', '.join(tables)}")
         for _ in range(10):  # an ANALYZE elsewhere (autovacuum's, of a catalog) can hold a snapshot: try again
-            behind = [t for t in TABLES if conn.execute(
+            behind = [t for t in tables if conn.execute(
                 "SELECT relallvisible < relpages FROM pg_class WHERE oid = %s::regclass", (t,)).fetchone()[0]]
             if not behind:
                 break
             time.sleep(0.5)
             conn.execute(f"VACUUM {', '.join(behind)}")
-        for table in TABLES:
+        for table in tables:
             conn.execute(f"ALTER TABLE {table} RESET (autovacuum_enabled)")
     timings["analyze"] = time.perf_counter() - t0
     return timings
 
 
-def table_sizes(dsn: str) -> dict[str, dict]:
+def table_sizes(dsn: str, tables: list[str] | None = None) -> dict[str, dict]:
     """Rows, bytes and the share of pages marked all-visible (what index-only scans are priced by)."""
     with psycopg.connect(dsn) as conn:
         rows = conn.execute(
             "SELECT c.relname, c.reltuples::bigint, pg_table_size(c.oid), pg_indexes_size(c.oid), "
             "round(c.relallvisible::numeric / greatest(c.relpages, 1), 3)::float "
-            "FROM pg_class c WHERE c.relname = ANY(%s) AND c.relkind = 'r'", (list(TABLES),)).fetchall()
+            "FROM pg_class c WHERE c.relname = ANY(%s) AND c.relkind = 'r'", (tables or list(TABLES),)).fetchall()
     return {r[0]: {"rows": r[1], "table_bytes": r[2], "index_bytes": r[3], "all_visible": r[4]} for r in rows}
 
 
@@ -294,7 +316,11 @@ def read_queries(path: Path = QUERIES_FILE) -> list[tuple[int, str]]:
     """The 22 queries from tpch_queries.sql, as (number, text without the final semicolon)."""
     if not path.is_file():
         write_queries(path)
-    text = path.read_text()
+    return query_blocks(path.read_text())
+
+
+def query_blocks(text: str) -> list[tuple[int, str]]:
+    """The ``-- Qn`` blocks of a queries file (what precedes the first is its header)."""
     blocks = re.split(r"^-- Q(\d+)\s*$", text, flags=re.M)
     return [(int(blocks[i]), blocks[i + 1].strip().rstrip(";").strip()) for i in range(1, len(blocks), 2)]
 
