@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import random
 import re
+import statistics
 import sys
 import tempfile
 import time
@@ -41,7 +43,7 @@ from pathlib import Path
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import tpch
+import index_measure
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -93,11 +95,45 @@ class Workload:
         return sum(w * c for lab, w, c in zip(self.labels, self.weights, costs) if lab != skip)
 
 
-def tpch_workload() -> Workload:
-    queries = tpch.read_queries()
-    fks = [(t, cols) for t, sets in tpch.FOREIGN_KEYS.items() for cols in sets]
-    return Workload("tpch", [f"Q{n}" for n, _ in queries], [q for _, q in queries], [1.0] * len(queries),
-                    excluded=f"Q{NO_Q20}", fk_columns=fks)
+@dataclass(frozen=True)
+class Source:
+    """A benchmark workload as a registry entry: the module that loads it and what is special about it."""
+
+    name: str
+    title: str
+    module: str  # benchmarks/<module>.py, imported on first use (tpcds and oltp_workload may be absent)
+    marker_table: str  # a COMMENT on it says which data the database holds
+    excluded: str | None = None  # the label left out of the second relative cost (TPC-H's Q20)
+    scaled: bool = True  # its load takes --sf
+
+
+SOURCES = {
+    "tpch": Source("tpch", "TPC-H", "tpch", "lineitem", excluded=f"Q{NO_Q20}"),
+    "tpcds": Source("tpcds", "TPC-DS", "tpcds", "store_sales"),
+    "oltp": Source("oltp", "OLTP shop", "oltp_workload", "order_items", scaled=False),
+}
+
+
+def source_module(src: Source):
+    import importlib
+
+    try:
+        return importlib.import_module(src.module)
+    except ImportError as e:
+        raise SystemExit(f"--workload {src.name} needs benchmarks/{src.module}.py ({e})") from e
+
+
+def read_workload(src: Source, dsn: str, workdir: Path) -> Workload:
+    """The workload's queries: a generator's numbered queries (weight 1 each), or a recorded application's."""
+    mod = source_module(src)
+    if hasattr(mod, "record"):  # (label, SQL with literals, calls)
+        recorded = mod.record(dsn, workdir)
+        return Workload(src.name, [lab for lab, _, _ in recorded], [q for _, q, _ in recorded],
+                        [float(w) for _, _, w in recorded])
+    queries = mod.read_queries()
+    fks = [(t, tuple(cols)) for t, sets in mod.FOREIGN_KEYS.items() for cols in sets]
+    return Workload(src.name, [f"Q{n}" for n, _ in queries], [q for _, q in queries], [1.0] * len(queries),
+                    excluded=src.excluded, fk_columns=fks)
 
 
 # --- planner costs with hypothetical indexes ---------------------------------------------------------
@@ -257,9 +293,11 @@ def run_advisor(dsn: str, wl: Workload, base: list[float], budget_mb: float | No
                           "helps": len(getattr(r, "queries", ()) or ())} for r in recs],
         estimated_size_bytes=sum(r.estimated_size_bytes for r in recs),
         hypopg_size_bytes=measured["hypopg_size_bytes"],
-        costs=measured["costs"], failed=measured["failed"],
+        definitions=definitions, costs=measured["costs"], failed=measured["failed"],
         advisor_cost_before=advice.workload_cost_before, advisor_cost_after=advice.workload_cost_after,
         whatif_calls=advice.whatif_calls, seconds=round(advice.seconds, 3), wall_seconds=round(wall, 3),
+        # Fields Advice may gain (issue #15): cost requests answered from its cache, time in the server.
+        cache_hits=getattr(advice, "cache_hits", None), whatif_ms=getattr(advice, "whatif_ms", None),
         **summarize(wl, base, measured["costs"]),
     )
     return run
@@ -366,16 +404,21 @@ def print_summary(title: str, wl: Workload, res: dict) -> None:
               f"{r['rel_all']:>8.3f} {_fmt(r.get(key), '.3f', '') if key else '':>10} {r['whatif_calls']:>8} {r['seconds']:>7.2f}")
 
 
+def advisor_label(r: dict) -> str:
+    """A short column title for an advisor run: "adv 680MB", or "680MB-Q20" for the run without Q20."""
+    label = f"adv {r['budget_mb']:g}MB" if r.get("budget_mb") is not None else f"adv {r['max_indexes']}idx"
+    return label.replace("adv ", "") + "-" + r["without"] if r.get("without") else label
+
+
+def label_width(wl: Workload) -> int:
+    return min(48, max(5, *(len(lab) for lab in wl.labels)))
+
+
 def print_per_query(wl: Workload, res: dict) -> None:
     """Each query's cost relative to its baseline, per arm: where the indexes help and where they do not."""
     arms = [(name[:11], r["costs"]) for name, r in res["references"].items()]
-    for r in res["advisor"]:
-        if "costs" in r:
-            label = f"adv {r['budget_mb']:g}MB" if r.get("budget_mb") is not None else f"adv {r['max_indexes']}idx"
-            if r.get("without"):
-                label = label.replace("adv ", "") + "-" + r["without"]
-            arms.append((label, r["costs"]))
-    width = max(len(lab) for lab in wl.labels) if wl.name == "tpch" else 48
+    arms += [(advisor_label(r), r["costs"]) for r in res["advisor"] if "costs" in r]
+    width = label_width(wl)
     print(f"\n{wl.name}: cost per query relative to the baseline (1.000 = no help)")
     print(f"{'query':<{width}} {'weight':>6} {'baseline':>12} " + " ".join(f"{a:>11}" for a, _ in arms))
     for i, lab in enumerate(wl.labels):
@@ -385,17 +428,27 @@ def print_per_query(wl: Workload, res: dict) -> None:
 
 def print_recommendations(res: dict) -> None:
     for r in res["advisor"]:
-        if not r.get("recommendations"):
+        if "recommendations" not in r:
             continue
         label = f"budget {r['budget_mb']:g} MB" if r.get("budget_mb") is not None else f"max {r['max_indexes']} indexes"
         label += f", workload without {r['without']}" if r.get("without") else ""
         own = r["advisor_cost_after"] / r["advisor_cost_before"] if r.get("advisor_cost_before") else float("nan")
         print(f"\nrecommended at {label} (the advisor's own workload cost: {r['advisor_cost_before']:,.0f} → "
-              f"{r['advisor_cost_after']:,.0f}, {own:.3f}):")
+              f"{r['advisor_cost_after']:,.0f}, {own:.3f}; {search_effort(r)}):")
         for rec in r["recommendations"]:
             print(f"  {rec['estimated_size_bytes'] / MB:8.1f} MB  {rec['ddl']}")
         for f in r.get("failed", []):
             print(f"  (HypoPG refused {f['index']}: {f['error']})")
+
+
+def search_effort(r: dict) -> str:
+    """What the search cost: what-if calls, cost requests answered from the cache, server time, seconds."""
+    parts = [f"{r['whatif_calls']:,} what-if calls"]
+    if r.get("cache_hits") is not None:
+        parts.append(f"{r['cache_hits']:,} cost requests from the cache")
+    if r.get("whatif_ms") is not None:
+        parts.append(f"{r['whatif_ms'] / 1000:.1f} s in what-if")
+    return ", ".join(parts) + f", {r['seconds']:.1f} s"
 
 
 def verdicts(res: dict, sf: float, scaled: bool) -> list[dict]:
@@ -453,46 +506,227 @@ def parse_list(text: str, kind=float) -> list:
     return [kind(x) for x in text.split(",") if x.strip()] if text else []
 
 
-def load_tpch(dsn: str, sf: float, args, timer: Timer) -> dict:
-    marker = f"tpch sf={sf:g}"
+def load_data(src: Source, dsn: str, sf: float, args, timer: Timer) -> dict:
+    """Load the workload's data unless a comment on its marker table says the database holds it already."""
+    marker = f"{src.name} sf={sf:g}" if src.scaled else src.name
     with psycopg.connect(dsn, autocommit=True) as conn:
-        row = conn.execute("SELECT obj_description(to_regclass('lineitem'), 'pg_class') "
-                           "WHERE to_regclass('lineitem') IS NOT NULL").fetchone()
+        row = conn.execute("SELECT obj_description(to_regclass(%s), 'pg_class') WHERE to_regclass(%s) IS NOT NULL",
+                           (src.marker_table, src.marker_table)).fetchone()
     if row and row[0] == marker and not args.reload:
-        log(f"reusing the TPC-H data already in the database ({marker}); --reload to load again")
+        log(f"reusing the {src.title} data already in the database ({marker}); --reload to load again")
         return {}
-    cache = Path(args.workdir) / f"tpch-sf{sf:g}" if args.keep else None
-    with tempfile.TemporaryDirectory(prefix="tpch-") as tmp:
+    mod = source_module(src)
+    cache = Path(args.workdir) / (f"{src.name}-sf{sf:g}" if src.scaled else src.name) if args.keep else None
+    with tempfile.TemporaryDirectory(prefix=f"{src.name}-") as tmp:
         workdir = cache or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
-        log(f"loading TPC-H SF {sf:g} (drops and recreates the eight TPC-H tables)")
-        timings = tpch.load(dsn, sf, workdir, keep_csv=args.keep)
+        log(f"loading {src.title}" + (f" SF {sf:g}" if src.scaled else "") + " (drops and recreates its tables)")
+        timings = mod.load(dsn, sf, workdir, keep_csv=args.keep) if src.scaled else mod.load(dsn, workdir)
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f"COMMENT ON TABLE lineitem IS '{marker}'")
+        conn.execute(f"COMMENT ON TABLE {src.marker_table} IS '{marker}'")
     for phase, secs in timings.items():
-        timer.phases[f"tpch: {phase}"] = round(secs, 3)
-        log(f"[tpch: {phase}] {secs:.1f} s")
+        timer.phases[f"{src.name}: {phase}"] = round(secs, 3)
+        log(f"[{src.name}: {phase}] {secs:.1f} s")
     return timings
 
 
-def main() -> int:
+def table_sizes(src: Source, dsn: str) -> dict[str, dict]:
+    """The module's own table_sizes(dsn), or every table of the public schema in the same shape."""
+    own = getattr(source_module(src), "table_sizes", None)
+    if own is not None:
+        return own(dsn)
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            "SELECT c.relname, c.reltuples::bigint, pg_table_size(c.oid), pg_indexes_size(c.oid), "
+            "round(c.relallvisible::numeric / greatest(c.relpages, 1), 3)::float FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relkind = 'r'").fetchall()
+    return {r[0]: {"rows": r[1], "table_bytes": r[2], "index_bytes": r[3], "all_visible": r[4]} for r in rows}
+
+
+def workload_title(src: Source, wl: Workload, sf: float, sizes: dict[str, dict]) -> str:
+    total_mb = sum(s["table_bytes"] + s["index_bytes"] for s in sizes.values()) / MB
+    visible = min((s["all_visible"] for s in sizes.values()), default=0.0)
+    scale = f" SF {sf:g}" if src.scaled else ""
+    executions = f", {sum(wl.weights):,.0f} executions (weighted by calls)" if not src.scaled else ""
+    return (f"{src.title}{scale} ({total_mb:,.0f} MB of tables and their keys in {len(sizes)} tables, "
+            f"{visible:.0%} of pages all-visible or more), {len(wl.sqls)} queries{executions}")
+
+
+def source_versions(src: Source) -> dict[str, str]:
+    """The generator's pinned versions (DUCKDB_VERSION, TPCH_EXT_VERSION, …) as the module declares them."""
+    mod = source_module(src)
+    return {k.lower(): v for k, v in vars(mod).items() if k.endswith("_VERSION") and isinstance(v, str)}
+
+
+def print_source(src: dict) -> None:
+    print(f"advisor code: commit {src['commit'] or '?'}"
+          + (f" + {len(src['uncommitted'])} uncommitted file(s)" if src["uncommitted"] else "")
+          + f", advisor/indexes sha256 {src['advisor_indexes_sha256']}")
+
+
+# --- --measure: the arms built for real and timed ------------------------------------------------
+
+
+def measured_arms(res: dict) -> list[index_measure.Arm]:
+    """none, the reference sets, then each advisor run, with the planner costs the run computed for them."""
+    arms = [index_measure.Arm("none", [], res["baseline"])]
+    arms += [index_measure.Arm(name, r["indexes"], r["costs"]) for name, r in res["references"].items()]
+    arms += [index_measure.Arm(advisor_label(r), r["definitions"], r["costs"]) for r in res["advisor"] if "costs" in r]
+    return arms
+
+
+def run_measure(dsn: str, wl: Workload, arms: list[index_measure.Arm], args, timer: Timer) -> dict:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SELECT hypopg_reset()")
+        settings: dict[str, str] = dict(conn.execute(
+            "SELECT name, current_setting(name) FROM pg_settings WHERE name = ANY(%s)",
+            (["shared_buffers", "work_mem", "effective_cache_size", "max_parallel_workers_per_gather", "jit",
+              "random_page_cost"],)).fetchall())
+    with timer(f"{wl.name}: measure {len(arms)} arms"):
+        measured = index_measure.measure(dsn, arms, wl.sqls, args.measure_runs, args.measure_timeout, log)
+    return {**measured, "settings": settings}
+
+
+def weighted(wl: Workload, values: list[float], skip: str | None = None) -> float:
+    return sum(w * v for lab, w, v in zip(wl.labels, wl.weights, values) if lab != skip)
+
+
+def print_measured(wl: Workload, m: dict, arms: list[index_measure.Arm]) -> None:
+    """Per arm: measured runtime beside the planner-cost ratio, build time and real size (arm 0 is "none")."""
+    base = m["arms"][0]
+    base_run = [q["seconds"] for q in base["queries"]]
+    skips = [None, wl.excluded] if wl.excluded else [None]
+    print(f"\n## measured: {wl.name}, indexes built for real, median of {m['runs']} runs per query, "
+          f"timeout {m['timeout_seconds']:g} s (server: " + ", ".join(f"{k} {v}" for k, v in m["settings"].items()) + ")")
+    cols = "".join(f" {'run s' + (' no ' + sk if sk else ''):>13} {'rel run':>8} {'rel cost':>8}" for sk in skips)
+    header = f"{'arm':<11} {'#idx':>4} {'real MB':>8} {'build s':>8}{cols} {'real-cost rel':>13} {'timeouts':>8}"
+    print(header + "\n" + "-" * len(header))
+    for arm, r in zip(arms, m["arms"]):
+        run = [q["seconds"] for q in r["queries"]]
+        cells = ""
+        for sk in skips:
+            cells += (f" {weighted(wl, run, sk):>13,.1f} {weighted(wl, run, sk) / weighted(wl, base_run, sk):>8.3f}"
+                      f" {wl.total(arm.costs, sk) / wl.total(arms[0].costs, sk):>8.3f}")
+        real_rel = weighted(wl, r["real_costs"]) / weighted(wl, base["real_costs"])
+        same = f"  (= {r['same_as']})" if r.get("same_as") else ""
+        print(f"{r['arm']:<11} {len(r['indexes']):>4} {r['bytes'] / MB:>8.1f} {r['build_seconds']:>8.1f}{cells} "
+              f"{real_rel:>13.3f} {sum(q['timeout'] for q in r['queries']):>8}{same}")
+
+
+def print_measured_per_query(wl: Workload, m: dict) -> None:
+    width = label_width(wl)
+    print(f"\n{wl.name}: measured seconds per query and arm (* = timed out), and Spearman's rho of planner cost "
+          "vs runtime across the arms")
+    print(f"{'query':<{width}} " + " ".join(f"{r['arm']:>10}" for r in m["arms"]) + f" {'rho':>6}")
+    for i, lab in enumerate(wl.labels):
+        cells = " ".join(f"{r['queries'][i]['seconds']:>9.2f}" + ("*" if r["queries"][i]["timeout"] else " ")
+                         for r in m["arms"])
+        rho = m["spearman_per_query"][i]
+        print(f"{lab[:width]:<{width}} {cells} {_fmt(rho, '>6.2f', '     -')}")
+    rhos = [x for x in m["spearman_per_query"] if x is not None]
+    print(f"Spearman's rho, planner cost vs measured runtime: over all {len(wl.labels)} × {len(m['arms'])} "
+          f"(query, arm) pairs {_fmt(m['spearman_all'], '.3f')} with the HypoPG costs, "
+          f"{_fmt(m['spearman_all_real_costs'], '.3f')} with the real indexes' costs; per query median "
+          f"{_fmt(statistics.median(rhos) if rhos else None, '.2f')} over {len(rhos)} queries "
+          f"({len(wl.labels) - len(rhos)} without a ranking: the same cost in every arm)")
+
+
+# --- main ------------------------------------------------------------------------------------------------
+
+
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sf", type=float, default=0.1, help="TPC-H scale factor (0.1 default; 1 ≈ 1 GB)")
+    ap.add_argument("--workload", choices=sorted(SOURCES), default="tpch", help="which benchmark workload (default tpch)")
+    ap.add_argument("--sf", type=float, default=0.1, help="scale factor of tpch/tpcds (0.1 default; TPC-H 1 ≈ 1 GB)")
     ap.add_argument("--budgets", default="250,500,680,1000", help="index size budgets in MB (10^6 bytes), comma-separated")
     ap.add_argument("--scale-budgets", action="store_true", help="multiply the budgets by --sf (SF 0.1: 25,50,68,100 MB)")
     ap.add_argument("--max-indexes", default="", help="index-count limits, comma-separated: one advisor run each, no size budget")
     ap.add_argument("--max-width", type=int, default=3, help="advise(max_width=…)")
-    ap.add_argument("--dsn", help="use this database instead of a throwaway cluster (TPC-H tables are dropped and reloaded)")
+    ap.add_argument("--dsn", help="use this database instead of a throwaway cluster (the workload's tables are dropped and reloaded)")
     ap.add_argument("--keep", action="store_true", help="keep the generated CSV files in the workdir and reuse them next time")
     ap.add_argument("--reload", action="store_true", help="with --dsn: load again even if the data is there")
     ap.add_argument("--workdir", default=str(REPO / "bench-out"), help="results (and --keep data) go here")
     ap.add_argument("--no-demo", action="store_true", help="skip the demo fixture workload")
     ap.add_argument("--no-advisor", action="store_true", help="data, baseline and reference sets only")
+    ap.add_argument("--measure", action="store_true", help="build each arm's indexes for real and time the queries")
+    ap.add_argument("--measure-timeout", type=float, default=60.0, help="--measure: statement_timeout per query, seconds")
+    ap.add_argument("--measure-runs", type=int, default=3, help="--measure: runs per query (the median is kept)")
     ap.add_argument("--verbose", action="store_true", help="show the advisor's progress steps")
-    args = ap.parse_args()
+    return ap.parse_args()
 
-    sf = args.sf
-    factor = sf if args.scale_budgets else 1.0
+
+def start_database(src: Source, args, timer: Timer):
+    """(dsn, cluster): the --dsn database, or a new one in a throwaway cluster (the caller stops it)."""
+    if args.dsn:
+        return args.dsn, None
+    from advisor.db.embedded import EmbeddedCluster
+
+    with timer("start cluster"):
+        cluster = EmbeddedCluster().start()
+        if not cluster.has_hypopg:
+            cluster.stop()
+            raise SystemExit("HypoPG is not installed for this PostgreSQL: apt-get install postgresql-15-hypopg")
+        return cluster.create_database(src.name), cluster
+
+
+def server_versions(dsn: str) -> dict[str, str]:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        server = conn.execute("SHOW server_version").fetchone()[0]
+        conn.execute("CREATE EXTENSION IF NOT EXISTS hypopg")
+        hypopg = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'hypopg'").fetchone()[0]
+    return {"postgresql": server, "hypopg": hypopg}
+
+
+def main_workload(src: Source, dsn: str, runs, factor: float, args, timer: Timer) -> dict:
+    """Load, cost every arm, optionally measure them, print it all; the JSON document's parts."""
+    load_data(src, dsn, args.sf, args, timer)
+    versions = {**server_versions(dsn), **source_versions(src)}
+    sizes = table_sizes(src, dsn)
+    wl = read_workload(src, dsn, Path(args.workdir))
+    res = bench_workload(dsn, wl, runs, args, timer)
+    for r in res["advisor"]:
+        r["budget_nominal_mb"] = r["budget_mb"] / factor if r.get("budget_mb") is not None else None
+    src_code = advisor_source()
+    print_source(src_code)
+    print_summary(workload_title(src, wl, args.sf, sizes), wl, res)
+    print_per_query(wl, res)
+    print_recommendations(res)
+    vs = None
+    if src.name == "tpch":  # the targets are TPC-H's
+        vs = verdicts(res, args.sf, args.scale_budgets)
+        print_verdicts(vs, args.sf, args.scale_budgets)
+    if args.measure:
+        arms = measured_arms(res)
+        res["measured"] = m = run_measure(dsn, wl, arms, args, timer)
+        print_measured(wl, m, arms)
+        print_measured_per_query(wl, m)
+    return {"versions": versions, "advisor_source": src_code, "tables": sizes, src.name: res, "targets": vs}
+
+
+def run_demo(cluster, budgets: list[float], runs, args, timer: Timer) -> dict | None:
+    if args.no_demo:
+        return None
+    if cluster is None:
+        log("--dsn given: the demo workload needs a database of its own; skipped (run without --dsn)")
+        return None
+    demo_dsn = cluster.create_database("advisor_demo")
+    with timer("demo: load fixture and record workload"):
+        dwl = demo_workload(demo_dsn)
+    # Budgets are not scaled for the demo: --scale-budgets is about TPC-H's scale factor.
+    demo_runs = [(b, None) for b in budgets] + [r for r in runs if r[0] is None]
+    demo_res = bench_workload(demo_dsn, dwl, demo_runs, args, timer)
+    print_summary(f"demo fixture workload: {len(dwl.sqls)} statements, {sum(dwl.weights):g} executions "
+                  f"(relative costs weighted by executions)", dwl, demo_res)
+    print_per_query(dwl, demo_res)
+    print_recommendations(demo_res)
+    demo_res["statements"] = dwl.sqls
+    return demo_res
+
+
+def main() -> int:
+    args = parse_args()
+    src = SOURCES[args.workload]
+    factor = args.sf if args.scale_budgets else 1.0
     budgets = parse_list(args.budgets)
     runs: list[tuple[float | None, int | None]] = [(b * factor, None) for b in budgets]
     runs += [(None, k) for k in parse_list(args.max_indexes, int)]
@@ -502,76 +736,24 @@ def main() -> int:
     _, _, advise_err = load_advise()
     if advise_err and not args.no_advisor:
         log(f"the advisor arm cannot run ({advise_err}): data, baseline and reference sets only")
-
-    cluster = None
+    dsn, cluster = start_database(src, args, timer)
     try:
-        if args.dsn:
-            dsn = args.dsn
-        else:
-            from advisor.db.embedded import EmbeddedCluster
-
-            with timer("start cluster"):
-                cluster = EmbeddedCluster().start()
-                if not cluster.has_hypopg:
-                    raise SystemExit("HypoPG is not installed for this PostgreSQL: apt-get install postgresql-15-hypopg")
-                dsn = cluster.create_database("tpch")
-        load_tpch(dsn, sf, args, timer)
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            server = conn.execute("SHOW server_version").fetchone()[0]
-            conn.execute("CREATE EXTENSION IF NOT EXISTS hypopg")
-            hypopg = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'hypopg'").fetchone()[0]
-        sizes = tpch.table_sizes(dsn)
-
-        wl = tpch_workload()
-        res = bench_workload(dsn, wl, runs, args, timer)
-        for r in res["advisor"]:
-            r["budget_nominal_mb"] = r["budget_mb"] / factor if r.get("budget_mb") is not None else None
-        total_mb = sum(s["table_bytes"] + s["index_bytes"] for s in sizes.values()) / MB
-        visible = min(s["all_visible"] for s in sizes.values())
-        title = (f"TPC-H SF {sf:g} ({total_mb:,.0f} MB of tables and primary keys, "
-                 f"{visible:.0%} of pages all-visible or more), 22 queries")
-        src = advisor_source()
-        print(f"advisor code: commit {src['commit'] or '?'}"
-              + (f" + {len(src['uncommitted'])} uncommitted file(s)" if src["uncommitted"] else "")
-              + f", advisor/indexes sha256 {src['advisor_indexes_sha256']}")
-        print_summary(title, wl, res)
-        if advise_err and not args.no_advisor:
-            print(f"advisor: not run ({advise_err})")
-        print_per_query(wl, res)
-        print_recommendations(res)
-        vs = verdicts(res, sf, args.scale_budgets)
-        print_verdicts(vs, sf, args.scale_budgets)
-
-        demo_res = None
-        if not args.no_demo:
-            demo_dsn = cluster.create_database("advisor_demo") if cluster else None
-            if demo_dsn is None:
-                log("--dsn given: the demo workload needs a database of its own; skipped (run without --dsn)")
-            else:
-                with timer("demo: load fixture and record workload"):
-                    dwl = demo_workload(demo_dsn)
-                # Budgets are not scaled for the demo: --scale-budgets is about TPC-H's scale factor.
-                demo_runs = [(b, None) for b in budgets] + [r for r in runs if r[0] is None]
-                demo_res = bench_workload(demo_dsn, dwl, demo_runs, args, timer)
-                print_summary(f"demo fixture workload: {len(dwl.sqls)} statements, {sum(dwl.weights):g} executions "
-                              f"(relative costs weighted by executions)", dwl, demo_res)
-                print_per_query(dwl, demo_res)
-                print_recommendations(demo_res)
-                demo_res["statements"] = dwl.sqls
+        parts = main_workload(src, dsn, runs, factor, args, timer)
+        demo_res = run_demo(cluster, budgets, runs, args, timer)
     finally:
         if cluster is not None:
             cluster.stop()
 
     print("\nphases (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timer.phases.items()))
-    out = Path(args.workdir) / f"index_bench-sf{sf:g}.json"
+    name = f"index_bench-sf{args.sf:g}" if src.name == "tpch" else f"index_bench-{src.name}" + (f"-sf{args.sf:g}" if src.scaled else "")
+    out = Path(args.workdir) / f"{name}.json"
     doc = {
-        "benchmark": "index_bench", "version": 1, "sf": sf, "scaled_budgets": args.scale_budgets,
-        "budgets_mb": budgets, "runs": [list(r) for r in runs], "max_width": args.max_width,
-        "machine": {"python": platform.python_version(), "platform": platform.platform(), "cpus": __import__("os").cpu_count()},
-        "versions": {"postgresql": server, "hypopg": hypopg, "duckdb": tpch.DUCKDB_VERSION, "duckdb_ext_tpch": tpch.TPCH_EXT_VERSION},
-        "advisor_source": src, "tables": sizes, "phases_seconds": timer.phases, "total_seconds": round(time.perf_counter() - started, 1),
-        "tpch": res, "targets": vs, "demo": demo_res,
-        "advisor_unavailable": None if args.no_advisor else advise_err,
+        "benchmark": "index_bench", "version": 2, "workload": src.name, "sf": args.sf if src.scaled else None,
+        "scaled_budgets": args.scale_budgets, "budgets_mb": budgets, "runs": [list(r) for r in runs],
+        "max_width": args.max_width,
+        "machine": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()},
+        **parts, "phases_seconds": timer.phases, "total_seconds": round(time.perf_counter() - started, 1),
+        "demo": demo_res, "advisor_unavailable": None if args.no_advisor else advise_err,
     }
     out.write_text(json.dumps(doc, indent=1, default=str))
     print(f"results: {out}")
