@@ -1,26 +1,35 @@
-"""Index-advisor benchmark: `advise()` on the 22 TPC-H queries, judged by the planner's costs.
+"""Index-advisor benchmark: `advise()` on TPC-H's 22 queries (or TPC-DS, or an OLTP shop), judged by
+the planner's costs and, with --measure, by the queries' real runtimes.
 
-    .venv/bin/python benchmarks/index_bench.py [--sf 0.1] [--budgets 250,500,680,1000]
-        [--max-indexes 5,10] [--scale-budgets] [--keep] [--dsn DSN] [--workdir bench-out]
+    .venv/bin/python benchmarks/index_bench.py [--workload tpch|tpcds|oltp] [--sf 0.1]
+        [--budgets 250,500,680,1000] [--max-indexes 5,10] [--scale-budgets] [--keep] [--dsn DSN]
+        [--measure [--measure-timeout 60] [--measure-runs 3]] [--workdir bench-out]
 
-Builds TPC-H at scale factor --sf with DuckDB's generator (benchmarks/tpch.py; the pinned
-duckdb + duckdb-ext-tpch wheels are pip-installed into this interpreter if missing) in a
-throwaway PostgreSQL (advisor.db.embedded) or the database at --dsn, primary keys only.
+Builds the workload's data (TPC-H or TPC-DS at scale factor --sf with DuckDB's generators,
+benchmarks/tpch.py and tpcds.py, whose pinned wheels are pip-installed into this interpreter
+if missing; the OLTP shop of benchmarks/oltp_workload.py, its queries recorded from the
+server's log) in a throwaway PostgreSQL (advisor.db.embedded) or the database at --dsn,
+primary keys only. A workload is an entry of SOURCES; its module is imported on first use.
 Then, all costs being the root "Total Cost" of EXPLAIN (FORMAT JSON) with HypoPG
 hypothetical indexes in one session:
 
 - baseline: each query with no secondary index;
 - two reference index sets: one single-column index per predicate column, and one index
-  per foreign key (TPC-H's spec FKs);
+  per foreign key (the spec's FKs, or the declared ones);
 - the advisor: `advisor.indexes.selection.advise()` for each budget (and each index-count
-  limit), once on the 22 queries and once on the 21 without Q20 (whose cost is 99.7 % of
-  the total, so advice for all 22 is advice for Q20; the targets are judged on the
-  second); its recommended indexes are re-created here as hypothetical indexes and the
-  22 queries costed again, so every arm is measured the same way in the same run.
+  limit), on the whole workload and, for TPC-H, once more on the 21 queries without Q20
+  (whose cost is 99.7 % of the total, so advice for all 22 is advice for Q20; the targets
+  are judged on the second); its recommended indexes are re-created here as hypothetical
+  indexes and the queries costed again, so every arm is measured the same way in the same run.
+
+--measure then builds each arm's indexes for real, one arm at a time, and times the queries
+(benchmarks/index_measure.py): runtime beside the planner-cost ratio, build time, real size,
+and Spearman's rank correlation of planner cost and runtime.
 
 The same figures for the `advisor demo` fixture workload follow. Results go to stdout
-and <workdir>/index_bench-sf<SF>.json. Targets are printed, not asserted; the exit status
-is 1 only when the data or the queries fail. See benchmarks/README.md.
+and <workdir>/index_bench-sf<SF>.json (index_bench-<workload>….json for the others). Targets
+are printed, not asserted; the exit status is 1 only when the data or the queries fail.
+See benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -90,6 +99,7 @@ class Workload:
     weights: list[float]
     excluded: str | None = None  # the label left out of the second relative cost ("Q20")
     fk_columns: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)  # (table, columns)
+    seconds: float | None = None  # the span a recorded workload's calls were counted over (advise's workload_seconds)
 
     def total(self, costs: list[float], skip: str | None = None) -> float:
         return sum(w * c for lab, w, c in zip(self.labels, self.weights, costs) if lab != skip)
@@ -128,8 +138,9 @@ def read_workload(src: Source, dsn: str, workdir: Path) -> Workload:
     mod = source_module(src)
     if hasattr(mod, "record"):  # (label, SQL with literals, calls)
         recorded = mod.record(dsn, workdir)
+        seconds = mod.last_recording(workdir)["seconds"] if hasattr(mod, "last_recording") else None
         return Workload(src.name, [lab for lab, _, _ in recorded], [q for _, q, _ in recorded],
-                        [float(w) for _, _, w in recorded])
+                        [float(w) for _, _, w in recorded], seconds=seconds)
     queries = mod.read_queries()
     fks = [(t, tuple(cols)) for t, sets in mod.FOREIGN_KEYS.items() for cols in sets]
     return Workload(src.name, [f"Q{n}" for n, _ in queries], [q for _, q in queries], [1.0] * len(queries),
@@ -227,7 +238,9 @@ def reference_sets(dsn: str, wl: Workload) -> dict[str, list[str]]:
             "CROSS JOIN LATERAL unnest(c.conkey) WITH ORDINALITY AS k(attnum, ord) "
             "JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.attnum "
             "WHERE c.contype = 'f' GROUP BY c.oid, c.conrelid").fetchall()
-    preds = [(t, c) for t, c in predicate_columns(wl.sqls, col_tables) if (t, c) not in leading]
+    # A column of a CTE or subquery is no table's: only tables' columns get an index.
+    preds = [(t, c) for t, c in predicate_columns(wl.sqls, col_tables)
+             if t in col_tables.get(c, set()) and (t, c) not in leading]
     fks = wl.fk_columns or [(t, tuple(cols)) for t, cols in declared]
     fks = [(t, cols) for t, cols in fks if not (len(cols) == 1 and (t, cols[0]) in leading)]
     return {
@@ -279,7 +292,7 @@ def run_advisor(dsn: str, wl: Workload, base: list[float], budget_mb: float | No
     try:
         advice = advise(dsn, queries, max_indexes=max_indexes,
                         budget_bytes=int(budget_mb * MB) if budget_mb is not None else None,
-                        max_width=max_width, step=step)
+                        max_width=max_width, workload_seconds=wl.seconds, step=step)
     except Exception as e:
         return {**run, "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(),
                 "wall_seconds": round(time.perf_counter() - t0, 3)}
@@ -599,7 +612,7 @@ def print_measured(wl: Workload, m: dict, arms: list[index_measure.Arm]) -> None
     print(f"\n## measured: {wl.name}, indexes built for real, median of {m['runs']} runs per query, "
           f"timeout {m['timeout_seconds']:g} s (server: " + ", ".join(f"{k} {v}" for k, v in m["settings"].items()) + ")")
     cols = "".join(f" {'run s' + (' no ' + sk if sk else ''):>13} {'rel run':>8} {'rel cost':>8}" for sk in skips)
-    header = f"{'arm':<11} {'#idx':>4} {'real MB':>8} {'build s':>8}{cols} {'real-cost rel':>13} {'timeouts':>8}"
+    header = f"{'arm':<11} {'#idx':>4} {'real MB':>8} {'build s':>8}{cols} {'real-cost rel':>13} {'timeouts':>8} {'failed':>6} {'load':>5}"
     print(header + "\n" + "-" * len(header))
     for arm, r in zip(arms, m["arms"]):
         run = [q["seconds"] for q in r["queries"]]
@@ -610,25 +623,33 @@ def print_measured(wl: Workload, m: dict, arms: list[index_measure.Arm]) -> None
         real_rel = weighted(wl, r["real_costs"]) / weighted(wl, base["real_costs"])
         same = f"  (= {r['same_as']})" if r.get("same_as") else ""
         print(f"{r['arm']:<11} {len(r['indexes']):>4} {r['bytes'] / MB:>8.1f} {r['build_seconds']:>8.1f}{cells} "
-              f"{real_rel:>13.3f} {sum(q['timeout'] for q in r['queries']):>8}{same}")
+              f"{real_rel:>13.3f} {sum(q['timeout'] for q in r['queries']):>8} "
+              f"{sum(bool(q.get('error')) for q in r['queries']):>6} {r['load_average']:>5.1f}{same}")
+    for r in m["arms"]:
+        if r["failed"] and not r.get("same_as"):
+            print(f"  ({r['arm']}: {len(r['failed'])} indexes not built, first: {r['failed'][0]['error']})")
+
+
+def mark(query: dict) -> str:
+    return "*" if query["timeout"] else "!" if query.get("error") else " "
 
 
 def print_measured_per_query(wl: Workload, m: dict) -> None:
     width = label_width(wl)
-    print(f"\n{wl.name}: measured seconds per query and arm (* = timed out), and Spearman's rho of planner cost "
-          "vs runtime across the arms")
+    print(f"\n{wl.name}: measured seconds per query and arm (* = timed out, ! = failed), and Spearman's rho of "
+          "planner cost vs runtime across the arms")
     print(f"{'query':<{width}} " + " ".join(f"{r['arm']:>10}" for r in m["arms"]) + f" {'rho':>6}")
     for i, lab in enumerate(wl.labels):
-        cells = " ".join(f"{r['queries'][i]['seconds']:>9.2f}" + ("*" if r["queries"][i]["timeout"] else " ")
-                         for r in m["arms"])
+        cells = " ".join(f"{r['queries'][i]['seconds']:>9.2f}" + mark(r["queries"][i]) for r in m["arms"])
         rho = m["spearman_per_query"][i]
         print(f"{lab[:width]:<{width}} {cells} {_fmt(rho, '>6.2f', '     -')}")
     rhos = [x for x in m["spearman_per_query"] if x is not None]
-    print(f"Spearman's rho, planner cost vs measured runtime: over all {len(wl.labels)} × {len(m['arms'])} "
-          f"(query, arm) pairs {_fmt(m['spearman_all'], '.3f')} with the HypoPG costs, "
-          f"{_fmt(m['spearman_all_real_costs'], '.3f')} with the real indexes' costs; per query median "
+    print(f"Spearman's rho, planner cost vs measured runtime: per query median "
           f"{_fmt(statistics.median(rhos) if rhos else None, '.2f')} over {len(rhos)} queries "
-          f"({len(wl.labels) - len(rhos)} without a ranking: the same cost in every arm)")
+          f"({len(wl.labels) - len(rhos)} without a ranking: the same cost in every arm); "
+          f"over all {len(wl.labels)} × {len(m['arms'])} (query, arm) pairs {_fmt(m['spearman_all'], '.3f')} "
+          f"with the HypoPG costs, {_fmt(m['spearman_all_real_costs'], '.3f')} with the real indexes' costs; "
+          f"their ratios to no index (predicted vs measured speed-up) {_fmt(m['spearman_ratios'], '.3f')}")
 
 
 # --- main ------------------------------------------------------------------------------------------------

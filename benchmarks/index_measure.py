@@ -20,6 +20,7 @@ and over all (query, arm) pairs. ``spearman`` is the exact formula with average 
 
 from __future__ import annotations
 
+import os
 import re
 import statistics
 import sys
@@ -120,16 +121,25 @@ def drop(conn: psycopg.Connection, built: dict) -> None:
         conn.execute(f"DROP INDEX IF EXISTS {b['name']}")
 
 
-def run_once(conn: psycopg.Connection, sql: str) -> tuple[float, bool]:
-    """Wall seconds of one execution with every row fetched; True when the timeout cancelled it."""
-    t0 = time.perf_counter()
-    try:
-        with conn.cursor() as cur:
+def run_once(conn: psycopg.Connection, sql: str) -> tuple[float, str | None]:
+    """Wall seconds of one execution with every row fetched, and what stopped it ("timeout", an error).
+
+    Each statement runs in a transaction rolled back after it: a workload's writes (the OLTP shop's
+    INSERT, UPDATE, DELETE) are timed with their index upkeep and leave the data as every arm finds it.
+    BEGIN and ROLLBACK are outside the timed span."""
+    stopped = None
+    with conn.transaction(force_rollback=True), conn.cursor() as cur:
+        t0 = time.perf_counter()
+        try:
             cur.execute(sql)
-            cur.fetchall()
-    except psycopg.errors.QueryCanceled:
-        return time.perf_counter() - t0, True
-    return time.perf_counter() - t0, False
+            if cur.description is not None:
+                cur.fetchall()
+        except psycopg.errors.QueryCanceled:
+            stopped = "timeout"
+        except psycopg.Error as e:
+            stopped = str(e).strip().splitlines()[0]
+        seconds = time.perf_counter() - t0
+    return seconds, stopped
 
 
 def time_queries(conn: psycopg.Connection, sqls: list[str], runs: int, timeout_s: float, log) -> list[dict]:
@@ -137,15 +147,17 @@ def time_queries(conn: psycopg.Connection, sqls: list[str], runs: int, timeout_s
     conn.execute(f"SET statement_timeout = '{int(timeout_s * 1000)}ms'")
     out = []
     for i, sql in enumerate(sqls):
-        times, timed_out = [], False
+        times, stopped = [], None
         for _ in range(runs):
-            seconds, timed_out = run_once(conn, sql)
-            times.append(timeout_s if timed_out else seconds)
-            if timed_out:
-                break  # it would time out again: its median is the timeout
+            seconds, stopped = run_once(conn, sql)
+            times.append(timeout_s if stopped == "timeout" else seconds)
+            if stopped is not None:
+                break  # it would stop again: a timeout's median is the timeout
+        timed_out = stopped == "timeout"
         out.append({"seconds": round(timeout_s if timed_out else statistics.median(times), 4),
-                    "runs": [round(t, 4) for t in times], "timeout": timed_out})
-        log(f"      query {i + 1}/{len(sqls)}: {out[-1]['seconds']:.2f} s" + (" (timeout)" if timed_out else ""))
+                    "runs": [round(t, 4) for t in times], "timeout": timed_out,
+                    "error": None if timed_out else stopped})
+        log(f"      query {i + 1}/{len(sqls)}: {out[-1]['seconds']:.2f} s" + (f" ({stopped})" if stopped else ""))
     conn.execute("RESET statement_timeout")
     return out
 
@@ -168,10 +180,12 @@ def measure_arm(dsn: str, arm: Arm, sqls: list[str], runs: int, timeout_s: float
             f"{built['bytes'] / 1e6:.0f} MB")
         try:
             costs = real_costs(conn, sqls)
+            load_before = os.getloadavg()[0]
             timed = time_queries(conn, sqls, runs, timeout_s, log)
+            load = (load_before + os.getloadavg()[0]) / 2  # the machine is shared: how busy it was meanwhile
         finally:
             drop(conn, built)
-    return {"arm": arm.name, **built, "real_costs": costs, "queries": timed}
+    return {"arm": arm.name, **built, "real_costs": costs, "queries": timed, "load_average": round(load, 2)}
 
 
 # --- all arms -----------------------------------------------------------------------------------
@@ -194,16 +208,19 @@ def measure(dsn: str, arms: list[Arm], sqls: list[str], runs: int, timeout_s: fl
 
 
 def correlations(arms: list[Arm], results: list[dict]) -> dict:
-    """Spearman's rho between planner cost and runtime: per query across arms, and pooled."""
+    """Spearman's rho between planner cost and runtime: per query across the arms; over all (query, arm)
+    pairs, which mostly ranks the queries by size; and over the pairs' ratios to the first arm (no
+    index), which asks whether the predicted speed-ups rank as the measured ones."""
     n = len(arms[0].costs) if arms else 0
-    per_query, xs, ys = [], [], []
-    for q in range(n):
-        costs = [a.costs[q] for a in arms]
-        seconds = [r["queries"][q]["seconds"] for r in results]
-        per_query.append(spearman(costs, seconds))
-        xs += costs
-        ys += seconds
-    real = [c for r in results for c in r["real_costs"]]
-    pooled_real = [r["queries"][q]["seconds"] for r in results for q in range(n)]
-    return {"spearman_per_query": per_query, "spearman_all": spearman(xs, ys),
-            "spearman_all_real_costs": spearman(real, pooled_real)}
+    seconds = [[r["queries"][q]["seconds"] for q in range(n)] for r in results]
+    per_query = [spearman([a.costs[q] for a in arms], [s[q] for s in seconds]) for q in range(n)]
+    pairs = [(a.costs[q], s[q]) for a, s in zip(arms, seconds) for q in range(n)]
+    real = [(c, s[q]) for r, s in zip(results, seconds) for q, c in enumerate(r["real_costs"])]
+    ratios = [(a.costs[q] / arms[0].costs[q], s[q] / seconds[0][q]) for a, s in zip(arms[1:], seconds[1:])
+              for q in range(n) if arms[0].costs[q] and seconds[0][q]]
+    return {"spearman_per_query": per_query, "spearman_all": spearman(*_columns(pairs)),
+            "spearman_all_real_costs": spearman(*_columns(real)), "spearman_ratios": spearman(*_columns(ratios))}
+
+
+def _columns(pairs: list[tuple[float, float]]) -> tuple[list[float], list[float]]:
+    return [x for x, _ in pairs], [y for _, y in pairs]

@@ -53,3 +53,18 @@ def test_named_index_ddl():
     name, table, ddl = im.named("CREATE INDEX ON public.lineitem USING btree (l_partkey) INCLUDE (l_qty)", 3)
     assert (name, table) == ("bench_measure_3", "public.lineitem")
     assert ddl == "CREATE INDEX bench_measure_3 ON public.lineitem USING btree (l_partkey) INCLUDE (l_qty)"
+
+
+def test_correlations_per_query_pooled_and_by_ratio():
+    arms = [im.Arm("none", [], [10.0, 20.0]), im.Arm("a", [], [5.0, 20.0]), im.Arm("b", [], [1.0, 10.0])]
+
+    def result(real, seconds):
+        return {"real_costs": real, "queries": [{"seconds": s} for s in seconds]}
+
+    results = [result([10, 20], [1.0, 2.0]), result([5, 20], [0.6, 2.1]), result([1, 10], [0.2, 1.0])]
+    out = im.correlations(arms, results)
+    assert out["spearman_per_query"][0] == pytest.approx(1.0)  # costs 10 > 5 > 1, seconds 1 > 0.6 > 0.2
+    assert out["spearman_per_query"][1] == pytest.approx(im.spearman([20, 20, 10], [2.0, 2.1, 1.0]))
+    assert out["spearman_all"] == pytest.approx(im.spearman([10, 20, 5, 20, 1, 10], [1, 2, 0.6, 2.1, 0.2, 1]))
+    # the arms but the first, as ratios to it: costs 0.5, 1, 0.1, 0.5; seconds 0.6, 1.05, 0.2, 0.5
+    assert out["spearman_ratios"] == pytest.approx(im.spearman([0.5, 1, 0.1, 0.5], [0.6, 1.05, 0.2, 0.5]))
