@@ -39,6 +39,9 @@ import psycopg
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+import tpch  # noqa: E402  (a sibling script: its table_sizes)
+
 from advisor.workload.fingerprint import fingerprint  # noqa: E402
 from advisor.workload.model import PLANNED, Workload  # noqa: E402
 from advisor.workload.parameters import parse_parameters  # noqa: E402
@@ -137,12 +140,9 @@ def vacuum_all_visible(conn: psycopg.Connection) -> None:
         conn.execute(f"ALTER TABLE {table} RESET (autovacuum_enabled)")
 
 
-def data_size(dsn: str) -> dict[str, dict[str, int]]:
-    """Rows and bytes (heap, indexes) of each table."""
-    with psycopg.connect(dsn) as conn:
-        rows = conn.execute("SELECT relname, reltuples::bigint, pg_table_size(oid), pg_indexes_size(oid) FROM pg_class "
-                            "WHERE relname = ANY(%s) AND relkind = 'r' ORDER BY relname", (list(TABLES),)).fetchall()
-    return {r[0]: {"rows": r[1], "table_bytes": r[2], "index_bytes": r[3]} for r in rows}
+def data_size(dsn: str) -> dict[str, dict]:
+    """Rows, bytes (heap, indexes) and the all-visible share of each table."""
+    return tpch.table_sizes(dsn, list(TABLES))
 
 
 # --- the application ------------------------------------------------------------------------------
@@ -464,8 +464,9 @@ def print_report(sizes: dict, timings: dict, entries: list, recording: dict, adv
 
     print(f"OLTP shop on {platform.node()} ({platform.machine()}, {platform.python_version()}), "
           f"psycopg {psycopg.__version__}")
-    for table, s in sizes.items():
-        print(f"  {table:12} {s['rows']:>10,} rows {s['table_bytes'] / 1e6:8.1f} MB heap {s['index_bytes'] / 1e6:7.1f} MB indexes")
+    for table, s in sorted(sizes.items()):
+        print(f"  {table:12} {s['rows']:>10,} rows {s['table_bytes'] / 1e6:8.1f} MB heap {s['index_bytes'] / 1e6:7.1f} MB "
+              f"indexes, {s['all_visible']:.0%} all-visible")
     print("  load: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
     calls = recording["calls"]
     print(f"recorded {recording['seconds']:.1f} s on {recording['threads']} threads: "
