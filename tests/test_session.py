@@ -93,6 +93,21 @@ def test_the_statement_timeout_holds_for_the_session_and_lower_for_one_explain(d
         assert session.run("SHOW statement_timeout").fetchone()[0] == "30s"  # … for that transaction only
 
 
+def test_a_plain_explain_compiles_nothing_and_an_analyze_runs_as_the_server_would(db):
+    """Plain EXPLAIN starts the executor, which JIT-compiles any plan over jit_above_cost: that was
+    most of a what-if call's time on TPC-H. The plain plan is made with jit off; EXPLAIN ANALYZE
+    keeps the server's setting, since JIT is part of what the statement really costs."""
+    query = "SELECT grp, count(*) FROM items a JOIN items b USING (grp) GROUP BY grp"
+    with Session(db) as session:
+        session.run("SET jit_above_cost = 0")  # every plan is costed over it: JIT would compile
+        session.run("SET jit = on")
+        plain = session.explain(query, "plain", None, 5_000)
+        assert plain["Settings"].get("jit") == "off" and "JIT" not in plain
+        analyzed = session.explain("SELECT count(*) FROM items", "analyze", None, 5_000)
+        assert analyzed["Settings"].get("jit") != "off"
+        assert session.run("SHOW jit").fetchone()[0] == "on"  # SET LOCAL: the session's own setting is back
+
+
 def test_the_lock_timeout_holds(db):
     with psycopg.connect(db) as holder, Session(db) as session:
         holder.execute("LOCK TABLE items IN ACCESS EXCLUSIVE MODE")  # held until the rollback below
