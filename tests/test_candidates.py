@@ -250,6 +250,22 @@ def test_every_candidate_is_valid_ddl(catalog, dsn):
         conn.rollback()
 
 
+def test_variants_of_one_key_get_names_of_their_own_that_the_server_takes(dsn):
+    """A partial index and an INCLUDE variant on the same key were both idx_orders_created_at: the second
+    CREATE INDEX of the printed SQL would fail. Each variant's name is its own, within 63 bytes."""
+    base = IndexCandidate("public.users", ("status",))
+    variants = [base, replace(base, include=("email",)), replace(base, include=("id",)),
+                replace(base, where="status = 'pending'"), replace(base, method="hash"),
+                IndexCandidate("public.users", ("status", "email", "id") * 6, include=("email",))]
+    names = [v.name for v in variants]
+    assert len(set(names)) == len(names) and names[0] == "idx_users_status"
+    assert all(len(n) <= 63 for n in names) and names[3].startswith("idx_users_status_partial_")
+    with psycopg.connect(dsn) as conn:
+        for v in variants[:5]:
+            conn.execute(v.ddl().replace(" CONCURRENTLY", ""))
+        conn.rollback()
+
+
 # --- existing indexes, thresholds ---------------------------------------------------------
 
 

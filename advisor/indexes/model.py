@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field, replace
 from typing import Literal
@@ -28,10 +29,17 @@ class IndexCandidate:
 
     @property
     def name(self) -> str:
-        """idx_<table>_<columns>, within PostgreSQL's 63 bytes."""
+        """idx_<table>_<columns>, within PostgreSQL's 63 bytes; an INCLUDE list, a predicate or another
+        method adds a word and a short hash of the definition, so two picks never share a name
+        (orders (created_at) WHERE status = 'paid' beside orders (created_at) INCLUDE (id))."""
         words = [self.table.rsplit(".", 1)[-1], *self.columns]
         name = "idx_" + "_".join(re.sub(r"\W+", "_", w).strip("_") for w in words)
-        return name[:63]
+        variant = [word for word, present in (("incl", self.include), ("partial", self.where),
+                                              (self.method, self.method != "btree")) if present]
+        if not variant:
+            return name[:63]
+        suffix = "_".join(["", *variant, hashlib.sha1(self.definition().encode()).hexdigest()[:6]])
+        return name[:63 - len(suffix)] + suffix
 
     @property
     def target(self) -> str:
