@@ -108,6 +108,23 @@ def test_a_plain_explain_compiles_nothing_and_an_analyze_runs_as_the_server_woul
         assert session.run("SHOW jit").fetchone()[0] == "on"  # SET LOCAL: the session's own setting is back
 
 
+def test_a_plain_explain_that_fails_in_its_pipeline_leaves_the_session_as_it_found_it(db):
+    """Plain EXPLAINs go in one pipelined round trip; the server skips what follows a failure, so the
+    rollback is sent again: the session goes on, in a transaction of its own or in a savepoint."""
+    with Session(db) as session:
+        with pytest.raises(errors.UndefinedTable):
+            session.explain("SELECT * FROM no_such_table", "plain", None, 5_000)
+        assert session.conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        assert session.explain("SELECT * FROM items WHERE grp = $1", "plain", ["3"], 5_000)["Plan"]
+        session.run("BEGIN READ ONLY")
+        savepoint = {"begin": "SAVEPOINT s", "end": "ROLLBACK TO SAVEPOINT s"}
+        with pytest.raises(errors.UndefinedColumn):
+            session.explain("SELECT nope FROM items", "plain", None, 5_000, **savepoint)
+        assert session.explain("SELECT count(*) FROM items", "plain", None, 5_000, **savepoint)["Plan"]
+        assert session.conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+        session.run("ROLLBACK")
+
+
 def test_the_lock_timeout_holds(db):
     with psycopg.connect(db) as holder, Session(db) as session:
         holder.execute("LOCK TABLE items IN ACCESS EXCLUSIVE MODE")  # held until the rollback below
