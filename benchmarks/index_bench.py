@@ -636,11 +636,13 @@ def mark(query: dict) -> str:
 
 def print_measured_per_query(wl: Workload, m: dict) -> None:
     width = label_width(wl)
-    print(f"\n{wl.name}: measured seconds per query and arm (* = timed out, ! = failed), and Spearman's rho of "
-          "planner cost vs runtime across the arms")
+    slowest = max(q["seconds"] for r in m["arms"] for q in r["queries"])
+    unit, scale = ("s", 1.0) if slowest >= 1 else ("ms", 1000.0)  # an OLTP statement takes well under a second
+    print(f"\n{wl.name}: measured {unit} per query and arm (median; * = timed out, ! = failed), and Spearman's rho "
+          "of planner cost vs runtime across the arms")
     print(f"{'query':<{width}} " + " ".join(f"{r['arm']:>10}" for r in m["arms"]) + f" {'rho':>6}")
     for i, lab in enumerate(wl.labels):
-        cells = " ".join(f"{r['queries'][i]['seconds']:>9.2f}" + mark(r["queries"][i]) for r in m["arms"])
+        cells = " ".join(f"{r['queries'][i]['seconds'] * scale:>9.2f}" + mark(r["queries"][i]) for r in m["arms"])
         rho = m["spearman_per_query"][i]
         print(f"{lab[:width]:<{width}} {cells} {_fmt(rho, '>6.2f', '     -')}")
     rhos = [x for x in m["spearman_per_query"] if x is not None]
@@ -703,8 +705,10 @@ def main_workload(src: Source, dsn: str, runs, factor: float, args, timer: Timer
     load_data(src, dsn, args.sf, args, timer)
     versions = {**server_versions(dsn), **source_versions(src)}
     sizes = table_sizes(src, dsn)
-    wl = read_workload(src, dsn, Path(args.workdir))
+    with timer(f"{src.name}: read the queries"):  # the OLTP shop's are recorded: it runs for a minute
+        wl = read_workload(src, dsn, Path(args.workdir))
     res = bench_workload(dsn, wl, runs, args, timer)
+    res["statements"] = wl.sqls
     for r in res["advisor"]:
         r["budget_nominal_mb"] = r["budget_mb"] / factor if r.get("budget_mb") is not None else None
     src_code = advisor_source()
