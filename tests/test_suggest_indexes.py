@@ -73,6 +73,10 @@ def test_the_known_best_composite_index_in_its_column_order(fixture_db, workload
     assert any("die_x" in text for text in helped)
     assert all(q["cost_after"] < q["cost_before"] / 10 for q in rec["queries"])
     assert doc["workload_cost_after"] < doc["workload_cost_before"] and doc["whatif_calls"] > 0
+    search = doc["search"]  # what the search asked the planner, and where its time went
+    assert search["cost_requests"] == doc["whatif_calls"] + search["cache_hits"] + search["derived"]
+    assert search["cache_hits"] > 0 and 0 <= search["never_costed"] < search["candidates"]
+    assert 0 < search["whatif_seconds"] <= doc["seconds"] * 2 and 0 < search["client_seconds"]
 
 
 def test_nothing_for_queries_existing_indexes_serve(fixture_db, workload_file):

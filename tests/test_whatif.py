@@ -286,3 +286,51 @@ def test_verify_measures_before_and_after_and_rolls_back(db):
 def test_verify_refuses_without_scratch(hypopg):
     with WhatIf(hypopg) as w, pytest.raises(WhatIfUnavailable, match="scratch"):
         w.verify([LOOKUP], [COMPOSITE])
+
+
+# --- derived answers (advisor.indexes.whatif.costs: "Derived answers") ---------------------------
+
+DIE_Y = IndexCandidate("public.results", ("die_y",))
+SINGLE_SCAN = [LOOKUP_SQL, "SELECT wafer_id FROM results WHERE die_x = 3 AND die_y < 5",
+               "SELECT * FROM results WHERE die_y = 7 ORDER BY wafer_id LIMIT 10",
+               "SELECT * FROM results r JOIN other o ON o.x = r.die_y WHERE r.wafer_id = 3 AND r.die_x < 9"]
+
+
+@pytest.mark.parametrize("sql", SINGLE_SCAN)
+def test_a_derived_answer_is_the_one_the_planner_gives(hypopg, sql):
+    """Two indexes of a table the statement names once: the plan uses one, so the cost with both is
+    the cheaper of the costs with either, derived without an EXPLAIN, and equal to what EXPLAIN says."""
+    q = query(sql)
+    singles = [COMPOSITE, DIE_X, WAFER, DIE_Y]
+    with WhatIf(hypopg) as derived, WhatIf(hypopg) as explained:
+        for a in singles:
+            derived.cost(q, {a})
+        calls = derived.whatif_calls
+        for i, a in enumerate(singles):
+            for b in singles[i + 1:]:
+                assert derived.cost(q, {a, b}) == explained.cost(q, {a, b}), (a, b)
+                assert derived.used(q, {a, b}) == explained.used(q, {a, b})
+        assert derived.cost(q, set(singles)) == explained.cost(q, set(singles))
+        assert derived.whatif_calls - calls == 7 - derived.derived  # six pairs and the four at once
+        # Only pairs a bitmap scan cannot combine: at most one of the two has a key the conditions
+        # compare (LOOKUP's plan with DIE_X and DIE_Y is a BitmapAnd of both, cheaper than either).
+        low, high = DERIVABLE[sql]
+        assert low <= derived.derived <= high
+
+
+# Per query: (at least, at most) the answers derived: its pairs of COMPOSITE, DIE_X, WAFER, DIE_Y with
+# at most one index whose keys its conditions compare, and then perhaps the four at once.
+DERIVABLE = {SINGLE_SCAN[0]: (0, 0), SINGLE_SCAN[1]: (3, 4), SINGLE_SCAN[2]: (5, 6), SINGLE_SCAN[3]: (0, 0)}
+
+
+def test_nothing_is_derived_for_a_table_named_twice_or_a_plan_that_combines_indexes(hypopg):
+    self_join = query("SELECT * FROM results a JOIN results b ON b.wafer_id = a.die_x WHERE a.die_y = 3")
+    either = query("SELECT * FROM results WHERE wafer_id = 3 OR die_x = 4")  # a BitmapOr of both
+    with WhatIf(hypopg) as w:
+        for q in (self_join, either):
+            w.cost(q, {WAFER})
+            w.cost(q, {DIE_X})
+            calls = w.whatif_calls
+            w.cost(q, {WAFER, DIE_X})
+            assert w.whatif_calls == calls + 1 and w.derived == 0
+        assert w.used(either, {WAFER, DIE_X}) == {WAFER, DIE_X}  # the plan that made derivation unsafe

@@ -67,6 +67,7 @@ from advisor.indexes.candidates import CandidateSet, workload_candidates
 from advisor.indexes.existing import IndexIssue, index_issues
 from advisor.indexes.maintenance import WriteLoad, counted_writes, visibility_notes, workload_writes
 from advisor.indexes.model import MIN_IMPROVEMENT, AdvisedQuery, IndexCandidate, QueryCost, Recommendation
+from advisor.indexes.usage import TableUse
 from advisor.indexes.whatif import CandidateRejected, QueryNotCosted, WhatIf
 from advisor.progress import Step
 
@@ -88,6 +89,20 @@ class Advice:
     notes: tuple[str, ...] = ()
     validation: str = "hypothetical"
     per_query: tuple[QueryCost, ...] = field(default=())
+    search: SearchEffort | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SearchEffort:
+    """What the search asked the planner, and where its time went."""
+
+    cost_requests: int  # costs the search used: what-if calls + cache answers + derived answers
+    cache_hits: int
+    derived: int  # answered from other answers (advisor.indexes.whatif.costs)
+    whatif_seconds: float  # waiting on EXPLAINs and hypothetical indexes, summed over the sessions
+    client_seconds: float  # the advisor's own CPU
+    candidates: int
+    never_costed: int  # candidates whose best possible saving never reached the floor
 
 
 def advise(
@@ -112,7 +127,7 @@ def advise(
     reads the catalog, explains the representative values and costs (the ``sessions`` - 1
     parallel what-if sessions connect on their own).
     """
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     with session_for(target) as session:
         catalog = read_catalog(session.conn)
         queries, value_notes = representative_values(session, queries, catalog, step)
@@ -131,6 +146,9 @@ def advise(
             after = search.workload_cost(frozenset(chosen))
             per_query = tuple(_query_cost(whatif, q, frozenset(), frozenset(chosen)) for q in search.queries)
             calls = whatif.whatif_calls
+            effort = SearchEffort(calls + whatif.cache_hits + whatif.derived, whatif.cache_hits, whatif.derived,
+                                  round(whatif.whatif_ms / 1000, 3), round(time.process_time() - cpu, 3),
+                                  len(found.candidates), search.never_costed())
     return Advice(
         recommendations=recommendations,
         workload_cost_before=before,
@@ -142,6 +160,7 @@ def advise(
         notes=(*value_notes, *left_out, *search.notes, *writes.notes(chosen), *visibility_notes(chosen, catalog)),
         validation=validation,
         per_query=per_query,
+        search=effort,
     )
 
 
@@ -208,6 +227,12 @@ class _Search:
         self.bounds: dict[tuple, float] = {}  # a move's last saving per byte (see _best_move)
         self.usable: dict[tuple[str, IndexCandidate], bool] = {}
         self.alone: dict[IndexCandidate, float] = {}  # saving when first costed (see _swap)
+        self.helps: dict[IndexCandidate, tuple[str, ...]] = {}  # the queries that can use it (see _most_saved)
+        self.on_table: dict[str, frozenset[IndexCandidate]] = {}  # the candidates on each table (see _savable)
+        self.savable: dict[tuple[str, str], float] = {}  # this round's _savable
+        self.loses: set[tuple[str, IndexCandidate]] = set()  # (fingerprint, candidate): see _learn_losses
+        for c in found.candidates:
+            self.on_table[c.table] = self.on_table.get(c.table, frozenset()) | {c}
         self._words: dict[str, frozenset[str]] = {}
         self._wider: dict[tuple[str, tuple[str, ...]], list[IndexCandidate]] | None = None
 
@@ -229,14 +254,17 @@ class _Search:
     def _usable(self, q: AdvisedQuery, config: frozenset[IndexCandidate]) -> frozenset[IndexCandidate]:
         """The part of ``config`` the planner could use for ``q``: the others cannot change its plan.
 
-        A btree helps a query only through a column the query reads on that table (a qual on
-        any key column, a join, an order, a grouping, min/max, or an index-only scan of columns
-        it reads); an index none of whose columns the query mentions cannot. Partial and
+        A btree helps a query only through its first column (a qual, a join, an order, a grouping,
+        min/max) or by holding every column the query reads on that table (_serves). Partial and
         expression indexes, tables the query reads no column of (count(*)), and tables the
         parse did not see (views) are always kept. Costing ``q`` with the usable part only
         gives the same plan and lets the cache answer for every other configuration.
         """
         return frozenset(c for c in config if self._can_use(q, c))
+
+    def _can_help(self, q: AdvisedQuery, c: IndexCandidate) -> bool:
+        """``c`` can lower ``q``'s cost: ``q`` reads its table (or we could not read ``q``) and can use it."""
+        return self._reads(q, c.table) and self._can_use(q, c)
 
     def _can_use(self, q: AdvisedQuery, c: IndexCandidate) -> bool:
         key = (q.fingerprint, c)
@@ -247,12 +275,26 @@ class _Search:
             if use is None or not use.read or c.where or c.method != "btree" or len(columns) < len(bare):
                 known = True
             else:
-                words = self._words.get(q.fingerprint)
-                if words is None:
-                    words = self._words[q.fingerprint] = frozenset(re.findall(r"\w+", q.sql.lower()))
-                known = any(col in use.read or col.lower() in words for col in columns)
+                known = self._serves(q, use, columns)
             self.usable[key] = known
         return known
+
+    def _serves(self, q: AdvisedQuery, use: TableUse, columns: list[str]) -> bool:
+        """A B-tree on ``columns`` can serve ``q``'s use of the table: its first column is compared,
+        joined, sorted or grouped on (or in a min/max, or named where the parse could not place it),
+        or it holds every column the query reads there (an index-only scan). A qual on a later
+        column alone makes PostgreSQL read the whole index, which only an index-only scan repays."""
+        lead = columns[0]
+        if lead in (*use.equality, *use.range, *use.join, *use.group, *(col for col, _ in use.order)):
+            return True
+        if set(use.read) <= set(columns):
+            return True
+        words = self._words.get(q.fingerprint)
+        if words is None:
+            words = self._words[q.fingerprint] = frozenset(re.findall(r"\w+", q.sql.lower()))
+        name = lead.lower()
+        return name in words and (lead not in use.read or re.search(
+            rf"\b(?:min|max)\s*\(\s*(?:\w+\.)?{re.escape(name)}\b", q.sql, re.IGNORECASE) is not None)
 
     def run(self) -> list[IndexCandidate]:
         chosen, cost = self._greedy([], self.workload_cost(frozenset()))
@@ -321,6 +363,10 @@ class _Search:
         if best is None:
             return None
         return best[1], cost - best[0]
+
+    def never_costed(self) -> int:
+        """Candidates no round costed: what they could save at most stayed under the floor."""
+        return sum(1 for c in self.found.candidates if c not in self.alone and c not in self.rejected)
 
     def _moves(self, chosen: list[IndexCandidate]):
         """(replaced, added) pairs: new candidates; chosen indexes extended by one column; and
@@ -394,9 +440,20 @@ class _Search:
         current = self._size_of(chosen)
         floor = cost * self.min_improvement / 100  # relative to the cost before this pick
         order = itertools.count()
-        heap = [(-self.bounds.get(move, math.inf), next(order), move) for move in self._moves(chosen) if move[1] not in self.rejected]
+        self.savable = self._savable(chosen)
+        heap = []
+        for move in self._moves(chosen):
+            if move[1] in self.rejected or (most := self._most_saved(move, self.savable)) <= floor:
+                continue  # cannot pay: not costed (never_costed() counts the candidates left so)
+            try:
+                grown = self._growth(move, current)
+            except CandidateRejected as e:
+                self._reject(e)
+                continue
+            if grown is None:
+                continue
+            heap.append((-min(self.bounds.get(move, math.inf), most / max(grown, 8192)), next(order), move))
         heapq.heapify(heap)
-        self._prefetch([m for b, _, m in heap if b == -math.inf], chosen, current)  # never costed: all will be
         while heap:
             bound, _, move = heapq.heappop(heap)
             if -bound <= 0:
@@ -416,13 +473,93 @@ class _Search:
             heapq.heappush(heap, (-ratio, next(order), move))
         return None
 
+    def _savable(self, chosen: list[IndexCandidate]) -> dict[tuple[str, str], float]:
+        """(fingerprint, table) -> what any candidate on the table can still save on the query, weighted:
+        its cost now (known: the search has just costed it) down to its cost with every candidate on
+        that table added at once, which no configuration of them plans lower. One EXPLAIN per query
+        and table it reads, costed again only when a pick changed the query's indexes (the cache)."""
+        config = frozenset(chosen)
+        pairs = [(table, q) for table in sorted(self.on_table) for q in self.queries if self._reads(q, table)]
+        self.whatif.prefetch((q, config | self.on_table[table]) for table, q in pairs)  # grouped by table
+        savable = {}
+        for table, q in pairs:
+            now = self.whatif.cost(q, self._usable(q, config))
+            savable[q.fingerprint, table] = q.weight * max(0.0, now - self._cost_with_all(q, config, table))
+        return savable
+
+    def _cost_with_all(self, q: AdvisedQuery, config: frozenset[IndexCandidate], table: str) -> float:
+        """``q``'s cost with ``config`` and every candidate on ``table`` the server accepts."""
+        while True:
+            try:
+                return self.whatif.cost(q, config | self.on_table[table])
+            except CandidateRejected as e:
+                self._reject(e)
+
+    def _reads(self, q: AdvisedQuery, table: str) -> bool:
+        uses = self.found.uses.get(q.fingerprint)
+        return not uses or table in uses
+
+    def _most_saved(self, move, savable: dict[tuple[str, str], float]) -> float:
+        """What a move can save at most: what the queries that can use the index it adds could still
+        save with every candidate on its table, and the upkeep of the index it replaces, less its own
+        upkeep. Any other query can only lose (the replaced index). A move whose bound is under the
+        floor is never costed, and the others are costed in order of it. The bound holds for the
+        candidates; a move that extends a pick beyond them (a covering column) may save a little more."""
+        replaced, added = move
+        if added not in self.helps:
+            self.helps[added] = tuple(q.fingerprint for q in self.queries if self._can_help(q, added))
+        most = sum(savable.get((fp, added.table), 0.0) for fp in self.helps[added]) - self.write_cost(added)
+        return most + (self.write_cost(replaced) if replaced is not None else 0.0)
+
     def _prefetch(self, moves, chosen: list[IndexCandidate], current: int) -> None:
         """Have the what-if engine cost these moves' configurations ahead, in parallel sessions."""
         try:
-            configs = [_after(m, chosen) for m in moves if self._growth(m, current) is not None]
+            pairs = [pair for m in moves if self._growth(m, current) is not None for pair in self._move_configs(m, chosen)]
         except CandidateRejected:
             return  # met again, and recorded, when the move itself is evaluated
-        self.whatif.prefetch((q, self._usable(q, config)) for config in configs for q in self.queries)
+        self.whatif.prefetch(pairs)
+
+    def _move_configs(self, move, chosen: list[IndexCandidate]) -> list[tuple[AdvisedQuery, frozenset[IndexCandidate]]]:
+        """Each query with the configuration to cost it under after the move. A query that every
+        candidate on the added index's table together leaves where it is (nothing ``savable``) keeps
+        its cost now, which the cache holds: the index cannot move it either, so it is not explained."""
+        replaced, added = move
+        now, after = frozenset(chosen), _after(move, chosen)
+        if replaced is not None:
+            return [(q, self._usable(q, after)) for q in self.queries]
+        known = added in self.on_table.get(added.table, ())
+        return [(q, self._usable(q, now if (q.fingerprint, added) in self.loses or (
+                    known and self.savable.get((q.fingerprint, added.table), 1.0) <= 0) else after))
+                for q in self.queries]
+
+    def _move_cost(self, move, chosen: list[IndexCandidate]) -> float:
+        """workload_cost after the move, without explaining what cannot change (_move_configs)."""
+        pairs = self._move_configs(move, chosen)
+        reads = sum(q.weight * self.whatif.cost(q, config) for q, config in pairs)
+        if move[0] is None:
+            self._learn_losses(move[1], pairs)
+        return reads + sum(self.write_cost(c) for c in _after(move, chosen))
+
+    def _learn_losses(self, added: IndexCandidate, pairs) -> None:
+        """Remember the queries whose plan left ``added`` unused when it was their table's only candidate
+        index, where the index could only have served a filter (or an index-only read) of that table.
+
+        PostgreSQL plans each table's own scans before any join: an index that loses to the table's
+        existing paths for a filter loses again whatever is added on other tables, and against more
+        indexes on its own table. Not for a join key, an ORDER BY or GROUP BY key, or a LIMIT, whose
+        worth depends on the plan above the scan. Such a query is costed without the move from then on.
+        """
+        for q, config in pairs:
+            if added in config and all(c.table != added.table for c in config - {added}) and self._filter_only(q, added):
+                if added not in self.whatif.used(q, config):
+                    self.loses.add((q.fingerprint, added))
+
+    def _filter_only(self, q: AdvisedQuery, c: IndexCandidate) -> bool:
+        use = self.found.uses.get(q.fingerprint, {}).get(c.table)
+        lead = _bare(c.columns[0])
+        if use is None or lead is None or use.has_limit or c.where or c.method != "btree":
+            return False
+        return lead not in (*use.join, *use.group, *(col for col, _ in use.order))
 
     def _growth(self, move, current: int) -> int | None:
         """The bytes a move adds, or None when they do not fit the budget."""
@@ -432,17 +569,22 @@ class _Search:
 
     def _evaluate(self, move, chosen: list[IndexCandidate], cost: float, current: int) -> tuple[float, float] | None:
         """(saving per byte, the workload's cost after the move), or None if it cannot be made."""
-        _replaced, added = move
         try:
             grown = self._growth(move, current)
             if grown is None:
                 return None
-            new_cost = self.workload_cost(_after(move, chosen))
-        except CandidateRejected as e:  # the server would not build it: never offer it again
-            self.rejected.add(added)
-            self.notes.append(f"candidate {added.definition()} rejected by the server: {e.cause}")
+            new_cost = self._move_cost(move, chosen)
+        except CandidateRejected as e:
+            self._reject(e)
             return None
         return (cost - new_cost) / max(grown, 8192), new_cost
+
+    def _reject(self, e: CandidateRejected) -> None:
+        """The server would not build it: never offer it again."""
+        self.rejected.add(e.candidate)
+        if e.candidate.table in self.on_table:
+            self.on_table[e.candidate.table] -= {e.candidate}
+        self.notes.append(f"candidate {e.candidate.definition()} rejected by the server: {e.cause}")
 
     def _size_of(self, config) -> int:
         return sum(self.size(c) for c in config)

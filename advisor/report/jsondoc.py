@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from advisor import __version__
 from advisor.findings import ScanResult
 from advisor.report.words import round_floats, workload_notes
@@ -220,6 +222,7 @@ def advice_document(advice) -> dict:
         "workload_cost_after": round(advice.workload_cost_after, 2),
         "whatif_calls": advice.whatif_calls,
         "seconds": round(advice.seconds, 3),
+        "search": dataclasses.asdict(advice.search) if advice.search else None,
         "recommendations": [
             {
                 "table": r.candidate.table,

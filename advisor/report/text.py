@@ -209,6 +209,12 @@ def advice_summary(advice) -> Group:
         f"{plural(len(advice.recommendations), 'index')} {'lowers' if len(advice.recommendations) == 1 else 'lower'} the workload's planner cost from {before:,.0f} to {after:,.0f} "
         f"({share:.0%} less); {plural(advice.whatif_calls, 'what-if call')} in {advice.seconds:.1f} s; validation: {advice.validation}",
     )
+    if (effort := advice.search) is not None:
+        head.append(f"\nsearch: {effort.cost_requests:,} cost requests, {effort.cache_hits:,} answered from the cache and "
+                    f"{effort.derived:,} derived from other answers; {effort.whatif_seconds:.1f} s waiting on the server "
+                    f"(all sessions), {effort.client_seconds:.1f} s of the advisor's own CPU; "
+                    f"{effort.never_costed:,} of {plural(effort.candidates, 'candidate')} never costed "
+                    "(the most they could save stayed under --min-improvement)")
     table = Table(expand=True)
     table.add_column("#", justify="right", no_wrap=True)
     table.add_column("index", ratio=1, overflow="fold")

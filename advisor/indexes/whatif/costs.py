@@ -11,11 +11,26 @@ cache key is (query, the part of the configuration on those tables). The first p
 is checked against that set (its "Relation Name"s); a query whose plan reads a table
 we did not foresee (a set-returning SQL function inlined, …) falls back to keying on
 the whole configuration.
+
+Derived answers. Most configurations a search asks about are known ones plus an index
+on a table that already has one (Chaudhuri and Narasayya's atomic configurations,
+VLDB 1997; the "cost requests" that need no "what-if call" of Kossmann et al., VLDB
+2020). A statement that names a table once scans it once, and a scan uses one index
+unless it combines several in a bitmap. So with two indexes a and b of such a table
+in a configuration, the best plan lacks one of them: its cost is the cheaper of the
+configuration without a and the configuration without b, when both are known. The
+planner searches every join order below join_collapse_limit, so this is exact there;
+a bitmap scan can combine two indexes whose keys the query's conditions compare
+(BitmapAnd, BitmapOr), so no answer is derived from such a pair; and a query whose
+plan ever combines indexes gets no derived answers from then on, and those it had
+are forgotten.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,7 +40,7 @@ import psycopg
 
 from advisor.db.session import Session
 from advisor.errors import AdvisorError
-from advisor.indexes.model import AdvisedQuery, IndexCandidate, SizeEstimate
+from advisor.indexes.model import AdvisedQuery, IndexCandidate, SizeEstimate, key_column
 from advisor.indexes.whatif.backend import Config, IndexBackend
 from advisor.indexes.whatif.errors import CandidateRejected, QueryNotCosted, WhatIfUnavailable
 from advisor.indexes.whatif.hypopg import HypoPG
@@ -36,6 +51,8 @@ from advisor.indexes.whatif.verify import Measured, verify
 __all__ = ["CacheKey", "CostCache", "Costed", "WhatIf"]
 
 PlanJSON = Mapping[str, Any]  # a node of EXPLAIN (FORMAT JSON)'s plan
+_COMBINING = frozenset({"BitmapAnd", "BitmapOr"})  # plan nodes that use several indexes of one table
+DERIVE_MAX = 4  # indexes sharing a table named once that a derivation may look past (2^n sub-configurations)
 
 _BACKENDS: dict[str, type[IndexBackend]] = {b.name: b for b in (HypoPG, Scratch)}
 
@@ -86,7 +103,9 @@ class CostCache:
     def __init__(self, table_oid: Callable[[IndexCandidate], int]) -> None:
         self._table_oid = table_oid
         self._answers: dict[CacheKey, Costed | QueryNotCosted] = {}
+        self._derived: set[CacheKey] = set()
         self.hits = 0
+        self.derivations = 0  # answers derived from others instead of explained
 
     def key(self, query: PreparedQuery, config: Config) -> CacheKey:
         tables = query.tables
@@ -109,15 +128,62 @@ class CostCache:
     def put(self, key: CacheKey, answer: Costed | QueryNotCosted) -> None:
         self._answers[key] = answer
 
-    def forget(self, query: PreparedQuery) -> None:
-        """Drop every answer about ``query`` (its key changed)."""
-        for stale in [k for k in self._answers if k.query == query.key]:
-            del self._answers[stale]
+    def forget(self, query: PreparedQuery, *, derived_only: bool = False) -> None:
+        """Drop every answer about ``query`` (its key changed), or only those derived."""
+        for stale in [k for k in (self._derived if derived_only else self._answers) if k.query == query.key]:
+            self._answers.pop(stale, None)
+            self._derived.discard(stale)
 
     def merge(self, other: CostCache) -> None:
         """Take ``other``'s answers (it keeps none)."""
         self._answers.update(other._answers)
+        self._derived |= other._derived
+        self.derivations += other.derivations
         other._answers.clear()
+        other._derived.clear()
+        other.derivations = 0
+
+    def derive(self, query: PreparedQuery, key: CacheKey) -> Costed | None:
+        """The answer for ``key`` from known ones (the module's docstring says when), kept; or None."""
+        if query.tables is None or query.combines or not query.single:
+            return None
+        on_single = Counter(oid for c in key.config if (oid := self._table_oid(c)) in query.single)
+        if sum(n for n in on_single.values() if n > 1) > DERIVE_MAX:
+            return None
+        if (answer := self._known(query, key.config, {})) is not None:
+            self._answers[key] = answer
+            self._derived.add(key)
+            self.derivations += 1
+        return answer
+
+    def _known(self, query: PreparedQuery, config: Config, seen: dict[Config, Costed | None]) -> Costed | None:
+        if config in seen:
+            return seen[config]
+        seen[config] = None  # while we work on it
+        known = self._answers.get(CacheKey(query.key, config))
+        if known is not None:
+            seen[config] = known if isinstance(known, Costed) else None
+            return seen[config]
+        by_table: dict[int, list[IndexCandidate]] = {}
+        for c in sorted(config, key=IndexCandidate.definition):  # the same answer whatever the hash order
+            if (oid := self._table_oid(c)) in query.single:
+                by_table.setdefault(oid, []).append(c)
+        for members in by_table.values():
+            for a, b in itertools.combinations(members, 2):
+                if _filters(query, a) and _filters(query, b):
+                    continue  # a BitmapAnd or BitmapOr could use both
+                if (without_a := self._known(query, config - {a}, seen)) is None:
+                    continue
+                if (without_b := self._known(query, config - {b}, seen)) is not None:
+                    seen[config] = min(without_a, without_b, key=lambda answer: answer.cost)
+                    return seen[config]
+        return None
+
+
+def _filters(query: PreparedQuery, index: IndexCandidate) -> bool:
+    """A key of the index is compared in the query's conditions: a bitmap scan could use it."""
+    names = [key_column(k) for k in index.columns]
+    return any(name is None or name.lower() in query.conditions for name in names)  # None: an expression
 
 
 class WhatIf:
@@ -192,6 +258,11 @@ class WhatIf:
     def cache_hits(self) -> int:
         return self._cache.hits
 
+    @property
+    def derived(self) -> int:
+        """Cost requests answered from other answers, with no EXPLAIN (the module's docstring)."""
+        return self._cache.derivations
+
     # --- the API -----------------------------------------------------------------------
 
     def cost(self, query: AdvisedQuery, config: Iterable[IndexCandidate]) -> float:
@@ -255,10 +326,11 @@ class WhatIf:
         misses: dict[CacheKey, tuple[AdvisedQuery, frozenset[IndexCandidate]]] = {}
         for query, config in pairs:
             try:
-                key = self._cache.key(self._prepared(query), config)
+                info = self._prepared(query)
             except QueryNotCosted:
                 continue
-            if key not in self._cache:
+            key = self._cache.key(info, config)
+            if key not in self._cache and self._cache.derive(info, key) is None:
                 misses.setdefault(key, (query, config))
         if len(misses) < 2:
             return
@@ -297,8 +369,13 @@ class WhatIf:
         return True
 
     def _adopt(self, helper: WhatIf) -> None:
-        """Take a helper's new answers and counts."""
+        """Take a helper's new answers and counts, and forget what either derived for a query that
+        either saw combine indexes."""
         self._cache.merge(helper._cache)
+        for key, mine in self._queries.items():
+            theirs = helper._queries.get(key)
+            if isinstance(mine, PreparedQuery) and (mine.combines or getattr(theirs, "combines", False)):
+                self._combining(mine)
         self.whatif_calls += helper.whatif_calls
         self.whatif_ms += helper.whatif_ms
         helper.whatif_calls, helper.whatif_ms = 0, 0.0
@@ -310,18 +387,28 @@ class WhatIf:
         key = self._cache.key(info, config)
         if (hit := self._cache.get(key)) is not None:
             return hit
+        if (derived := self._cache.derive(info, key)) is not None:
+            return derived
         plan = self._explain(info, key)
+        nodes = list(_nodes(plan))
         if not info.checked:
             info.checked = True
-            relations = {n["Relation Name"] for n in _nodes(plan) if "Relation Name" in n}
+            relations = {n["Relation Name"] for n in nodes if "Relation Name" in n}
             if info.tables is not None and not relations <= info.relnames:
                 # The plan reads a table we did not foresee: key this query on whole configurations.
                 info.tables = None
                 self._cache.forget(info)
                 return self._evaluate(query, config)
+        if not info.combines and any(n["Node Type"] in _COMBINING for n in nodes):
+            self._combining(info)
         result = Costed.of(plan, self.backend.by_name)
         self._cache.put(key, result)
         return result
+
+    def _combining(self, info: PreparedQuery) -> None:
+        """``info``'s plans combine indexes: what was derived for it may be wrong, derive no more."""
+        info.combines = True
+        self._cache.forget(info, derived_only=True)
 
     def _explain(self, info: PreparedQuery, key: CacheKey) -> PlanJSON:
         """The plan with exactly ``key.config`` among our indexes on the query's tables (a failure is cached)."""

@@ -12,6 +12,7 @@ keys on them (advisor.indexes.whatif.costs).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -42,7 +43,10 @@ class PreparedQuery:
     values: list[str | None] | None
     tables: frozenset[int] | None  # oids whose indexes can change the plan; None: any table
     relnames: frozenset[str]  # their names, to check the first plan against
+    single: frozenset[int] = frozenset()  # tables the statement names once: one scan, one index (costs.py)
+    conditions: frozenset[str] = frozenset()  # column names in its WHERE, ON and HAVING clauses (lower case)
     checked: bool = False  # the first plan confirmed ``tables``
+    combines: bool = False  # a plan of it combined indexes (BitmapAnd/BitmapOr): derive nothing for it
 
 
 def query_key(query: AdvisedQuery) -> QueryKey:
@@ -62,8 +66,9 @@ def prepare(query: AdvisedQuery, lookup: Lookup) -> PreparedQuery:
         except ValueError as err:
             raise QueryNotCosted(query.fingerprint, f"could not read the logged parameters: {err}") from None
     mode = "generic" if values is None and analysis.has_parameters else "plain"
-    tables, relnames = _tables(query.sql, lookup)
-    return PreparedQuery(query_key(query), query.fingerprint, query.sql, kind, mode, values, tables, relnames)
+    tables, relnames, single = _tables(query.sql, lookup)
+    return PreparedQuery(query_key(query), query.fingerprint, query.sql, kind, mode, values, tables, relnames, single,
+                         _condition_columns(query.sql))
 
 
 # Views (through their rewrite rules), partitions and inheritance children, and parents.
@@ -84,25 +89,48 @@ SELECT c.oid::int8, c.relname FROM rels JOIN pg_class c ON c.oid = rels.oid
 """
 
 
-def _tables(sql: str, lookup: Lookup) -> tuple[frozenset[int] | None, frozenset[str]]:
-    """The oids (and names) of the tables a statement can read, or None when we cannot tell."""
+_NAMED = "SELECT n, to_regclass(n)::oid::int8 FROM unnest($1::text[]) AS n"
+
+_Tables = tuple[frozenset[int] | None, frozenset[str], frozenset[int]]
+
+
+def _tables(sql: str, lookup: Lookup) -> _Tables:
+    """The oids (and names) of the tables a statement can read, or None when we cannot tell; and the
+    tables it names exactly once, when nothing else (a view, a partition, a child) comes with them."""
     try:
         tree = sqlglot.parse_one(sql, read="postgres")  # classify() has parsed it already
     except Exception:  # a trailing comment, …: key on whole configurations, always right
-        return None, frozenset()
-    names: set[str] = set()
+        return None, frozenset(), frozenset()
+    names: Counter[str] = Counter()
     for table in tree.find_all(exp.Table):
         if isinstance(table.this, exp.Anonymous):  # a user's set-returning function may be inlined
-            return None, frozenset()
+            return None, frozenset(), frozenset()
         if not isinstance(table.this, exp.Identifier):  # generate_series(…) and other built-ins
             continue
         parts = {k: table.args[k].copy() for k in ("this", "db", "catalog") if table.args.get(k)}
-        names.add(exp.Table(**parts).sql(dialect="postgres"))
+        names[exp.Table(**parts).sql(dialect="postgres")] += 1
     try:
         rows = lookup(_CLOSURE, [_pg_array(sorted(names))])
+        named = {n: oid for n, oid in lookup(_NAMED, [_pg_array(sorted(names))]) if oid is not None}
     except psycopg.Error:  # a name the server cannot take (a cross-database reference, …)
-        return None, frozenset()
-    return frozenset(int(oid) for oid, _ in rows), frozenset(name for _, name in rows)
+        return None, frozenset(), frozenset()
+    oids = frozenset(int(oid) for oid, _ in rows)
+    by_oid: Counter[int] = Counter()
+    for name, oid in named.items():
+        by_oid[int(oid)] += names[name]
+    single = frozenset(oid for oid, n in by_oid.items() if n == 1) if oids == set(by_oid) else frozenset()
+    return oids, frozenset(name for _, name in rows), single
+
+
+def _condition_columns(sql: str) -> frozenset[str]:
+    """The names of the columns compared in the statement's conditions: where a bitmap scan could
+    combine indexes (costs.py derives no answer for two indexes that both have one)."""
+    try:
+        tree = sqlglot.parse_one(sql, read="postgres")
+    except Exception:
+        return frozenset()
+    clauses = [*tree.find_all(exp.Where), *tree.find_all(exp.Having), *(j.args["on"] for j in tree.find_all(exp.Join) if j.args.get("on"))]
+    return frozenset(col.name.lower() for clause in clauses for col in clause.find_all(exp.Column))
 
 
 def _pg_array(items: list[str]) -> str:
