@@ -66,9 +66,13 @@ def prepare(query: AdvisedQuery, lookup: Lookup) -> PreparedQuery:
         except ValueError as err:
             raise QueryNotCosted(query.fingerprint, f"could not read the logged parameters: {err}") from None
     mode = "generic" if values is None and analysis.has_parameters else "plain"
-    tables, relnames, single = _tables(query.sql, lookup)
+    try:
+        tree = sqlglot.parse_one(query.sql, read="postgres")  # classify() has parsed it already
+    except Exception:  # a trailing comment, …: key on whole configurations, always right
+        return PreparedQuery(query_key(query), query.fingerprint, query.sql, kind, mode, values, None, frozenset())
+    tables, relnames, single = _tables(tree, lookup)
     return PreparedQuery(query_key(query), query.fingerprint, query.sql, kind, mode, values, tables, relnames, single,
-                         _condition_columns(query.sql))
+                         _condition_columns(tree))
 
 
 # Views (through their rewrite rules), partitions and inheritance children, and parents.
@@ -94,13 +98,9 @@ _NAMED = "SELECT n, to_regclass(n)::oid::int8 FROM unnest($1::text[]) AS n"
 _Tables = tuple[frozenset[int] | None, frozenset[str], frozenset[int]]
 
 
-def _tables(sql: str, lookup: Lookup) -> _Tables:
+def _tables(tree: exp.Expr, lookup: Lookup) -> _Tables:
     """The oids (and names) of the tables a statement can read, or None when we cannot tell; and the
     tables it names exactly once, when nothing else (a view, a partition, a child) comes with them."""
-    try:
-        tree = sqlglot.parse_one(sql, read="postgres")  # classify() has parsed it already
-    except Exception:  # a trailing comment, …: key on whole configurations, always right
-        return None, frozenset(), frozenset()
     names: Counter[str] = Counter()
     for table in tree.find_all(exp.Table):
         if isinstance(table.this, exp.Anonymous):  # a user's set-returning function may be inlined
@@ -122,13 +122,9 @@ def _tables(sql: str, lookup: Lookup) -> _Tables:
     return oids, frozenset(name for _, name in rows), single
 
 
-def _condition_columns(sql: str) -> frozenset[str]:
+def _condition_columns(tree: exp.Expr) -> frozenset[str]:
     """The names of the columns compared in the statement's conditions: where a bitmap scan could
     combine indexes (costs.py derives no answer for two indexes that both have one)."""
-    try:
-        tree = sqlglot.parse_one(sql, read="postgres")
-    except Exception:
-        return frozenset()
     clauses = [*tree.find_all(exp.Where), *tree.find_all(exp.Having), *(j.args["on"] for j in tree.find_all(exp.Join) if j.args.get("on"))]
     return frozenset(col.name.lower() for clause in clauses for col in clause.find_all(exp.Column))
 
