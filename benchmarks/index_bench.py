@@ -35,6 +35,7 @@ See benchmarks/README.md.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -310,7 +311,7 @@ def run_advisor(dsn: str, wl: Workload, base: list[float], budget_mb: float | No
         advisor_cost_before=advice.workload_cost_before, advisor_cost_after=advice.workload_cost_after,
         whatif_calls=advice.whatif_calls, seconds=round(advice.seconds, 3), wall_seconds=round(wall, 3),
         # Fields Advice may gain (issue #15): cost requests answered from its cache, time in the server.
-        cache_hits=getattr(advice, "cache_hits", None), whatif_ms=getattr(advice, "whatif_ms", None),
+        search=dataclasses.asdict(advice.search) if getattr(advice, "search", None) else None,
         **summarize(wl, base, measured["costs"]),
     )
     return run
@@ -457,10 +458,11 @@ def print_recommendations(res: dict) -> None:
 def search_effort(r: dict) -> str:
     """What the search cost: what-if calls, cost requests answered from the cache, server time, seconds."""
     parts = [f"{r['whatif_calls']:,} what-if calls"]
-    if r.get("cache_hits") is not None:
-        parts.append(f"{r['cache_hits']:,} cost requests from the cache")
-    if r.get("whatif_ms") is not None:
-        parts.append(f"{r['whatif_ms'] / 1000:.1f} s in what-if")
+    if (effort := r.get("search")) is not None:
+        parts += [f"{effort['cost_requests']:,} cost requests ({effort['cache_hits']:,} from the cache, "
+                  f"{effort['derived']:,} derived)", f"{effort['whatif_seconds']:.1f} s waiting on the server "
+                  f"(all sessions), {effort['client_seconds']:.1f} s of client CPU",
+                  f"{effort['never_costed']:,} of {effort['candidates']:,} candidates never costed"]
     return ", ".join(parts) + f", {r['seconds']:.1f} s"
 
 
