@@ -326,6 +326,7 @@ def suggest_indexes(
     scratch: Annotated[bool, typer.Option("--scratch", help="This database is a scratch copy: without HypoPG, real indexes are built in a transaction that is rolled back.")] = False,
     verify: Annotated[bool, typer.Option("--verify", help="With --scratch: build the picks for real (rolled back) and measure the queries before and after.")] = False,
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, max=16, help="Sessions that cost index configurations in parallel (HypoPG); the advice is the same for any number.")] = 2,
+    search_seconds: Annotated[float | None, typer.Option("--search-seconds", min=0.0, help="Stop the search after this long and keep its best picks so far, with a note (a workload of a hundred analytical queries can take many minutes; the default is no limit).")] = None,
     output_format: Annotated[AdviceFormat, typer.Option("--format")] = AdviceFormat.text,
     output: Annotated[Path | None, typer.Option("--output", "-o")] = None,
 ) -> None:
@@ -346,7 +347,7 @@ def suggest_indexes(
                 session, workload, by_time=weight is Weight.time and sql_file is None, max_queries=max_queries,
                 max_indexes=max_indexes, budget_bytes=None if budget_mb is None else int(budget_mb * 1024 * 1024),
                 min_improvement=min_improvement, max_width=max_width, scratch=scratch, verify=verify, sessions=jobs,
-                step=step,
+                search_seconds=search_seconds, step=step,
             )  # fmt: skip
     write(render(advice, output_format.value), output)
 

@@ -265,3 +265,13 @@ def test_a_table_s_counters_stand_in_for_writes_the_workload_lacks(dsn, busy_led
 
     # An hour of those writes costs the index more than the lookups it serves save.
     assert advise(dsn, queries((BY_ACCOUNT_LEDGER, 100)), workload_seconds=3600).recommendations == ()
+
+
+def test_a_time_limit_keeps_the_best_picks_so_far_and_says_so(dsn):
+    """--search-seconds: a person at a terminal can bound the search; the advice says it stopped."""
+    full = advise(dsn, queries(*WORKLOAD))
+    assert full.search is not None and not full.search.stopped_early and full.recommendations
+    cut = advise(dsn, queries(*WORKLOAD), search_seconds=0.0)
+    assert cut.search is not None and cut.search.stopped_early
+    assert not cut.recommendations and cut.workload_cost_after == cut.workload_cost_before
+    assert any("--search-seconds" in note for note in cut.notes)

@@ -172,3 +172,11 @@ def test_the_span_is_the_log_s_and_none_when_pg_stat_statements_counted_calls(tm
     first, *rest = workload.queries
     counted = replace(workload, queries=(replace(first, sources=(*first.sources, "pg_stat_statements")), *rest))
     assert workload_seconds(counted) is None
+
+
+def test_search_seconds_stops_the_search_and_the_output_says_so(fixture_db, workload_file):
+    doc = suggest(fixture_db, workload_file, "--search-seconds", "0")
+    assert doc["search"]["stopped_early"] and doc["recommendations"] == []
+    assert any("--search-seconds" in note for note in doc["notes"])
+    text = advisor("suggest-indexes", "--dsn", fixture_db, "--sql", str(workload_file), "--search-seconds", "0")
+    assert text.returncode == 0 and "stopped at --search-seconds" in " ".join(text.stdout.split())

@@ -103,6 +103,7 @@ class SearchEffort:
     client_seconds: float  # the advisor's own CPU
     candidates: int
     never_costed: int  # candidates whose best possible saving never reached the floor
+    stopped_early: bool = False  # search_seconds ran out: the picks so far, not the search's end
 
 
 def advise(
@@ -117,13 +118,15 @@ def advise(
     scratch: bool = False,
     sessions: int = 2,
     workload_seconds: float | None = None,
+    search_seconds: float | None = None,
     step: Step = lambda _: None,
 ) -> Advice:
     """The set of indexes that lowers the workload's cost most within the limits.
 
     ``workload_seconds``: the time the queries' weights (calls) were counted over; with it, the
     counters of tables the workload reads but does not write stand in for their writes
-    (advisor/indexes/maintenance.py). ``target``: a DSN, or the command's open Session, which
+    (advisor/indexes/maintenance.py). ``search_seconds``: the search stops picking after that long (from the
+    call) and keeps what it has, with a note (``Advice.search.stopped_early``). ``target``: a DSN, or the command's open Session, which
     reads the catalog, explains the representative values and costs (the ``sessions`` - 1
     parallel what-if sessions connect on their own).
     """
@@ -137,7 +140,8 @@ def advise(
             costable, left_out = _costable(whatif, queries)
             writes = WriteLoad([*workload_writes(costable, found, whatif.rows_changed),
                                 *counted_writes(costable, found, catalog, workload_seconds)], catalog)
-            search = _Search(whatif, costable, found, writes, max_indexes, budget_bytes, min_improvement, max_width)
+            search = _Search(whatif, costable, found, writes, max_indexes, budget_bytes, min_improvement, max_width,
+                             deadline=None if search_seconds is None else started + search_seconds)
             step(f"searching {len(found.candidates)} candidates with the planner's costs")
             chosen = search.run()
             validation = "hypothetical" if backend == "hypopg" else "real index, rolled back"
@@ -148,7 +152,7 @@ def advise(
             calls = whatif.whatif_calls
             effort = SearchEffort(calls + whatif.cache_hits + whatif.derived, whatif.cache_hits, whatif.derived,
                                   round(whatif.whatif_ms / 1000, 3), round(time.process_time() - cpu, 3),
-                                  len(found.candidates), search.never_costed())
+                                  len(found.candidates), search.never_costed(), search.stopped_early)
     return Advice(
         recommendations=recommendations,
         workload_cost_before=before,
@@ -211,8 +215,10 @@ class _Search:
     """Extend with composite candidates and a pruning pass (see the module docstring)."""
 
     def __init__(self, whatif: WhatIf, queries, found: CandidateSet, writes: WriteLoad, max_indexes, budget_bytes,
-                 min_improvement, max_width):
+                 min_improvement, max_width, *, deadline: float | None = None):
         self.whatif = whatif
+        self.deadline = deadline
+        self.stopped_early = False
         self.notes: list[str] = []
         self.queries = [q for q in queries if found.by_query.get(q.fingerprint)]
         self.found = found
@@ -299,10 +305,12 @@ class _Search:
     def run(self) -> list[IndexCandidate]:
         chosen, cost = self._greedy([], self.workload_cost(frozenset()))
         pruned, cost = self._prune(chosen, cost)
-        if len(pruned) < len(chosen):  # bytes freed: fill them
+        if len(pruned) < len(chosen) and not self._out_of_time():  # bytes freed: fill them
             pruned, cost = self._prune(*self._greedy(pruned, cost))
         chosen = pruned
         for _ in range(SWAP_ROUNDS):
+            if self._out_of_time():
+                break
             swapped = self._swap(chosen, cost)
             if swapped is None:
                 break
@@ -313,7 +321,7 @@ class _Search:
         """Extend's loop: the best move per byte, until none is left that fits and pays."""
         while self.max_indexes is None or len(chosen) <= self.max_indexes:
             move = self._best_move(chosen, cost)
-            if move is None and self.bounds:
+            if move is None and self.bounds and not self._out_of_time():
                 # The bounds assume an index saves less as others are added. Not always: an
                 # index can pay only beside a later pick (a supplier index that makes a join
                 # index-only once lineitem has an index on l_suppkey). Before stopping, cost
@@ -363,6 +371,16 @@ class _Search:
         if best is None:
             return None
         return best[1], cost - best[0]
+
+    def _out_of_time(self) -> bool:
+        if self.deadline is not None and time.perf_counter() > self.deadline:
+            if not self.stopped_early:
+                self.stopped_early = True
+                self.notes.append(f"the search reached its time limit (--search-seconds) with {len(self.alone)} of "
+                                  f"{len(self.found.candidates)} candidates costed: these are its best picks so far; "
+                                  "a longer limit, or none (as the nightly job runs), may find more")
+            return True
+        return False
 
     def never_costed(self) -> int:
         """Candidates no round costed: what they could save at most stayed under the floor."""
@@ -454,7 +472,7 @@ class _Search:
                 continue
             heap.append((-min(self.bounds.get(move, math.inf), most / max(grown, 8192)), next(order), move))
         heapq.heapify(heap)
-        while heap:
+        while heap and not self._out_of_time():
             bound, _, move = heapq.heappop(heap)
             if -bound <= 0:
                 return None

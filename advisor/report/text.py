@@ -214,7 +214,8 @@ def advice_summary(advice) -> Group:
                     f"{effort.derived:,} derived from other answers; {effort.whatif_seconds:.1f} s waiting on the server "
                     f"(all sessions), {effort.client_seconds:.1f} s of the advisor's own CPU; "
                     f"{effort.never_costed:,} of {plural(effort.candidates, 'candidate')} never costed "
-                    "(the most they could save stayed under --min-improvement)")
+                    "(the most they could save stayed under --min-improvement)"
+                    + ("; stopped at --search-seconds" if effort.stopped_early else ""))
     table = Table(expand=True)
     table.add_column("#", justify="right", no_wrap=True)
     table.add_column("index", ratio=1, overflow="fold")
