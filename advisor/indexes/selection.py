@@ -56,7 +56,6 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-import re
 import time
 from dataclasses import dataclass, field, replace
 
@@ -67,11 +66,11 @@ from advisor.indexes.candidates import CandidateSet, workload_candidates
 from advisor.indexes.existing import IndexIssue, index_issues
 from advisor.indexes.maintenance import WriteLoad, counted_writes, visibility_notes, workload_writes
 from advisor.indexes.model import MIN_IMPROVEMENT, AdvisedQuery, IndexCandidate, QueryCost, Recommendation
-from advisor.indexes.usage import TableUse
+from advisor.indexes.moves import Moves
+from advisor.indexes.usable import Usable
 from advisor.indexes.whatif import CandidateRejected, QueryNotCosted, WhatIf
 from advisor.progress import Step
 
-MAX_MERGED_INCLUDE = 5  # INCLUDE columns of a merged index, at most
 PREFETCH_AHEAD = 3  # moves costed ahead, beside the one on top of the heap (see _prefetch)
 SWAP_ROUNDS = 2  # exchanges tried after the greedy (each followed by a greedy fill and a prune)
 SWAP_EVALUATIONS = 60  # configurations costed per exchange round, at most
@@ -231,7 +230,6 @@ class _Search:
         self.max_width = max_width
         self.sizes: dict[IndexCandidate, int] = {}
         self.bounds: dict[tuple, float] = {}  # a move's last saving per byte (see _best_move)
-        self.usable: dict[tuple[str, IndexCandidate], bool] = {}
         self.alone: dict[IndexCandidate, float] = {}  # saving when first costed (see _swap)
         self.helps: dict[IndexCandidate, tuple[str, ...]] = {}  # the queries that can use it (see _most_saved)
         self.on_table: dict[str, frozenset[IndexCandidate]] = {}  # the candidates on each table (see _savable)
@@ -239,8 +237,8 @@ class _Search:
         self.loses: set[tuple[str, IndexCandidate]] = set()  # (fingerprint, candidate): see _learn_losses
         for c in found.candidates:
             self.on_table[c.table] = self.on_table.get(c.table, frozenset()) | {c}
-        self._words: dict[str, frozenset[str]] = {}
-        self._wider: dict[tuple[str, tuple[str, ...]], list[IndexCandidate]] | None = None
+        self.usable = Usable(found)
+        self.moves = Moves(found, max_width, max_indexes)
 
     def size(self, c: IndexCandidate) -> int:
         if c not in self.sizes:
@@ -249,58 +247,13 @@ class _Search:
 
     def workload_cost(self, config: frozenset[IndexCandidate]) -> float:
         """The weighted planner cost of the queries, plus what the indexes add to the workload's writes."""
-        reads = sum(q.weight * self.whatif.cost(q, self._usable(q, config)) for q in self.queries)
+        reads = sum(q.weight * self.whatif.cost(q, self.usable.part(q, config)) for q in self.queries)
         return reads + sum(self.write_cost(c) for c in config)
 
     def write_cost(self, c: IndexCandidate) -> float:
         if c not in self.write_costs:
             self.write_costs[c] = self.writes.cost(c)
         return self.write_costs[c]
-
-    def _usable(self, q: AdvisedQuery, config: frozenset[IndexCandidate]) -> frozenset[IndexCandidate]:
-        """The part of ``config`` the planner could use for ``q``: the others cannot change its plan.
-
-        A btree helps a query only through its first column (a qual, a join, an order, a grouping,
-        min/max) or by holding every column the query reads on that table (_serves). Partial and
-        expression indexes, tables the query reads no column of (count(*)), and tables the
-        parse did not see (views) are always kept. Costing ``q`` with the usable part only
-        gives the same plan and lets the cache answer for every other configuration.
-        """
-        return frozenset(c for c in config if self._can_use(q, c))
-
-    def _can_help(self, q: AdvisedQuery, c: IndexCandidate) -> bool:
-        """``c`` can lower ``q``'s cost: ``q`` reads its table (or we could not read ``q``) and can use it."""
-        return self._reads(q, c.table) and self._can_use(q, c)
-
-    def _can_use(self, q: AdvisedQuery, c: IndexCandidate) -> bool:
-        key = (q.fingerprint, c)
-        if (known := self.usable.get(key)) is None:
-            use = self.found.uses.get(q.fingerprint, {}).get(c.table)
-            bare = [_bare(k) for k in (*c.columns, *c.include)]
-            columns = [col for col in bare if col is not None]  # not an expression
-            if use is None or not use.read or c.where or c.method != "btree" or len(columns) < len(bare):
-                known = True
-            else:
-                known = self._serves(q, use, columns)
-            self.usable[key] = known
-        return known
-
-    def _serves(self, q: AdvisedQuery, use: TableUse, columns: list[str]) -> bool:
-        """A B-tree on ``columns`` can serve ``q``'s use of the table: its first column is compared,
-        joined, sorted or grouped on (or in a min/max, or named where the parse could not place it),
-        or it holds every column the query reads there (an index-only scan). A qual on a later
-        column alone makes PostgreSQL read the whole index, which only an index-only scan repays."""
-        lead = columns[0]
-        if lead in (*use.equality, *use.range, *use.join, *use.group, *(col for col, _ in use.order)):
-            return True
-        if set(use.read) <= set(columns):
-            return True
-        words = self._words.get(q.fingerprint)
-        if words is None:
-            words = self._words[q.fingerprint] = frozenset(re.findall(r"\w+", q.sql.lower()))
-        name = lead.lower()
-        return name in words and (lead not in use.read or re.search(
-            rf"\b(?:min|max)\s*\(\s*(?:\w+\.)?{re.escape(name)}\b", q.sql, re.IGNORECASE) is not None)
 
     def run(self) -> list[IndexCandidate]:
         chosen, cost = self._greedy([], self.workload_cost(frozenset()))
@@ -386,65 +339,6 @@ class _Search:
         """Candidates no round costed: what they could save at most stayed under the floor."""
         return sum(1 for c in self.found.candidates if c not in self.alone and c not in self.rejected)
 
-    def _moves(self, chosen: list[IndexCandidate]):
-        """(replaced, added) pairs: new candidates; chosen indexes extended by one column; and
-        chosen indexes widened into a candidate that starts with the same keys (a covering
-        variant with INCLUDE columns, or a longer composite)."""
-        for c in self.found.candidates:
-            if c not in chosen and (self.max_indexes is None or len(chosen) < self.max_indexes):
-                yield None, c
-        for c in chosen:
-            if c.where:
-                continue
-            if len(c.columns) < self.max_width and not c.include:
-                for column in self._extensions(c):
-                    yield c, c.extended(column)
-            for d in (*self._widenings(c), *self._merges(c)):
-                if d not in chosen:
-                    yield c, d
-
-    def _extensions(self, c: IndexCandidate) -> list[str]:
-        """Columns that queries using the index's leading column also filter, join, sort, group
-        on or read: a read column as the next key makes the scan index-only, as INCLUDE
-        would, and can still serve a range or an order."""
-        columns: dict[str, None] = {}
-        for uses in self.found.uses.values():
-            use = uses.get(c.table)
-            if use is None:
-                continue
-            attributes = [*use.equality, *use.range, *use.join, *(col for col, _ in use.order), *use.group]
-            if c.columns[0] in attributes:
-                columns.update(dict.fromkeys(a for a in (*attributes, *use.read) if a not in c.columns))
-        return list(columns)
-
-    def _merges(self, c: IndexCandidate) -> list[IndexCandidate]:
-        """``c`` covering what another candidate with the same leading key also covers: its keys,
-        then the other's key and INCLUDE columns as INCLUDE columns (index merging, Chaudhuri
-        and Narasayya, ICDE 1999): one index serving two queries' index-only scans."""
-        merged = []
-        for d in self._starting_with(c.table, c.columns[:1]):
-            extra = [k for k in (*d.columns, *d.include) if k not in c.columns and k not in c.include]
-            if d.where or not extra or any(_bare(k) is None or _bare(k) != k for k in extra):
-                continue
-            include = tuple(dict.fromkeys((*c.include, *extra)))
-            if len(include) <= MAX_MERGED_INCLUDE:
-                merged.append(replace(c, include=include))
-        return list(dict.fromkeys(merged))
-
-    def _widenings(self, c: IndexCandidate) -> list[IndexCandidate]:
-        """Candidates with ``c``'s keys first and more after them or in INCLUDE."""
-        return [d for d in self._starting_with(c.table, c.columns) if d != c and not d.where
-                and set(c.include) <= set(d.include) | set(d.columns)]
-
-    def _starting_with(self, table: str, keys: tuple[str, ...]) -> list[IndexCandidate]:
-        """The candidates on ``table`` whose key columns start with ``keys``."""
-        if self._wider is None:
-            self._wider = {}
-            for d in self.found.candidates:
-                for n in range(1, len(d.columns) + 1):
-                    self._wider.setdefault((d.table, d.columns[:n]), []).append(d)
-        return self._wider.get((table, keys), [])
-
     def _best_move(self, chosen: list[IndexCandidate], cost: float):
         """The move with the most cost saved per byte, among those that save at least the floor.
 
@@ -460,7 +354,7 @@ class _Search:
         order = itertools.count()
         self.savable = self._savable(chosen)
         heap = []
-        for move in self._moves(chosen):
+        for move in self.moves(chosen):
             if move[1] in self.rejected or (most := self._most_saved(move, self.savable)) <= floor:
                 continue  # cannot pay: not costed (never_costed() counts the candidates left so)
             try:
@@ -497,11 +391,11 @@ class _Search:
         that table added at once, which no configuration of them plans lower. One EXPLAIN per query
         and table it reads, costed again only when a pick changed the query's indexes (the cache)."""
         config = frozenset(chosen)
-        pairs = [(table, q) for table in sorted(self.on_table) for q in self.queries if self._reads(q, table)]
+        pairs = [(table, q) for table in sorted(self.on_table) for q in self.queries if self.usable.reads(q, table)]
         self.whatif.prefetch((q, config | self.on_table[table]) for table, q in pairs)  # grouped by table
         savable = {}
         for table, q in pairs:
-            now = self.whatif.cost(q, self._usable(q, config))
+            now = self.whatif.cost(q, self.usable.part(q, config))
             savable[q.fingerprint, table] = q.weight * max(0.0, now - self._cost_with_all(q, config, table))
         return savable
 
@@ -513,10 +407,6 @@ class _Search:
             except CandidateRejected as e:
                 self._reject(e)
 
-    def _reads(self, q: AdvisedQuery, table: str) -> bool:
-        uses = self.found.uses.get(q.fingerprint)
-        return not uses or table in uses
-
     def _most_saved(self, move, savable: dict[tuple[str, str], float]) -> float:
         """What a move can save at most: what the queries that can use the index it adds could still
         save with every candidate on its table, and the upkeep of the index it replaces, less its own
@@ -525,7 +415,7 @@ class _Search:
         candidates; a move that extends a pick beyond them (a covering column) may save a little more."""
         replaced, added = move
         if added not in self.helps:
-            self.helps[added] = tuple(q.fingerprint for q in self.queries if self._can_help(q, added))
+            self.helps[added] = tuple(q.fingerprint for q in self.queries if self.usable.can_help(q, added))
         most = sum(savable.get((fp, added.table), 0.0) for fp in self.helps[added]) - self.write_cost(added)
         return most + (self.write_cost(replaced) if replaced is not None else 0.0)
 
@@ -544,9 +434,9 @@ class _Search:
         replaced, added = move
         now, after = frozenset(chosen), _after(move, chosen)
         if replaced is not None:
-            return [(q, self._usable(q, after)) for q in self.queries]
+            return [(q, self.usable.part(q, after)) for q in self.queries]
         known = added in self.on_table.get(added.table, ())
-        return [(q, self._usable(q, now if (q.fingerprint, added) in self.loses or (
+        return [(q, self.usable.part(q, now if (q.fingerprint, added) in self.loses or (
                     known and self.savable.get((q.fingerprint, added.table), 1.0) <= 0) else after))
                 for q in self.queries]
 
@@ -568,16 +458,9 @@ class _Search:
         worth depends on the plan above the scan. Such a query is costed without the move from then on.
         """
         for q, config in pairs:
-            if added in config and all(c.table != added.table for c in config - {added}) and self._filter_only(q, added):
+            if added in config and all(c.table != added.table for c in config - {added}) and self.usable.filter_only(q, added):
                 if added not in self.whatif.used(q, config):
                     self.loses.add((q.fingerprint, added))
-
-    def _filter_only(self, q: AdvisedQuery, c: IndexCandidate) -> bool:
-        use = self.found.uses.get(q.fingerprint, {}).get(c.table)
-        lead = _bare(c.columns[0])
-        if use is None or lead is None or use.has_limit or c.where or c.method != "btree":
-            return False
-        return lead not in (*use.join, *use.group, *(col for col, _ in use.order))
 
     def _growth(self, move, current: int) -> int | None:
         """The bytes a move adds, or None when they do not fit the budget."""
@@ -620,14 +503,6 @@ def _after(move, chosen: list[IndexCandidate]) -> frozenset[IndexCandidate]:
     """The configuration a (replaced, added) move leads to."""
     replaced, added = move
     return frozenset([*(c for c in chosen if c != replaced), added])
-
-
-def _bare(key: str) -> str | None:
-    """A key's column name without its sort order; None for an expression."""
-    if "(" in key:
-        return None
-    name = re.sub(r"(?: (?:ASC|DESC))?(?: NULLS (?:FIRST|LAST))?$", "", key)
-    return name[1:-1].replace('""', '"') if name.startswith('"') else name
 
 
 def _recommendations(whatif: WhatIf, queries: list[AdvisedQuery], chosen: list[IndexCandidate], validation: str,
