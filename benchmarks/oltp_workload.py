@@ -125,19 +125,8 @@ def load(dsn: str, workdir: Path, scale: float = 1.0) -> dict[str, float]:
 
 
 def vacuum_all_visible(conn: psycopg.Connection) -> None:
-    """VACUUM ANALYZE until every page is all-visible, as benchmarks/tpch.py's load does and for its reasons."""
-    conn.execute("SET synchronous_commit = on")
-    conn.execute("SELECT txid_current()")  # a synchronous commit flushes the WAL past the load: hint bits can be set
-    conn.execute(f"VACUUM ANALYZE {', '.join(TABLES)}")
-    for _ in range(10):
-        behind = [t for t in TABLES if conn.execute(
-            "SELECT relallvisible < relpages FROM pg_class WHERE oid = %s::regclass", (t,)).fetchone()[0]]  # type: ignore[index]
-        if not behind:
-            break
-        time.sleep(0.5)
-        conn.execute(f"VACUUM {', '.join(behind)}")
-    for table in TABLES:
-        conn.execute(f"ALTER TABLE {table} RESET (autovacuum_enabled)")
+    """Every page all-visible, as benchmarks/tpch.py's load leaves it and for its reasons."""
+    tpch.vacuum_all_visible(conn, list(TABLES))
 
 
 def data_size(dsn: str) -> dict[str, dict]:

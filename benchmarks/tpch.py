@@ -256,20 +256,26 @@ def load(dsn: str, sf: float, workdir: Path, jobs: int | None = None, keep_csv: 
 
     t0 = time.perf_counter()
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("SET synchronous_commit = on")  # see the module's docstring
-        conn.execute("SELECT txid_current()")  # a synchronous commit: the WAL is flushed past every load
-        conn.execute(f"VACUUM ANALYZE {', '.join(tables)}")
-        for _ in range(10):  # an ANALYZE elsewhere (autovacuum's, of a catalog) can hold a snapshot: try again
-            behind = [t for t in tables if conn.execute(
-                "SELECT relallvisible < relpages FROM pg_class WHERE oid = %s::regclass", (t,)).fetchone()[0]]
-            if not behind:
-                break
-            time.sleep(0.5)
-            conn.execute(f"VACUUM {', '.join(behind)}")
-        for table in tables:
-            conn.execute(f"ALTER TABLE {table} RESET (autovacuum_enabled)")
+        vacuum_all_visible(conn, tables)
     timings["analyze"] = time.perf_counter() - t0
     return timings
+
+
+def vacuum_all_visible(conn: psycopg.Connection, tables: list[str]) -> None:
+    """VACUUM ANALYZE until every page of ``tables`` is all-visible (the module's docstring says why it
+    takes more than one VACUUM), then autovacuum back on."""
+    conn.execute("SET synchronous_commit = on")
+    conn.execute("SELECT txid_current()")  # a synchronous commit: the WAL is flushed past every load
+    conn.execute(f"VACUUM ANALYZE {', '.join(tables)}")
+    for _ in range(10):  # an ANALYZE elsewhere (autovacuum's, of a catalog) can hold a snapshot: try again
+        behind = [t for t in tables if conn.execute(
+            "SELECT relallvisible < relpages FROM pg_class WHERE oid = %s::regclass", (t,)).fetchone()[0]]
+        if not behind:
+            break
+        time.sleep(0.5)
+        conn.execute(f"VACUUM {', '.join(behind)}")
+    for table in tables:
+        conn.execute(f"ALTER TABLE {table} RESET (autovacuum_enabled)")
 
 
 def table_sizes(dsn: str, tables: list[str] | None = None) -> dict[str, dict]:
