@@ -407,12 +407,15 @@ class _Search:
         return savable
 
     def _cost_with_all(self, q: AdvisedQuery, config: frozenset[IndexCandidate], table: str) -> float:
-        """``q``'s cost with ``config`` and every candidate on ``table`` the server accepts."""
+        """``q``'s cost with ``config`` and every candidate on ``table`` the server accepts; 0 (no bound
+        below its whole cost) if the server will not plan it so, within the statement timeout."""
         while True:
             try:
                 return self.whatif.cost(q, config | self.on_table[table])
             except CandidateRejected as e:
                 self._reject(e)
+            except QueryNotCosted:
+                return 0.0
 
     def _most_saved(self, move, savable: dict[tuple[str, str], float]) -> float:
         """What a move can save at most: what the queries that can use the index it adds could still
