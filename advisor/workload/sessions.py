@@ -140,7 +140,7 @@ class _Pattern:
     occurrences: int = 0
     statements: int = 0
     most: int = 0
-    child_ms: float = 0.0
+    child_us: int = 0  # whole microseconds: partials merged in any order add up to the same total
     sessions: list[str] = field(default_factory=list)
     applications: dict[str, None] = field(default_factory=dict)
     first_seen: str | None = None
@@ -152,7 +152,7 @@ class _Pattern:
         self.occurrences += other.occurrences
         self.statements += other.statements
         self.most = max(self.most, other.most)
-        self.child_ms += other.child_ms
+        self.child_us += other.child_us
         for session in other.sessions:
             if session not in self.sessions and len(self.sessions) < SESSIONS_KEPT:
                 self.sessions.append(session)
@@ -260,7 +260,7 @@ class SessionPatterns:
             p = self.patterns.get((kind, child, run.parent))
             if p is None:
                 p = self.patterns[(kind, child, run.parent)] = _Pattern(first_seen=unit.started)
-            p.add(_Pattern(occurrences=1, statements=run.count, most=run.count, child_ms=run.ms,
+            p.add(_Pattern(occurrences=1, statements=run.count, most=run.count, child_us=round(run.ms * 1000),
                            sessions=[unit.session], applications=dict.fromkeys(filter(None, [unit.application]))))
             if kind == "pagination" and run.pages is not None:
                 _add_pages(p, run.pages)
@@ -333,7 +333,7 @@ class SessionPatterns:
                     occurrences=p.occurrences,
                     statements=p.statements,
                     most_per_occurrence=p.most,
-                    child_ms=p.child_ms,
+                    child_ms=p.child_us / 1000,
                     sessions=tuple(p.sessions),
                     applications=tuple(p.applications),
                     first_seen=p.first_seen,
