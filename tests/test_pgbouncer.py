@@ -146,8 +146,12 @@ def test_backends_stay_within_the_pool_size(bench):
         if arm.mode == "new_connection":  # straight to the server: a backend per client
             assert seen > POOL_SIZE, (arm, seen)
             continue
-        assert 1 <= arm.peak_backends <= POOL_SIZE, arm
-        assert 1 <= seen <= POOL_SIZE, (arm, seen)
+        # The prepared arm fails by design on PgBouncer < 1.21 (DuplicatePreparedStatement): PgBouncer
+        # replaces a server connection after such an error, and a sample can catch the old backend still
+        # exiting beside its replacement (seen once in CI under load).
+        most = POOL_SIZE + 1 if arm.mode == "pgbouncer_pool_prepared" and arm.errors else POOL_SIZE
+        assert 1 <= arm.peak_backends <= most, arm
+        assert 1 <= seen <= most, (arm, seen)
     assert sampler.names and all(name.startswith("advisor") for name in sampler.names), sampler.names
     served = {s["pool_mode"]: s for s in result.verdict["pgbouncer"]["served"]}
     assert set(served) == set(POOL_MODES)
