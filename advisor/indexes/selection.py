@@ -242,6 +242,8 @@ class _Search:
         self.on_table: dict[str, frozenset[IndexCandidate]] = {}  # the candidates on each table (see _savable)
         self.savable: dict[tuple[str, str], float] = {}  # this round's _savable
         self.loses: set[tuple[str, IndexCandidate]] = set()  # (fingerprint, candidate): see _learn_losses
+        self._parts_of: frozenset[IndexCandidate] | None = None  # see _parts
+        self._parts_now: dict[str, frozenset[IndexCandidate]] = {}
         for c in found.candidates:
             self.on_table[c.table] = self.on_table.get(c.table, frozenset()) | {c}
         self.usable = Usable(found)
@@ -442,13 +444,23 @@ class _Search:
         candidate on the added index's table together leaves where it is (nothing ``savable``) keeps
         its cost now, which the cache holds: the index cannot move it either, so it is not explained."""
         replaced, added = move
-        now, after = frozenset(chosen), _after(move, chosen)
+        parts = self._parts(chosen)
         if replaced is not None:
-            return [(q, self.usable.part(q, after)) for q in self.queries]
+            return [(q, (parts[q.fingerprint] - {replaced}) | ({added} if self.usable.can_use(q, added) else set()))
+                    for q in self.queries]
         known = added in self.on_table.get(added.table, ())
-        return [(q, self.usable.part(q, now if (q.fingerprint, added) in self.loses or (
-                    known and self.savable.get((q.fingerprint, added.table), 1.0) <= 0) else after))
+        return [(q, parts[q.fingerprint] | {added} if self.usable.can_use(q, added) and (q.fingerprint, added) not in self.loses
+                 and not (known and self.savable.get((q.fingerprint, added.table), 1.0) <= 0) else parts[q.fingerprint])
                 for q in self.queries]
+
+    def _parts(self, chosen: list[IndexCandidate]) -> dict[str, frozenset[IndexCandidate]]:
+        """Each query's usable part of ``chosen``, kept while ``chosen`` stays: a move changes one index,
+        so its configurations are this plus or minus one (thousands of moves a round on TPC-DS)."""
+        config = frozenset(chosen)
+        if self._parts_of != config:
+            self._parts_of = config
+            self._parts_now = {q.fingerprint: self.usable.part(q, config) for q in self.queries}
+        return self._parts_now
 
     def _move_cost(self, move, chosen: list[IndexCandidate]) -> float:
         """workload_cost after the move, without explaining what cannot change (_move_configs)."""

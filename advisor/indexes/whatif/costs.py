@@ -134,8 +134,12 @@ class CostCache:
             self._answers.pop(stale, None)
             self._derived.discard(stale)
 
-    def merge(self, other: CostCache) -> None:
-        """Take ``other``'s answers (it keeps none)."""
+    def merge(self, other: CostCache, combines: Callable[[QueryKey], bool] = lambda _: False) -> None:
+        """Take ``other``'s answers (it keeps none), but not what it derived for a query that ``combines``
+        indexes (another session saw its plan do so)."""
+        for key in [k for k in other._derived if combines(k.query)]:
+            del other._answers[key]
+            other._derived.discard(key)
         self._answers.update(other._answers)
         self._derived |= other._derived
         self.derivations += other.derivations
@@ -371,11 +375,11 @@ class WhatIf:
     def _adopt(self, helper: WhatIf) -> None:
         """Take a helper's new answers and counts, and forget what either derived for a query that
         either saw combine indexes."""
-        self._cache.merge(helper._cache)
-        for key, mine in self._queries.items():
-            theirs = helper._queries.get(key)
-            if isinstance(mine, PreparedQuery) and (mine.combines or getattr(theirs, "combines", False)):
+        for key, theirs in helper._queries.items():
+            mine = self._queries.get(key)
+            if isinstance(mine, PreparedQuery) and not mine.combines and getattr(theirs, "combines", False):
                 self._combining(mine)
+        self._cache.merge(helper._cache, lambda query: getattr(self._queries.get(query), "combines", False))
         self.whatif_calls += helper.whatif_calls
         self.whatif_ms += helper.whatif_ms
         helper.whatif_calls, helper.whatif_ms = 0, 0.0
