@@ -472,13 +472,9 @@ class _Search:
 
     def _learn_losses(self, added: IndexCandidate, pairs) -> None:
         """Remember the queries whose plan left ``added`` unused when it was their table's only candidate
-        index, where the index could only have served a filter (or an index-only read) of that table.
-
-        PostgreSQL plans each table's own scans before any join: an index that loses to the table's
-        existing paths for a filter loses again whatever is added on other tables, and against more
-        indexes on its own table. Not for a join key, an ORDER BY or GROUP BY key, or a LIMIT, whose
-        worth depends on the plan above the scan. Such a query is costed without the move from then on.
-        """
+        and could only serve a filter there (usable.filter_only): PostgreSQL plans a table's own scans
+        before any join, so such an index loses again whatever else is added. Such a query is costed
+        without the move from then on."""
         for q, config in pairs:
             if added in config and all(c.table != added.table for c in config - {added}) and self.usable.filter_only(q, added):
                 if added not in self.whatif.used(q, config):
