@@ -149,7 +149,7 @@ class LogEvents:
             entry.count += not acquired
             entry.max_wait_ms = max(entry.max_wait_ms, wait_ms)
             entry.acquired += acquired
-            entry.acquired_ms += wait_ms if acquired else 0.0
+            entry.acquired_ms = round(entry.acquired_ms + (wait_ms if acquired else 0.0), 3)  # µs: any merge order, one sum
             for holder in blocking:
                 _keep(entry.blocking, holder)
 
@@ -227,8 +227,8 @@ class LogEvents:
         self.checkpoints.timed += timed
 
     def checkpoint_done(self, write_ms: float, sync_ms: float) -> None:
-        self.checkpoints.write_ms += write_ms
-        self.checkpoints.sync_ms += sync_ms
+        self.checkpoints.write_ms = round(self.checkpoints.write_ms + write_ms, 3)  # µs, as acquired_ms
+        self.checkpoints.sync_ms = round(self.checkpoints.sync_ms + sync_ms, 3)
 
     def vacuumed(self, table: str, *, analyze: bool, removed: int = 0) -> None:
         entry = self.autovacuum.get(table)
@@ -267,7 +267,7 @@ class LogEvents:
             if (wait := _entry(self.waits_by_query, q, LockWaits)) is not None:
                 wait.count += w.count
                 wait.max_wait_ms = max(wait.max_wait_ms, w.max_wait_ms)
-                wait.acquired, wait.acquired_ms = wait.acquired + w.acquired, wait.acquired_ms + w.acquired_ms
+                wait.acquired, wait.acquired_ms = wait.acquired + w.acquired, round(wait.acquired_ms + w.acquired_ms, 3)
                 for holder in w.blocking:
                     _keep(wait.blocking, holder)
         self.deadlocks += later.deadlocks
@@ -279,7 +279,7 @@ class LogEvents:
         self._merge_sessions(later)
         c, other = self.checkpoints, later.checkpoints
         c.count, c.timed = c.count + other.count, c.timed + other.timed
-        c.write_ms, c.sync_ms = c.write_ms + other.write_ms, c.sync_ms + other.sync_ms
+        c.write_ms, c.sync_ms = round(c.write_ms + other.write_ms, 3), round(c.sync_ms + other.sync_ms, 3)
         for table, v in later.autovacuum.items():
             mine_v = self.autovacuum.get(table)
             if mine_v is None:

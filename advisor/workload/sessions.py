@@ -177,7 +177,7 @@ class SessionPatterns:
         # per cache configuration: key -> (expires at, writes seen to its tables)
         self.caches: list[OrderedDict[int, tuple[float, int]]] = [OrderedDict() for _ in CACHE_CONFIGS]
         self.cache_hits: dict[str, list[int]] = {}  # fingerprint -> hits per config, then lookups
-        self.cache_ms: dict[str, float] = {}
+        self.cache_us: dict[str, int] = {}  # whole microseconds, as _Pattern.child_us: exact in any merge order
         self.tables: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}  # fingerprint -> (read, written)
         self.writes: dict[str, int] = {}  # table -> writes seen so far
 
@@ -292,7 +292,7 @@ class SessionPatterns:
                 counts[i] += 1
                 cache.move_to_end(key)
                 if i == len(CACHE_CONFIGS) - 1:
-                    self.cache_ms[fp] = self.cache_ms.get(fp, 0.0) + ms
+                    self.cache_us[fp] = self.cache_us.get(fp, 0) + round(ms * 1000)
                 continue
             cache[key] = (now + ttl_s * 1000, writes)
             cache.move_to_end(key)
@@ -314,8 +314,8 @@ class SessionPatterns:
         for fp, counts in other.cache_hits.items():
             mine = self.cache_hits.setdefault(fp, [0] * len(counts))
             self.cache_hits[fp] = [a + b for a, b in zip(mine, counts)]
-        for fp, ms in other.cache_ms.items():
-            self.cache_ms[fp] = self.cache_ms.get(fp, 0.0) + ms
+        for fp, us in other.cache_us.items():
+            self.cache_us[fp] = self.cache_us.get(fp, 0) + us
 
     def repeat_patterns(self) -> tuple[RepeatPattern, ...]:
         self.finish()
@@ -355,7 +355,7 @@ class SessionPatterns:
                     normalized=self.fingerprints[fp].normalized,
                     lookups=counts[-1],
                     hits=tuple((ttl, size, hits) for (ttl, size), hits in zip(CACHE_CONFIGS, counts)),
-                    served_ms=self.cache_ms.get(fp, 0.0),
+                    served_ms=self.cache_us.get(fp, 0) / 1000,
                 )
             )
         found.sort(key=lambda c: (-max(h for _, _, h in c.hits), c.fingerprint))
