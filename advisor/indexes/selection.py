@@ -402,9 +402,9 @@ class _Search:
         config = frozenset(chosen)
         pairs = [(table, q) for table in sorted(self.on_table) for q in self.queries if self.usable.reads(q, table)]
         self.whatif.prefetch((q, config | self.on_table[table]) for table, q in pairs)  # grouped by table
-        savable = {}
+        savable, parts = {}, self._parts(chosen)
         for table, q in pairs:
-            now = self.whatif.cost(q, self.usable.part(q, config))
+            now = self.whatif.cost(q, parts[q.fingerprint])
             savable[q.fingerprint, table] = q.weight * max(0.0, now - self._cost_with_all(q, config, table))
         return savable
 

@@ -66,11 +66,11 @@ class Costed:
     rows_changed: float = 0.0  # rows the plan's ModifyTable takes in: what an INSERT/UPDATE/DELETE writes
 
     @staticmethod
-    def of(plan: PlanJSON, ours: Mapping[str, IndexCandidate]) -> Costed:
-        """The root's Total Cost, the candidates among ``ours`` (by index name) the plan uses, and the rows
-        entering its ModifyTable nodes (at the root, or in a data-changing CTE)."""
-        nodes = list(_nodes(plan))
-        return Costed(float(plan["Total Cost"]),
+    def of(nodes: list[PlanJSON], ours: Mapping[str, IndexCandidate]) -> Costed:
+        """From a plan's nodes in pre-order (``_nodes``, the root first): the root's Total Cost, the candidates
+        among ``ours`` (by index name) the plan uses, and the rows entering its ModifyTable nodes (at the
+        root, or in a data-changing CTE)."""
+        return Costed(float(nodes[0]["Total Cost"]),
                       frozenset(ours[n["Index Name"]] for n in nodes if n.get("Index Name") in ours),
                       sum(float(n["Plans"][0]["Plan Rows"]) for n in nodes
                           if n["Node Type"] == "ModifyTable" and n.get("Plans")))
@@ -405,7 +405,7 @@ class WhatIf:
                 return self._evaluate(query, config)
         if not info.combines and any(n["Node Type"] in _COMBINING for n in nodes):
             self._combining(info)
-        result = Costed.of(plan, self.backend.by_name)
+        result = Costed.of(nodes, self.backend.by_name)  # the walk made once, for the checks above too
         self._cache.put(key, result)
         return result
 
