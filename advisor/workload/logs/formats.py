@@ -112,7 +112,7 @@ def read_executions(path: str, fmt: LogFormat, tally: Tally, start: int = 0, end
 def _records(lines: Iterator[str], fmt: LogFormat, tally: Tally) -> Iterator[LogRecord] | None:
     """The log's records, or None for a log that holds none (its lines are counted or skipped)."""
     if fmt.name == "stderr" and fmt.prefix is not None:
-        return stderr.frame(lines, prefix_regex(fmt.prefix), tally)
+        return stderr.frame(lines, fmt.prefix, tally)
     if fmt.name == "csvlog":
         return csvlog.frame(lines, tally)
     if fmt.name == "jsonlog":

@@ -70,7 +70,8 @@ CONTEXT_LINE = 0  # a neighbouring part's record's line (that part numbers it); 
 # An optional duration, then what the message is about; a bare duration has no verb.
 _MESSAGE = re.compile(
     r"(?:duration: (\d+(?:\.\d+)?) ms(?:  |$))?"
-    r"(?:(statement|execute (?:fetch from )?[^:]*|parse [^:]*|bind [^:]*|plan):[ \n]?|$)"
+    r"(?:(statement|execute (?:fetch from )?[^:]*|parse [^:]*|bind [^:]*|plan):[ \n]?|$)",
+    re.ASCII,
 )
 _QUERY_TEXT = "Query Text: "
 # The first plan node of a text-format plan: auto_explain always prints costs.

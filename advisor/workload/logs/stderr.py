@@ -6,11 +6,13 @@ import re
 from collections.abc import Iterable, Iterator
 from operator import itemgetter
 
+from advisor.workload.logs.prefix import begins_visibly, prefix_regex
 from advisor.workload.logs.records import FIELDS, LogRecord, Tally
 
 
-def frame(lines: Iterable[str], regex: re.Pattern[str], tally: Tally) -> Iterator[LogRecord]:
+def frame(lines: Iterable[str], prefix: str, tally: Tally) -> Iterator[LogRecord]:
     """Group lines into records; a line that is neither a head nor a continuation is skipped."""
+    regex = prefix_regex(prefix)
     match = regex.match
     # A record's fields taken from the match by position (group 0 stands for a field the prefix
     # lacks: None): keyword arguments cost as much as the match itself.
@@ -18,12 +20,21 @@ def frame(lines: Iterable[str], regex: re.Pattern[str], tally: Tally) -> Iterato
     none = (None,)
     record: LogRecord | None = None
     tail: list[str] = []  # continuation lines, joined once: a huge statement stays linear
+    # A TAB-indented line continues the record, without a match (a third of the lines of logs with
+    # plans or multi-line statements), unless the prefix itself may begin with whitespace.
+    tab_continues = begins_visibly(prefix)
     lineno = 0
     for lineno, text in enumerate(lines, 1):
+        if tab_continues and text[:1] == "\t" and record is not None:
+            tail.append(text[1:])
+            continue
         m = match(text)
         if m is not None:
             if record is not None:
-                yield _finish(record, tail)
+                if tail:
+                    record.message = "\n".join([record.message, *tail])
+                    tail.clear()
+                yield record
             record = LogRecord(lineno, *fields(none + m.groups()))
         elif text[:1] in ("\t", " ") and record is not None:
             # The server indents continuation lines with a TAB; some shippers turn it into spaces.
