@@ -406,6 +406,8 @@ def test_log_form_meets_pg_stat_statements_form(pg_dsn):
          "INSERT INTO t VALUES (1, 2) RETURNING (SELECT a FROM u ORDER BY a, 3 LIMIT 1)"),
         ("SELECT x::varchar(10) FROM t", "SELECT x::varchar(20) FROM t"),
         ("SELECT CAST(x AS numeric(10, 2)) FROM t", "SELECT CAST(x AS numeric(12, 4)) FROM t"),
+        ("SELECT x::VARCHAR\n                          ( 10) FROM t", "SELECT x::VARCHAR\n                          ( 20) FROM t"),
+        ("SELECT f(1), x::timestamptz(3) FROM t", "SELECT f(2), x::timestamptz(6) FROM t"),  # not the first '('
         ("SELECT a FROM t WHERE b = E'it\\'s' AND c = 1", "SELECT a FROM t WHERE b = E'x\\' AND c = 1 --'"),
         ("SELECT $$a 'b$$ FROM t1", "SELECT $$a 'b$$ FROM t2"),
         ("SELECT a$1 FROM t", "SELECT a$2 FROM t"),

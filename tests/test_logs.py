@@ -87,6 +87,16 @@ def test_user_prefix_is_used_as_given(tmp_path):
     assert w.queries[0].users == ("alice",) and w.queries[0].total_ms == 2.5
 
 
+@pytest.mark.parametrize("prefix", ["\t%m [%p] ", "%a: "])
+def test_a_prefix_that_may_begin_with_whitespace_still_reads_tab_lines_as_heads(tmp_path, prefix):
+    """A TAB line is taken as a continuation without a match only when no head can begin so."""
+    head = "\t2026-11-22 03:00:00.001 UTC [7] " if prefix.startswith("\t") else "\tpsql: "
+    log = write(tmp_path, f"{head}LOG:  duration: 1.000 ms  statement: SELECT 1\n"
+                          f"{head}LOG:  duration: 2.000 ms  statement: SELECT 2\n")
+    w = workload(log, prefix=prefix)
+    assert w.statements == 2 and w.skipped_count == 0
+
+
 # --- the execution rules -----------------------------------------------------
 
 EXTENDED = """\
