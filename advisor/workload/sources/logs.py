@@ -12,7 +12,7 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 
@@ -24,7 +24,6 @@ from advisor.workload.logs.formats import LogFormat, read_executions, sniff
 from advisor.workload.logs.prefix import PrefixError
 from advisor.workload.logs.reader import LogInputError, expand, is_compressed, size_of, split_points
 from advisor.workload.logs.records import Tally
-from advisor.workload.model import Execution
 from advisor.workload.own_traffic import sent_by_advisor
 from advisor.workload.sessions import SessionPatterns
 from advisor.workload.sources.partial import Partial, Reading
@@ -145,29 +144,22 @@ def parse_part(part: Part) -> Partial:
     patterns = SessionPatterns(part.config)
     add, observe = stats.add, patterns.add
     events = LogEvents()
-    records = read_executions(part.path, part.fmt, tally, part.start, part.end, events,
-                              before=part.continues, after=part.followed)
-    executions = _theirs(records, tally)
-    if part.sessions:
-        for execution in executions:
-            observe(execution, add(execution))
+    executions = read_executions(part.path, part.fmt, tally, part.start, part.end, events,
+                                 before=part.continues, after=part.followed)
+    sessions = part.sessions
+    for e in executions:  # one loop, no filtering generator between: it runs per logged statement
+        if sent_by_advisor(e.sql, e.application):
+            tally.own += 1  # the advisor's own statements are left out, and counted
+        elif sessions:
+            observe(e, add(e))
+        else:
+            add(e)
+    if sessions:
         patterns.finish()
-    else:
-        for execution in executions:
-            add(execution)
     if part.start and not part.continues and tally.skipped:  # a range: number its lines in the file
         offset = _lines_before(part.path, part.start)
         tally.skipped = [replace(s, line=s.line + offset) for s in tally.skipped]
     return Partial(stats, patterns, [tally], events=events)
-
-
-def _theirs(executions: Iterator[Execution], tally: Tally) -> Iterator[Execution]:
-    """The executions the advisor did not send itself; those are counted in ``tally.own``."""
-    for e in executions:
-        if sent_by_advisor(e.sql, e.application):
-            tally.own += 1
-        else:
-            yield e
 
 
 def _run(parts: list[Part], jobs: int, progress: Progress | None, total: int):
