@@ -267,6 +267,19 @@ def test_a_table_s_counters_stand_in_for_writes_the_workload_lacks(dsn, busy_led
     assert advise(dsn, queries((BY_ACCOUNT_LEDGER, 100)), workload_seconds=3600).recommendations == ()
 
 
+def test_each_pick_is_a_progress_line_a_person_can_follow(dsn):
+    """A search over a large workload takes minutes: each pick says what it took and where the cost stands."""
+    lines: list[str] = []
+    advice = advise(dsn, queries(*WORKLOAD), step=lines.append)
+    picks = [line for line in lines if " picked, the latest " in line]
+    assert advice.recommendations and len(picks) >= 1, lines
+    assert any(r.candidate.label() in line for r in advice.recommendations for line in picks), picks
+    shown = [float(line.split("workload cost ")[1].split("%")[0]) for line in picks]
+    assert shown == sorted(shown, reverse=True)  # each pick lowers the cost
+    # Pruning and exchanges after the last pick only lower it further.
+    assert 100 * advice.workload_cost_after / advice.workload_cost_before <= shown[-1] * 1.005  # three digits shown
+
+
 def test_a_time_limit_keeps_the_best_picks_so_far_and_says_so(dsn):
     """--search-seconds: a person at a terminal can bound the search; the advice says it stopped."""
     full = advise(dsn, queries(*WORKLOAD))

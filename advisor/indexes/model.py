@@ -47,6 +47,11 @@ class IndexCandidate:
         schema, _, table = self.table.rpartition(".")
         return f"{quote_ident(schema)}.{quote_ident(table)}" if schema else quote_ident(table)
 
+    def label(self) -> str:
+        """``table (columns) INCLUDE (…) WHERE …``: the index as a person reads it in a table or a progress line."""
+        return (f"{self.table} ({', '.join(self.columns)})" + (f" INCLUDE ({', '.join(self.include)})" if self.include else "")
+                + (f" WHERE {self.where}" if self.where else ""))
+
     def definition(self) -> str:
         """``ON table USING method (columns) INCLUDE (…) WHERE …``, the part after the index name."""
         keys = ", ".join(_key(c) for c in self.columns)

@@ -147,7 +147,7 @@ def advise(
             writes = WriteLoad([*workload_writes(costable, found, whatif.rows_changed),
                                 *counted_writes(costable, found, catalog, workload_seconds)], catalog)
             search = _Search(whatif, costable, found, writes, max_indexes, budget_bytes, min_improvement, max_width,
-                             deadline=None if search_seconds is None else started + search_seconds)
+                             deadline=None if search_seconds is None else started + search_seconds, step=step)
             step(f"searching {len(found.candidates)} candidates with the planner's costs")
             chosen = search.run()
             validation = "hypothetical" if backend == "hypopg" else "real index, rolled back"
@@ -221,14 +221,12 @@ class _Search:
     """Extend with composite candidates and a pruning pass (see the module docstring)."""
 
     def __init__(self, whatif: WhatIf, queries, found: CandidateSet, writes: WriteLoad, max_indexes, budget_bytes,
-                 min_improvement, max_width, *, deadline: float | None = None):
-        self.whatif = whatif
-        self.deadline = deadline
-        self.stopped_early = False
+                 min_improvement, max_width, *, deadline: float | None = None, step: Step = lambda _: None):
+        self.whatif, self.step = whatif, step  # step: a line per pick, for a person waiting at a terminal
+        self.deadline, self.stopped_early = deadline, False
         self.notes: list[str] = []
         self.queries = [q for q in queries if found.by_query.get(q.fingerprint)]
-        self.found = found
-        self.writes = writes
+        self.found, self.writes = found, writes
         self.write_costs: dict[IndexCandidate, float] = {}
         self.rejected: set[IndexCandidate] = set()
         self.max_indexes = max_indexes
@@ -265,7 +263,8 @@ class _Search:
         return self.write_costs[c]
 
     def run(self) -> list[IndexCandidate]:
-        chosen, cost = self._greedy([], self.workload_cost(frozenset()))
+        self.start = self.workload_cost(frozenset())  # today's, as the progress lines compare
+        chosen, cost = self._greedy([], self.start)
         pruned, cost = self._prune(chosen, cost)
         if len(pruned) < len(chosen) and not self._out_of_time():  # bytes freed: fill them
             pruned, cost = self._prune(*self._greedy(pruned, cost))
@@ -292,9 +291,10 @@ class _Search:
                 move = self._best_move(chosen, cost)
             if move is None:
                 break
-            new_cost, replaced, added = move
+            cost, replaced, added = move
             chosen = [c for c in chosen if c != replaced] + [added]
-            cost = new_cost
+            self.step(f"{len(chosen)} picked, the latest {added.label()}: workload cost {100 * cost / self.start:.3g}% of "
+                      f"today's; {self.whatif.whatif_calls:,} what-if calls so far")
         return chosen, cost
 
     def _swap(self, chosen: list[IndexCandidate], cost: float) -> tuple[list[IndexCandidate], float] | None:

@@ -225,10 +225,8 @@ def advice_summary(advice) -> Group:
     for rank, r in enumerate(advice.recommendations, 1):
         b = sum(q.weight * q.cost_before for q in r.queries)
         a = sum(q.weight * q.cost_after for q in r.queries)
-        c = r.candidate
-        index = f"{c.table} ({', '.join(c.columns)})" + (f" INCLUDE ({', '.join(c.include)})" if c.include else "") + (f" WHERE {c.where}" if c.where else "")
         writes = f" (+{r.write_cost:,.0f} writes)" if r.write_cost else ""
-        table.add_row(str(rank), Text(index), _bytes(r.estimated_size_bytes), str(len(r.queries)), f"{b:,.0f} → {a:,.0f}{writes}")
+        table.add_row(str(rank), Text(r.candidate.label()), _bytes(r.estimated_size_bytes), str(len(r.queries)), f"{b:,.0f} → {a:,.0f}{writes}")
     parts: list = [head, table]
     parts += [Text(r.candidate.ddl(), "green") for r in advice.recommendations]
     parts += [Text(f"note: {n}", "yellow") for n in advice.notes]
