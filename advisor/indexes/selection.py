@@ -293,7 +293,8 @@ class _Search:
                 break
             cost, replaced, added = move
             chosen = [c for c in chosen if c != replaced] + [added]
-            self.step(f"{len(chosen)} picked, the latest {added.label()}: workload cost {100 * cost / self.start:.3g}% of "
+            latest = added.label() + (f" in place of {replaced.label()}" if replaced is not None else "")
+            self.step(f"{len(chosen)} picked, the latest {latest}: workload cost {100 * cost / self.start:.3g}% of "
                       f"today's; {self.whatif.whatif_calls:,} what-if calls so far")
         return chosen, cost
 
