@@ -31,10 +31,7 @@ def frame(lines: Iterable[str], prefix: str, tally: Tally) -> Iterator[LogRecord
         m = match(text)
         if m is not None:
             if record is not None:
-                if tail:
-                    record.message = "\n".join([record.message, *tail])
-                    tail.clear()
-                yield record
+                yield _finish(record, tail)
             record = LogRecord(lineno, *fields(none + m.groups()))
         elif text[:1] in ("\t", " ") and record is not None:
             # The server indents continuation lines with a TAB; some shippers turn it into spaces.
