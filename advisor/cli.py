@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import threading
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from enum import Enum
 from pathlib import Path
@@ -205,6 +206,27 @@ def _steps(label: str, wanted: bool | None = None) -> _Activity:
     return _Activity(label, wanted)
 
 
+@contextmanager
+def _first_ctrl_c_stops(what: str):
+    """The first Ctrl-C sets the event it yields (a search stops at its next step and keeps what it has, with a
+    note); a second one interrupts as Ctrl-C always does."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may take signals
+        yield stop
+        return
+
+    def first(signum, frame) -> None:
+        stop.set()
+        signal.signal(signal.SIGINT, previous)
+        err.print(f"stopping {what} at its next step, with what it has so far (Ctrl-C again to abort)", highlight=False)
+
+    previous = signal.signal(signal.SIGINT, first)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _wait_forever() -> None:
     # The server dies with this process (a parent-death signal), so --keep must stay alive.
     try:
@@ -326,7 +348,7 @@ def suggest_indexes(
     scratch: Annotated[bool, typer.Option("--scratch", help="This database is a scratch copy: without HypoPG, real indexes are built in a transaction that is rolled back.")] = False,
     verify: Annotated[bool, typer.Option("--verify", help="With --scratch: build the picks for real (rolled back) and measure the queries before and after.")] = False,
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, max=16, help="Sessions that cost index configurations in parallel (HypoPG); the advice is the same for any number.")] = 2,
-    search_seconds: Annotated[float | None, typer.Option("--search-seconds", min=0.0, help="Stop the search after this long and keep its best picks so far, with a note (a workload of a hundred analytical queries can take many minutes; the default is no limit).")] = None,
+    search_seconds: Annotated[float | None, typer.Option("--search-seconds", min=0.0, help="Stop the search after this long and keep its best picks so far, with a note (a workload of a hundred analytical queries can take many minutes; the default is no limit). A first Ctrl-C does the same at any time; a second one aborts.")] = None,
     output_format: Annotated[AdviceFormat, typer.Option("--format")] = AdviceFormat.text,
     output: Annotated[Path | None, typer.Option("--output", "-o")] = None,
 ) -> None:
@@ -342,12 +364,12 @@ def suggest_indexes(
         else:
             sources = _sources(log, session if (pg_stat_statements or not log) else None, log_format, log_line_prefix)
         workload = _load(sources)
-        with _steps("advising") as step:
+        with _steps("advising") as step, _first_ctrl_c_stops("the search") as interrupted:
             advice = suggest(
                 session, workload, by_time=weight is Weight.time and sql_file is None, max_queries=max_queries,
                 max_indexes=max_indexes, budget_bytes=None if budget_mb is None else int(budget_mb * 1024 * 1024),
                 min_improvement=min_improvement, max_width=max_width, scratch=scratch, verify=verify, sessions=jobs,
-                search_seconds=search_seconds, step=step,
+                search_seconds=search_seconds, interrupted=interrupted, step=step,
             )  # fmt: skip
     write(render(advice, output_format.value), output)
 

@@ -4,6 +4,10 @@ one, merging two covering needs into one index, and packing indexes on static ta
 from __future__ import annotations
 
 import math
+import os
+import signal
+import threading
+import time
 
 import psycopg
 import pytest
@@ -288,3 +292,27 @@ def test_a_time_limit_keeps_the_best_picks_so_far_and_says_so(dsn):
     assert cut.search is not None and cut.search.stopped_early
     assert not cut.recommendations and cut.workload_cost_after == cut.workload_cost_before
     assert any("--search-seconds" in note for note in cut.notes)
+
+
+def test_ctrl_c_keeps_the_best_picks_so_far_and_says_so(dsn):
+    """suggest-indexes' first Ctrl-C sets the event: the search stops at its next step, as a time limit does."""
+    interrupted = threading.Event()
+    interrupted.set()
+    cut = advise(dsn, queries(*WORKLOAD), interrupted=interrupted)
+    assert cut.search is not None and cut.search.stopped_early and not cut.recommendations
+    assert any("interrupted (Ctrl-C)" in note and "best picks so far" in note for note in cut.notes), cut.notes
+
+
+def test_the_first_ctrl_c_stops_the_search_and_a_second_one_aborts():
+    """Real signals to this process: the first sets the event and is swallowed, the second interrupts."""
+    from advisor.cli import _first_ctrl_c_stops
+
+    with _first_ctrl_c_stops("the search") as stop:
+        assert not stop.is_set()
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)  # the handler runs in the main thread at its next bytecode
+        assert stop.is_set()
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.5)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

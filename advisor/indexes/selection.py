@@ -63,6 +63,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+import threading
 import time
 from dataclasses import dataclass, field, replace
 
@@ -125,6 +126,7 @@ def advise(
     sessions: int = 2,
     workload_seconds: float | None = None,
     search_seconds: float | None = None,
+    interrupted: threading.Event | None = None,
     step: Step = lambda _: None,
 ) -> Advice:
     """The set of indexes that lowers the workload's cost most within the limits.
@@ -132,7 +134,7 @@ def advise(
     ``workload_seconds``: the time the queries' weights (calls) were counted over; with it, the
     counters of tables the workload reads but does not write stand in for their writes
     (advisor/indexes/maintenance.py). ``search_seconds``: the search stops picking after that long (from the
-    call) and keeps what it has, with a note (``Advice.search.stopped_early``). ``target``: a DSN, or the command's open Session, which
+    call) and keeps what it has, with a note (``Advice.search.stopped_early``); so does a set ``interrupted`` (Ctrl-C). ``target``: a DSN, or the command's open Session, which
     reads the catalog, explains the representative values and costs (the ``sessions`` - 1
     parallel what-if sessions connect on their own).
     """
@@ -147,7 +149,8 @@ def advise(
             writes = WriteLoad([*workload_writes(costable, found, whatif.rows_changed),
                                 *counted_writes(costable, found, catalog, workload_seconds)], catalog)
             search = _Search(whatif, costable, found, writes, max_indexes, budget_bytes, min_improvement, max_width,
-                             deadline=None if search_seconds is None else started + search_seconds, step=step)
+                             deadline=None if search_seconds is None else started + search_seconds,
+                             interrupted=interrupted, step=step)
             step(f"searching {len(found.candidates)} candidates with the planner's costs")
             chosen = search.run()
             validation = "hypothetical" if backend == "hypopg" else "real index, rolled back"
@@ -221,9 +224,10 @@ class _Search:
     """Extend with composite candidates and a pruning pass (see the module docstring)."""
 
     def __init__(self, whatif: WhatIf, queries, found: CandidateSet, writes: WriteLoad, max_indexes, budget_bytes,
-                 min_improvement, max_width, *, deadline: float | None = None, step: Step = lambda _: None):
+                 min_improvement, max_width, *, deadline: float | None = None, interrupted: threading.Event | None = None,
+                 step: Step = lambda _: None):
         self.whatif, self.step = whatif, step  # step: a line per pick, for a person waiting at a terminal
-        self.deadline, self.stopped_early = deadline, False
+        self.deadline, self.interrupted, self.stopped_early = deadline, interrupted, False
         self.notes: list[str] = []
         self.queries = [q for q in queries if found.by_query.get(q.fingerprint)]
         self.found, self.writes = found, writes
@@ -336,14 +340,12 @@ class _Search:
         return best[1], cost - best[0]
 
     def _out_of_time(self) -> bool:
-        if self.deadline is not None and time.perf_counter() > self.deadline:
-            if not self.stopped_early:
-                self.stopped_early = True
-                self.notes.append(f"the search reached its time limit (--search-seconds) with {len(self.alone)} of "
-                                  f"{len(self.found.candidates)} candidates costed: these are its best picks so far; "
-                                  "a longer limit, or none (as the nightly job runs), may find more")
-            return True
-        return False
+        reason = _stop_reason(self.deadline, self.interrupted)
+        if reason is not None and not self.stopped_early:
+            self.stopped_early = True
+            self.notes.append(f"the search {reason[0]} with {len(self.alone)} of {len(self.found.candidates)} candidates "
+                              f"costed: these are its best picks so far; {reason[1]}")
+        return reason is not None
 
     def never_costed(self) -> int:
         """Candidates no round costed: what they could save at most stayed under the floor."""
@@ -516,6 +518,15 @@ class _Search:
             if new_cost <= cost * (1 + 1e-9):
                 chosen, cost = without, min(cost, new_cost)
         return chosen, cost
+
+
+def _stop_reason(deadline: float | None, interrupted: threading.Event | None) -> tuple[str, str] | None:
+    """Why the search stops before its end, and what the note advises, if it must stop now."""
+    if interrupted is not None and interrupted.is_set():
+        return "was interrupted (Ctrl-C)", "a search left to finish (the nightly job's) may find more"
+    if deadline is not None and time.perf_counter() > deadline:
+        return "reached its time limit (--search-seconds)", "a longer limit, or none (as the nightly job runs), may find more"
+    return None
 
 
 def _after(move, chosen: list[IndexCandidate]) -> frozenset[IndexCandidate]:
