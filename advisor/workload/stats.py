@@ -257,10 +257,7 @@ class WorkloadStats:
 
     def add(self, e: Execution, source: str = "log") -> Fingerprint:
         fp = fingerprint(e.sql)
-        stats = self.queries.get(fp.id)  # _stats written out: this runs per execution
-        if stats is None:
-            stats = self.queries[fp.id] = QueryStats(fp)
-        stats.add(e, source)
+        self._stats(fp).add(e, source)
         self.statements += 1
         return fp
 
